@@ -1,0 +1,61 @@
+# journey-streams: the two set-up commands are `make demo` and `make test` (see README).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+STACK := deploy/stack.sh
+# Seconds of generated traffic the demo sends through Kafka into the worker.
+DEMO_SECONDS ?= 60
+DEMO_RATE ?= 2000
+PYTEST_ARGS ?=
+
+.PHONY: help venv up down status lint test demo clean
+
+help:
+	@echo "make demo    run generated traffic through Kafka, the worker and ClickHouse; print live figures"
+	@echo "make test    install, start the services, run lint + type checks + the whole suite, stop"
+	@echo "make up | down | status    the local stack (Kafka, ClickHouse server, Prometheus, Alertmanager)"
+	@echo "make venv    create .venv and install journey-streams with its test extra"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "journey-streams needs Python >= 3.11; set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=23"
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+venv: $(STAMP)
+
+up: venv
+	$(STACK) up
+
+down:
+	$(STACK) down
+
+status:
+	$(STACK) status
+
+lint: venv
+	$(VENV)/bin/ruff check streams tests deploy
+	$(VENV)/bin/ruff format --check streams tests deploy
+	$(VENV)/bin/mypy
+
+# Starts the stack, runs everything, always stops the stack, exits with the suite's status.
+test: venv
+	@status=0; lint=0; \
+	$(STACK) up || status=$$?; \
+	if [ $$status -eq 0 ]; then \
+		$(MAKE) --no-print-directory lint || lint=$$?; \
+		$(VENV)/bin/pytest $(PYTEST_ARGS) || status=$$?; \
+		if [ $$status -eq 0 ] && [ $$lint -ne 0 ]; then echo "make test: lint or type check failed"; status=$$lint; fi; \
+	fi; \
+	$(STACK) down || true; \
+	exit $$status
+
+demo: venv
+	STACK_SERVICES="kafka prometheus" $(STACK) up
+	$(VENV)/bin/journey demo --seconds $(DEMO_SECONDS) --rate $(DEMO_RATE)
+
+clean: down
+	rm -rf .stack .journey

@@ -1,0 +1,66 @@
+"""Real health checks for the local stack, used by deploy/stack.sh.
+
+    python deploy/healthcheck.py kafka 127.0.0.1:9092
+    python deploy/healthcheck.py clickhouse 127.0.0.1:8123
+    python deploy/healthcheck.py http http://127.0.0.1:9090/-/ready
+
+Exit 0 when the service answers a real request (a Kafka metadata request, ClickHouse
+``SELECT 1``, an HTTP readiness endpoint), 1 otherwise with the reason on stderr. Each
+check is a single attempt with a short timeout; the caller owns the retry loop.
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+
+def check_kafka(bootstrap: str) -> None:
+    """Ask the broker for cluster metadata (the same request every client starts with)."""
+    from kafka import KafkaAdminClient  # from the project venv
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        brokers = admin.describe_cluster()["brokers"]
+        if not brokers:
+            raise RuntimeError("metadata response lists no brokers")
+    finally:
+        admin.close()
+
+
+def check_clickhouse(http_address: str) -> None:
+    """Run ``SELECT 1`` over ClickHouse's HTTP interface."""
+    query = urllib.parse.urlencode({"query": "SELECT 1"})
+    with urllib.request.urlopen(f"http://{http_address}/?{query}", timeout=3) as response:
+        body = response.read().strip()
+    if body != b"1":
+        raise RuntimeError(f"SELECT 1 answered {body!r}")
+
+
+def check_http(url: str) -> None:
+    """GET a readiness endpoint and expect 200."""
+    with urllib.request.urlopen(url, timeout=3) as response:
+        if response.status != 200:
+            raise RuntimeError(f"{url} answered HTTP {response.status}")
+
+
+CHECKS = {"kafka": check_kafka, "clickhouse": check_clickhouse, "http": check_http}
+
+
+def main(argv: list[str]) -> int:
+    """Run one check named on the command line."""
+    if len(argv) != 3 or argv[1] not in CHECKS:
+        print(f"usage: {argv[0]} {{{'|'.join(CHECKS)}}} ADDRESS", file=sys.stderr)
+        return 2
+    try:
+        CHECKS[argv[1]](argv[2])
+    except Exception as exc:  # any failure means "not healthy yet"; the reason is printed
+        print(f"{argv[1]} {argv[2]}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

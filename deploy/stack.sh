@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# The local stack without Docker: Apache Kafka (KRaft, from Maven Central), the ClickHouse
+# server (Debian clickhouse-server), Prometheus and Alertmanager (Debian packages), all on
+# 127.0.0.1 with every byte of state under one git-ignored folder.
+#
+#   deploy/stack.sh up       install what is missing, start what is not running, wait healthy
+#   deploy/stack.sh down     stop everything this folder started
+#   deploy/stack.sh status   one line per service
+#
+# Environment (all optional): STACK_DIR (default .stack), PYTHON (default .venv/bin/python),
+# KAFKA_PORT 9092, KAFKA_CONTROLLER_PORT 9097, CLICKHOUSE_TCP_PORT 9000,
+# CLICKHOUSE_HTTP_PORT 8123, PROMETHEUS_PORT 9090, ALERTMANAGER_PORT 9093,
+# STACK_SERVICES (default "kafka clickhouse prometheus alertmanager"),
+# STACK_WAIT_S (seconds to wait for each service to become healthy, default 90).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STACK_DIR=${STACK_DIR:-$ROOT/.stack}
+case "$STACK_DIR" in /*) ;; *) STACK_DIR=$ROOT/$STACK_DIR ;; esac
+PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9097}
+CLICKHOUSE_TCP_PORT=${CLICKHOUSE_TCP_PORT:-9000}
+CLICKHOUSE_HTTP_PORT=${CLICKHOUSE_HTTP_PORT:-8123}
+PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
+ALERTMANAGER_PORT=${ALERTMANAGER_PORT:-9093}
+STACK_SERVICES=${STACK_SERVICES:-kafka clickhouse prometheus alertmanager}
+STACK_WAIT_S=${STACK_WAIT_S:-90}
+KAFKA_HEAP=${KAFKA_HEAP:--Xmx768m -Xms256m}
+
+say() { printf 'stack: %s\n' "$*"; }
+die() { printf 'stack: ERROR: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- installs
+
+apt_install() {
+    # Debian packages, installed only when their binary is missing.
+    local missing=()
+    command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || missing+=(clickhouse-server clickhouse-client)
+    command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+    command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+    command -v java >/dev/null 2>&1 || die "java is missing: install Java 17 (Debian: apt-get install openjdk-17-jre-headless)"
+    command -v mvn >/dev/null 2>&1 || missing+=(maven)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    say "installing Debian packages: ${missing[*]}"
+    $sudo apt-get update -qq >"$STACK_DIR/apt.log" 2>&1 || die "apt-get update failed, see $STACK_DIR/apt.log"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" \
+        >>"$STACK_DIR/apt.log" 2>&1 || die "apt-get install ${missing[*]} failed, see $STACK_DIR/apt.log"
+}
+
+kafka_fetch() {
+    # The broker jars, fetched by Maven from Central into the stack folder (Maven's own
+    # ~/.m2 cache makes a second fetch offline).
+    local lib=$STACK_DIR/kafka/lib stamp
+    stamp=$(sha256sum "$ROOT/deploy/kafka/pom.xml" | cut -c1-16)
+    [ -f "$lib/.fetched-$stamp" ] && return 0
+    say "fetching the Kafka broker from Maven Central (deploy/kafka/pom.xml)"
+    rm -rf "$lib" && mkdir -p "$lib"
+    (cd "$ROOT/deploy/kafka" && mvn -q -B dependency:copy-dependencies \
+        -DoutputDirectory="$lib" -DincludeScope=runtime) >"$STACK_DIR/kafka/maven.log" 2>&1 \
+        || die "Maven could not fetch the Kafka broker, see $STACK_DIR/kafka/maven.log"
+    touch "$lib/.fetched-$stamp"
+}
+
+# ---------------------------------------------------------------- process helpers
+
+pidfile() { echo "$STACK_DIR/$1.pid"; }
+
+running() {
+    # True when the service's recorded process is alive.
+    local pf pid
+    pf=$(pidfile "$1")
+    [ -f "$pf" ] || return 1
+    pid=$(cat "$pf")
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+port_busy() {
+    # True when something listens on 127.0.0.1:PORT.
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+service_ports() {
+    case "$1" in
+        kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT" ;;
+        clickhouse) echo "$CLICKHOUSE_TCP_PORT $CLICKHOUSE_HTTP_PORT" ;;
+        prometheus) echo "$PROMETHEUS_PORT" ;;
+        alertmanager) echo "$ALERTMANAGER_PORT" ;;
+    esac
+}
+
+service_log() {
+    case "$1" in
+        kafka) echo "$STACK_DIR/kafka/log/server.log (and $STACK_DIR/kafka/stdout.log)" ;;
+        clickhouse) echo "$STACK_DIR/clickhouse/log/server.err.log (and $STACK_DIR/clickhouse/stdout.log)" ;;
+        *) echo "$STACK_DIR/$1/stdout.log" ;;
+    esac
+}
+
+healthy() {
+    case "$1" in
+        kafka) "$PYTHON" "$ROOT/deploy/healthcheck.py" kafka "127.0.0.1:$KAFKA_PORT" ;;
+        clickhouse) "$PYTHON" "$ROOT/deploy/healthcheck.py" clickhouse "127.0.0.1:$CLICKHOUSE_HTTP_PORT" ;;
+        prometheus) "$PYTHON" "$ROOT/deploy/healthcheck.py" http "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" ;;
+        alertmanager) "$PYTHON" "$ROOT/deploy/healthcheck.py" http "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready" ;;
+    esac
+}
+
+launch() {
+    # launch NAME LOGFILE CMD...: start CMD in its own session, record its pid.
+    local name=$1 log=$2
+    shift 2
+    setsid nohup "$@" >"$log" 2>&1 </dev/null &
+    echo $! >"$(pidfile "$name")"
+}
+
+wait_healthy() {
+    local name=$1 deadline=$((SECONDS + STACK_WAIT_S)) reason
+    while ((SECONDS < deadline)); do
+        if reason=$(healthy "$name" 2>&1); then
+            say "$name is healthy"
+            return 0
+        fi
+        running "$name" || die "$name exited while starting; see $(service_log "$name")"
+        sleep 1
+    done
+    die "$name did not become healthy within ${STACK_WAIT_S}s ($reason); see $(service_log "$name")"
+}
+
+# ---------------------------------------------------------------- services
+
+start_kafka() {
+    local dir=$STACK_DIR/kafka
+    mkdir -p "$dir/data" "$dir/log"
+    kafka_fetch
+    sed -e "s#@PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+        -e "s#@DATA_DIR@#$dir/data#g" "$ROOT/deploy/kafka/server.properties" >"$dir/server.properties"
+    local java=(java $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true
+        -Dkafka.logs.dir="$dir/log" -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.properties"
+        -cp "$dir/lib/*")
+    if [ ! -f "$dir/data/meta.properties" ]; then
+        # KRaft storage is formatted once, on first start, with a fixed cluster id per folder.
+        [ -f "$dir/cluster-id" ] || "${java[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1 >"$dir/cluster-id"
+        "${java[@]}" kafka.tools.StorageTool format -t "$(cat "$dir/cluster-id")" \
+            -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+            || die "formatting Kafka storage failed, see $dir/format.log"
+    fi
+    launch kafka "$dir/stdout.log" "${java[@]}" kafka.Kafka "$dir/server.properties"
+}
+
+start_clickhouse() {
+    local dir=$STACK_DIR/clickhouse
+    mkdir -p "$dir/data/tmp" "$dir/log" "$dir/conf"
+    sed -e "s#@TCP_PORT@#$CLICKHOUSE_TCP_PORT#g" -e "s#@HTTP_PORT@#$CLICKHOUSE_HTTP_PORT#g" \
+        -e "s#@DATA_DIR@#$dir/data#g" -e "s#@LOG_DIR@#$dir/log#g" -e "s#@CONF_DIR@#$dir/conf#g" \
+        "$ROOT/deploy/clickhouse/config.xml" >"$dir/conf/config.xml"
+    cp "$ROOT/deploy/clickhouse/users.xml" "$dir/conf/users.xml"
+    local bin
+    bin=$(command -v clickhouse-server || echo /usr/sbin/clickhouse-server)
+    launch clickhouse "$dir/stdout.log" "$bin" --config-file="$dir/conf/config.xml"
+}
+
+start_prometheus() {
+    local dir=$STACK_DIR/prometheus
+    mkdir -p "$dir/data"
+    launch prometheus "$dir/stdout.log" prometheus \
+        --config.file="$ROOT/deploy/prometheus/prometheus.yml" \
+        --storage.tsdb.path="$dir/data" \
+        --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" \
+        --web.enable-lifecycle
+}
+
+start_alertmanager() {
+    local dir=$STACK_DIR/alertmanager
+    mkdir -p "$dir/data"
+    # --cluster.listen-address= turns off gossip: one node, nothing listening beyond the API.
+    launch alertmanager "$dir/stdout.log" prometheus-alertmanager \
+        --config.file="$ROOT/deploy/alertmanager/alertmanager.yml" \
+        --storage.path="$dir/data" \
+        --web.listen-address="127.0.0.1:$ALERTMANAGER_PORT" \
+        --cluster.listen-address=
+}
+
+up_one() {
+    local name=$1 port
+    if running "$name"; then
+        if healthy "$name" >/dev/null 2>&1; then
+            say "$name already running (pid $(cat "$(pidfile "$name")"))"
+            return 0
+        fi
+        wait_healthy "$name"
+        return 0
+    fi
+    for port in $(service_ports "$name"); do
+        port_busy "$port" && die "$name cannot start: 127.0.0.1:$port is already taken by another process (stop it, or set the port variable; see deploy/stack.sh)"
+    done
+    "start_$name"
+    wait_healthy "$name"
+}
+
+stop_one() {
+    local name=$1 pf pid i
+    pf=$(pidfile "$name")
+    if ! running "$name"; then
+        rm -f "$pf"
+        return 0
+    fi
+    pid=$(cat "$pf")
+    # The service runs in its own session (setsid): signal the whole group.
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 60); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.5
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        say "$name did not stop within 30 s; killing it"
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+        sleep 0.5
+    fi
+    rm -f "$pf"
+    say "$name stopped"
+}
+
+# ---------------------------------------------------------------- commands
+
+cmd_up() {
+    mkdir -p "$STACK_DIR/kafka"
+    [ -x "$PYTHON" ] || die "$PYTHON is missing: run 'make venv' (or set PYTHON) first"
+    apt_install
+    local name
+    for name in $STACK_SERVICES; do up_one "$name"; done
+    say "up: $STACK_SERVICES (state in $STACK_DIR)"
+}
+
+cmd_down() {
+    local name
+    # Reverse order: consumers of a service stop before it.
+    for name in $(echo "$STACK_SERVICES" | tr ' ' '\n' | tac); do stop_one "$name"; done
+}
+
+cmd_status() {
+    local name state rc=0
+    for name in $STACK_SERVICES; do
+        if running "$name"; then
+            if healthy "$name" >/dev/null 2>&1; then state="healthy"; else state="running, NOT healthy"; rc=1; fi
+            printf '%-13s %-22s pid %-8s ports %s\n' "$name" "$state" "$(cat "$(pidfile "$name")")" "$(service_ports "$name")"
+        else
+            printf '%-13s %-22s\n' "$name" "stopped"
+            rc=1
+        fi
+    done
+    return $rc
+}
+
+case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

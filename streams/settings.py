@@ -1,0 +1,120 @@
+"""Settings: built once at start-up from ``JOURNEY_*`` environment variables, then passed down.
+
+Nothing else in journey-streams reads ``os.environ``. Every setting has a documented
+default (README "Configuration" and ``journey worker --help`` print this table) and a
+wrong value fails at start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from streams.errors import ConfigError
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be greater than zero")
+    return value
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be greater than zero")
+    return value
+
+
+def _port(name: str, raw: str) -> int:
+    value = _positive_int(name, raw)
+    if value > 65535:
+        raise ConfigError(f"{name}={raw!r} is not a TCP port (1-65535)")
+    return value
+
+
+def _flag(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def _text(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _setting(default: Any, parse: Callable[[str, str], Any], doc: str) -> Any:
+    return field(default=default, metadata={"parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every tunable of journey-streams; the field ``x_y`` is read from ``JOURNEY_X_Y``."""
+
+    brokers: str = _setting("127.0.0.1:9092", _text, "Kafka bootstrap servers, comma separated")
+    input_topic: str = _setting("clickstream", _text, "topic the worker reads events from")
+    sessions_topic: str = _setting("journey-sessions", _text, "session rows as they change/close")
+    transitions_topic: str = _setting(
+        "journey-transitions", _text, "stage transitions and abandoned carts"
+    )
+    dlq_topic: str = _setting("journey-dlq", _text, "rejected events with reason and payload")
+    late_topic: str = _setting("journey-late", _text, "events beyond the allowed lateness")
+    app_id: str = _setting("journey-streams", _text, "Kafka consumer group / Faust app id")
+    clickhouse_url: str = _setting(
+        "", _text, "clickhouse://host:9000/db for a server; empty = embedded chdb in data_dir"
+    )
+    data_dir: str = _setting(".journey", _text, "folder for embedded ClickHouse and worker state")
+    metrics_port: int = _setting(9464, _port, "HTTP port of the worker's /metrics endpoint")
+    session_timeout_s: float = _setting(1800.0, _positive_float, "inactivity gap that ends a session")
+    max_session_s: float = _setting(86400.0, _positive_float, "maximum session length")
+    allowed_lateness_s: float = _setting(600.0, _positive_float, "how late an event may arrive")
+    split_on_campaign: bool = _setting(False, _flag, "start a new session when the campaign changes")
+    flush_interval_s: float = _setting(2.0, _positive_float, "ClickHouse flush interval (max 5 s)")
+    flush_rows: int = _setting(50000, _positive_int, "rows per ClickHouse insert")
+    stage_rules: str = _setting("", _text, "path of a store's stage rules YAML; empty = defaults")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``JOURNEY_*`` variables.
+
+        An unknown ``JOURNEY_`` name is an error (a typo must not silently fall back to a
+        default); ``JOURNEY_TEST_*`` belongs to the test suite and is ignored here.
+        """
+        env = os.environ if environ is None else environ
+        known = {f"JOURNEY_{f.name.upper()}": f for f in fields(cls)}
+        unknown = sorted(
+            k
+            for k in env
+            if k.startswith("JOURNEY_") and not k.startswith("JOURNEY_TEST_") and k not in known
+        )
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        values: dict[str, Any] = {}
+        for var, f in known.items():
+            if var in env:
+                values[f.name] = f.metadata["parse"](var, env[var])
+        settings = cls(**values)
+        if settings.flush_interval_s > 5:
+            raise ConfigError("JOURNEY_FLUSH_INTERVAL_S must be at most 5 seconds")
+        return settings
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(variable, default, meaning) for every setting, for --help and the README."""
+        return [
+            (f"JOURNEY_{f.name.upper()}", repr(f.default), f.metadata["doc"]) for f in fields(cls)
+        ]
