@@ -77,10 +77,14 @@ class Settings:
     )
     data_dir: str = _setting(".journey", _text, "folder for embedded ClickHouse and worker state")
     metrics_port: int = _setting(9464, _port, "HTTP port of the worker's /metrics endpoint")
-    session_timeout_s: float = _setting(1800.0, _positive_float, "inactivity gap that ends a session")
+    session_timeout_s: float = _setting(
+        1800.0, _positive_float, "inactivity gap that ends a session"
+    )
     max_session_s: float = _setting(86400.0, _positive_float, "maximum session length")
     allowed_lateness_s: float = _setting(600.0, _positive_float, "how late an event may arrive")
-    split_on_campaign: bool = _setting(False, _flag, "start a new session when the campaign changes")
+    split_on_campaign: bool = _setting(
+        False, _flag, "start a new session when the campaign changes"
+    )
     flush_interval_s: float = _setting(2.0, _positive_float, "ClickHouse flush interval (max 5 s)")
     flush_rows: int = _setting(50000, _positive_int, "rows per ClickHouse insert")
     stage_rules: str = _setting("", _text, "path of a store's stage rules YAML; empty = defaults")

@@ -1,0 +1,157 @@
+"""Prometheus metrics of the worker, created in one place from an injected registry.
+
+Names are prefixed ``journey_``, in base units, counters end in ``_total``, and no label
+carries a visitor or session id (cardinality stays bounded by event types, stages,
+reasons and channels). The cart-abandonment ratio and per-stage drop-off are computable
+in PromQL from these counters the moment the deciding events are processed:
+
+    abandonment ratio = rate(journey_carts_abandoned_total[5m])
+                        / rate(journey_cart_sessions_closed_total[5m])
+    drop-off at stage S = rate(journey_sessions_closed_total{furthest_stage="S"}[5m])
+                          / rate(journey_sessions_closed_total[5m])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+#: Event-time lag buckets (seconds): from live traffic to a backlog of hours.
+LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
+#: ClickHouse insert latency buckets (seconds).
+WRITE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass(frozen=True, slots=True)
+class JourneyMetrics:
+    """Every metric the worker exports; build with :meth:`create`."""
+
+    registry: CollectorRegistry
+    events: Counter
+    rejected: Counter
+    late: Counter
+    duplicates: Counter
+    sessions_started: Counter
+    sessions_closed: Counter
+    stage_reached: Counter
+    cart_sessions_closed: Counter
+    carts_abandoned: Counter
+    conversions: Counter
+    revenue: Counter
+    open_sessions: Gauge
+    event_lag: Histogram
+    watermark_lag: Gauge
+    clickhouse_write_seconds: Histogram
+    clickhouse_rows: Counter
+    clickhouse_errors: Counter
+    clickhouse_pending_rows: Gauge
+    consumer_lag: Gauge
+    batches: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> JourneyMetrics:
+        """Register every metric in ``registry`` (a fresh one when omitted, as tests want)."""
+        reg = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        return cls(
+            registry=reg,
+            events=Counter(
+                "journey_events_total", "Accepted events by type.", ["event_type"], registry=reg
+            ),
+            rejected=Counter(
+                "journey_events_rejected_total",
+                "Events sent to the dead-letter topic, by reason.",
+                ["reason"],
+                registry=reg,
+            ),
+            late=Counter(
+                "journey_events_late_total",
+                "Events beyond the allowed lateness, routed to the late topic.",
+                registry=reg,
+            ),
+            duplicates=Counter(
+                "journey_events_duplicate_total",
+                "Events dropped because their event_id was already seen.",
+                registry=reg,
+            ),
+            sessions_started=Counter(
+                "journey_sessions_started_total", "Sessions opened.", ["channel"], registry=reg
+            ),
+            sessions_closed=Counter(
+                "journey_sessions_closed_total",
+                "Sessions closed, by the furthest funnel stage they reached.",
+                ["furthest_stage"],
+                registry=reg,
+            ),
+            stage_reached=Counter(
+                "journey_stage_reached_total",
+                "Sessions reaching a journey stage, counted when it happens.",
+                ["stage"],
+                registry=reg,
+            ),
+            cart_sessions_closed=Counter(
+                "journey_cart_sessions_closed_total",
+                "Closed sessions that had an add_to_cart (the abandonment denominator).",
+                registry=reg,
+            ),
+            carts_abandoned=Counter(
+                "journey_carts_abandoned_total",
+                "Closed sessions with an add_to_cart and no purchase.",
+                registry=reg,
+            ),
+            conversions=Counter(
+                "journey_conversions_total",
+                "Sessions reaching their first purchase, counted when it happens.",
+                registry=reg,
+            ),
+            revenue=Counter(
+                "journey_revenue_total",
+                "Revenue of new orders, in the store's currency units.",
+                registry=reg,
+            ),
+            open_sessions=Gauge(
+                "journey_open_sessions", "Sessions currently open in this worker.", registry=reg
+            ),
+            event_lag=Histogram(
+                "journey_event_lag_seconds",
+                "Wall-clock time minus event time when an event is processed.",
+                buckets=LAG_BUCKETS,
+                registry=reg,
+            ),
+            watermark_lag=Gauge(
+                "journey_watermark_lag_seconds",
+                "Wall-clock time minus the event-time watermark.",
+                registry=reg,
+            ),
+            clickhouse_write_seconds=Histogram(
+                "journey_clickhouse_write_seconds",
+                "Duration of one ClickHouse flush (all tables).",
+                buckets=WRITE_BUCKETS,
+                registry=reg,
+            ),
+            clickhouse_rows=Counter(
+                "journey_clickhouse_rows_total",
+                "Rows written to ClickHouse, by table.",
+                ["table"],
+                registry=reg,
+            ),
+            clickhouse_errors=Counter(
+                "journey_clickhouse_errors_total",
+                "Failed ClickHouse flush attempts (each is retried).",
+                registry=reg,
+            ),
+            clickhouse_pending_rows=Gauge(
+                "journey_clickhouse_pending_rows",
+                "Rows buffered for ClickHouse and not yet written.",
+                registry=reg,
+            ),
+            consumer_lag=Gauge(
+                "journey_consumer_lag_messages",
+                "Messages between the consumer position and the end of each partition.",
+                ["partition"],
+                registry=reg,
+            ),
+            batches=Counter(
+                "journey_batches_total", "Batches of messages processed.", registry=reg
+            ),
+        )

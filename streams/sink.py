@@ -1,0 +1,164 @@
+"""Batching sink between the engine and ClickHouse: ``add`` rows, ``flush`` them in one go.
+
+Rows are coalesced by key while buffered (a session rewritten a hundred times between
+flushes is written once, in its latest state), so the buffer is bounded by the number of
+distinct sessions and orders touched, not by the number of events. A flush writes one
+insert per table; when ClickHouse is unreachable it retries with capped exponential
+backoff for as long as it takes, and the caller, which awaits the flush before taking the
+next batch, stops consuming meanwhile: that is the back-pressure. Writes are idempotent
+(ReplacingMergeTree by key, version per write), so a retry or a redelivery after a crash
+rewrites rows instead of adding them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from streams.engine.rows import OrderRow, SessionRow
+from streams.errors import StorageError
+from streams.metrics import JourneyMetrics
+
+
+class RowWriter(Protocol):
+    """What the sink needs from the ClickHouse layer: one idempotent write of a batch."""
+
+    def write(
+        self,
+        sessions: Sequence[SessionRow],
+        removed_session_ids: Sequence[str],
+        orders: Sequence[OrderRow],
+    ) -> None:
+        """Write (replace) sessions, tombstone removed ids and write orders, in one batch."""
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Capped exponential backoff: 0.5 s, 1 s, 2 s ... up to ``cap_s``."""
+
+    initial_s: float = 0.5
+    cap_s: float = 15.0
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        """The delay before the next attempt; each call doubles it up to the cap."""
+        delay: float = min(self.cap_s, self.initial_s * 2.0**self.attempt)
+        self.attempt += 1
+        return delay
+
+    def reset(self) -> None:
+        """Back to the initial delay after a success."""
+        self.attempt = 0
+
+
+@dataclass(slots=True)
+class PendingRows:
+    """Rows waiting for the next flush, coalesced by key (latest state wins)."""
+
+    sessions: dict[str, SessionRow] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)
+    orders: dict[str, OrderRow] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.sessions) + len(self.removed) + len(self.orders)
+
+
+class ClickHouseSink:
+    """Buffers engine output and writes it to ClickHouse in batches (see module docstring)."""
+
+    def __init__(
+        self,
+        writer: RowWriter,
+        metrics: JourneyMetrics | None = None,
+        *,
+        max_rows: int = 50_000,
+        flush_interval_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._writer = writer
+        self._metrics = metrics
+        self._max_rows = max_rows
+        self._interval = flush_interval_s
+        self._clock = clock
+        self._sleep = sleep
+        self._pending = PendingRows()
+        self._last_flush = clock()
+        self._backoff = Backoff()
+
+    @property
+    def pending(self) -> int:
+        """Rows buffered and not yet written."""
+        return len(self._pending)
+
+    def add(
+        self,
+        sessions: Iterable[SessionRow] = (),
+        removed_session_ids: Iterable[str] = (),
+        orders: Iterable[OrderRow] = (),
+    ) -> None:
+        """Buffer rows; a later row for the same key replaces the earlier one."""
+        pending = self._pending
+        for row in sessions:
+            pending.sessions[row.session_id] = row
+            pending.removed.discard(row.session_id)
+        for session_id in removed_session_ids:
+            pending.sessions.pop(session_id, None)
+            pending.removed.add(session_id)
+        for order in orders:
+            pending.orders[order.order_key] = order
+        if self._metrics is not None:
+            self._metrics.clickhouse_pending_rows.set(len(pending))
+
+    def due(self) -> bool:
+        """True when the buffer is full or the flush interval has passed with rows waiting."""
+        if not self._pending:
+            return False
+        full = len(self._pending) >= self._max_rows
+        return full or self._clock() - self._last_flush >= self._interval
+
+    def flush_once(self) -> None:
+        """Write everything buffered in one batch; raises StorageError and keeps the rows."""
+        pending = self._pending
+        self._last_flush = self._clock()
+        if not pending:
+            return
+        started = time.perf_counter()
+        try:
+            self._writer.write(
+                list(pending.sessions.values()),
+                sorted(pending.removed),
+                list(pending.orders.values()),
+            )
+        except StorageError:
+            if self._metrics is not None:
+                self._metrics.clickhouse_errors.inc()
+            raise
+        if self._metrics is not None:
+            self._metrics.clickhouse_write_seconds.observe(time.perf_counter() - started)
+            self._metrics.clickhouse_rows.labels("sessions").inc(
+                len(pending.sessions) + len(pending.removed)
+            )
+            self._metrics.clickhouse_rows.labels("orders").inc(len(pending.orders))
+            self._metrics.clickhouse_pending_rows.set(0)
+        self._pending = PendingRows()
+
+    async def flush(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
+        """Flush, retrying with backoff until it succeeds; False if stopped before that.
+
+        The blocking driver call runs in a thread so the event loop keeps serving Kafka
+        heartbeats and the metrics endpoint while ClickHouse is slow or down.
+        """
+        while True:
+            try:
+                await asyncio.to_thread(self.flush_once)
+            except StorageError:
+                if should_stop():
+                    return False
+                await self._sleep(self._backoff.next_delay())
+                continue
+            self._backoff.reset()
+            return True

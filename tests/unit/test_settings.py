@@ -1,0 +1,66 @@
+"""Settings from JOURNEY_* variables: defaults, parsing and start-up errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.errors import ConfigError
+from streams.settings import Settings
+
+
+def test_defaults_without_environment() -> None:
+    """With no JOURNEY_* variables every setting takes its documented default."""
+    settings = Settings.from_env({})
+    assert settings.brokers == "127.0.0.1:9092"
+    assert settings.input_topic == "clickstream"
+    assert settings.metrics_port == 9464
+    assert settings.session_timeout_s == 1800.0
+    assert settings.allowed_lateness_s == 600.0
+    assert settings.flush_interval_s <= 5
+
+
+def test_values_are_parsed_by_type() -> None:
+    """Numbers, ports and booleans are parsed from their text."""
+    settings = Settings.from_env(
+        {
+            "JOURNEY_METRICS_PORT": "9500",
+            "JOURNEY_SESSION_TIMEOUT_S": "60",
+            "JOURNEY_SPLIT_ON_CAMPAIGN": "yes",
+            "JOURNEY_CLICKHOUSE_URL": " clickhouse://127.0.0.1:9000/journey ",
+        }
+    )
+    assert settings.metrics_port == 9500
+    assert settings.session_timeout_s == 60.0
+    assert settings.split_on_campaign is True
+    assert settings.clickhouse_url == "clickhouse://127.0.0.1:9000/journey"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("JOURNEY_METRICS_PORT", "70000", "is not a TCP port"),
+        ("JOURNEY_METRICS_PORT", "http", "is not a whole number"),
+        ("JOURNEY_SESSION_TIMEOUT_S", "-5", "must be greater than zero"),
+        ("JOURNEY_SPLIT_ON_CAMPAIGN", "maybe", "is not a boolean"),
+        ("JOURNEY_FLUSH_INTERVAL_S", "9", "at most 5 seconds"),
+        ("JOURNEY_BROKRES", "x:1", "unknown setting(s) JOURNEY_BROKRES"),
+    ],
+)
+def test_wrong_values_fail_naming_the_variable(variable: str, value: str, message: str) -> None:
+    """A wrong or misspelt setting fails at start-up with the variable named."""
+    with pytest.raises(ConfigError, match="JOURNEY_") as info:
+        Settings.from_env({variable: value})
+    assert message in str(info.value)
+
+
+def test_test_suite_variables_are_not_settings() -> None:
+    """JOURNEY_TEST_* variables belong to the test suite and are ignored."""
+    assert Settings.from_env({"JOURNEY_TEST_BROKERS": "x"}) == Settings()
+
+
+def test_describe_lists_every_variable_once() -> None:
+    """--help and the README table list each setting with its default."""
+    rows = Settings.describe()
+    names = [name for name, _, _ in rows]
+    assert len(names) == len(set(names))
+    assert ("JOURNEY_METRICS_PORT", "9464") in [(n, d) for n, d, _ in rows]
