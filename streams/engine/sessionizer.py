@@ -1,0 +1,415 @@
+"""The sessionizer: cuts each visitor's events into sessions (SPEC section 4), exactly.
+
+Design. For every visitor the state keeps the events of its *open* sessions. When events
+arrive for a visitor they are merged into that sorted list and the visitor's open events
+are re-sessionized from scratch; the result is therefore exactly what an in-order run gives,
+whatever the arrival order, as long as no accepted event precedes a closed session.
+The watermark guarantees that:
+
+* watermark = max(event time seen) - allowed_lateness, never decreasing (it may also be
+  pushed by the wall clock when the input is idle, see ``Sessionizer.advance``);
+* an event with ``ts_ms < watermark`` is late: returned in ``EngineOutput.late``, never merged;
+* a session closes once ``watermark > last_event + session_timeout``. Every event accepted
+  afterwards has ``ts_ms >= watermark``, so its gap to the closed session exceeds the
+  timeout: a closed session can never change again, and the next event starts a new one.
+
+Re-sessionizing can change ids: an event earlier than a session's first event gives the
+session a new id, and an event filling a gap merges two open sessions into the earlier one.
+The ids that disappear are returned in ``EngineOutput.removed_session_ids`` (tombstones).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from bisect import bisect_right
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass, field
+
+from streams.engine.events import Event
+from streams.engine.rows import OrderRow, SessionRow, StageTransition
+from streams.engine.stages import StageRules
+from streams.engine.state import MAX_REMEMBERED_ORDERS, OpenSession, VisitorState
+from streams.engine.summary import BIT_NAMES, Prior, session_id, summarise
+from streams.settings import Settings
+
+_NEVER = -(2**62)  # the watermark before any event: nothing is late
+_FOREVER = 2**62
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Sessionization parameters in milliseconds (SPEC section 4 defaults).
+
+    ``idle_grace_ms``: after this much wall time without any event, the watermark follows
+    the wall clock at ``now - allowed_lateness - idle_grace`` so sessions still close when
+    traffic stops; while events flow, only event time moves the watermark (a consumer
+    catching up on a backlog never turns its own backlog late).
+    """
+
+    session_timeout_ms: int = 30 * 60 * 1000
+    max_session_ms: int = 24 * 3600 * 1000
+    allowed_lateness_ms: int = 10 * 60 * 1000
+    idle_grace_ms: int = 60 * 1000
+    split_on_campaign: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionConfig:
+        """Map the ``JOURNEY_*`` settings (seconds) to a config (milliseconds)."""
+        return cls(
+            session_timeout_ms=round(settings.session_timeout_s * 1000),
+            max_session_ms=round(settings.max_session_s * 1000),
+            allowed_lateness_ms=round(settings.allowed_lateness_s * 1000),
+            idle_grace_ms=round(settings.idle_grace_s * 1000),
+            split_on_campaign=settings.split_on_campaign,
+        )
+
+
+@dataclass(slots=True)
+class EngineOutput:
+    """What one call produced; adapters write/publish it, then commit offsets.
+
+    ``sessions`` holds the latest row of every session created, changed or closed in the
+    call (``closed == 1`` for final rows); ``removed_session_ids`` are sessions that ceased
+    to exist (merged into another or re-identified) and must be deleted downstream; never
+    both for one id. ``opened`` counts new session ids (a re-identified session counts
+    again, with its old id in ``removed_session_ids``), ``closed`` counts final rows.
+    """
+
+    sessions: list[SessionRow] = field(default_factory=list)
+    removed_session_ids: list[str] = field(default_factory=list)
+    orders: list[OrderRow] = field(default_factory=list)
+    transitions: list[StageTransition] = field(default_factory=list)
+    late: list[Event] = field(default_factory=list)
+    duplicates: int = 0
+    opened: int = 0
+    closed: int = 0
+    watermark_ms: int = _NEVER
+
+
+class _Collector:
+    """Accumulates one call's output, keeping only the latest row per session/order."""
+
+    __slots__ = ("orders", "out", "removed", "rows")
+
+    def __init__(self) -> None:
+        self.out = EngineOutput()
+        self.rows: dict[str, SessionRow] = {}
+        self.removed: set[str] = set()
+        self.orders: dict[str, OrderRow] = {}
+
+    def row(self, row: SessionRow) -> None:
+        self.rows[row.session_id] = row
+        self.removed.discard(row.session_id)
+
+    def remove(self, sid: str) -> None:
+        self.rows.pop(sid, None)
+        self.removed.add(sid)
+
+    def finish(self, watermark: int) -> EngineOutput:
+        out = self.out
+        out.sessions = list(self.rows.values())
+        out.removed_session_ids = sorted(self.removed)
+        out.orders = list(self.orders.values())
+        out.watermark_ms = watermark
+        return out
+
+
+class Sessionizer:
+    """Streaming sessionizer over a visitor-state store (a dict, or a Faust table).
+
+    Call ``process`` with batches of accepted events in arrival order, ``advance`` with the
+    wall clock when idle, ``close_all`` at the end of a replay. The store maps visitor key
+    to ``VisitorState``; the heap of close deadlines is rebuilt from it on construction.
+    """
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        rules: StageRules,
+        store: MutableMapping[str, VisitorState] | None = None,
+    ) -> None:
+        """Create a sessionizer; an existing ``store`` (after a restart) is indexed."""
+        self.config = config
+        self.rules = rules
+        self.store: MutableMapping[str, VisitorState] = {} if store is None else store
+        self._deadlines: list[tuple[int, str]] = []
+        self._max_ts = _NEVER
+        self._watermark = _NEVER
+        self._last_event_wall: int | None = None
+        for key, state in self.store.items():
+            if state.sessions:
+                self._deadlines.append((state.sessions[0].last_ts + config.session_timeout_ms, key))
+            if state.events:
+                self._max_ts = max(self._max_ts, state.events[-1].ts_ms)
+        heapq.heapify(self._deadlines)
+        if self._max_ts != _NEVER:
+            # Events in the store were accepted, so the watermark was at least this high.
+            self._watermark = self._max_ts - config.allowed_lateness_ms
+
+    @property
+    def watermark_ms(self) -> int:
+        """Current watermark: events strictly below it are late."""
+        return self._watermark
+
+    def restore_watermark(self, watermark_ms: int) -> None:
+        """Raise the watermark to a checkpointed value after a restart (never lowers it).
+
+        The stores' events alone under-estimate it once sessions have closed; without this a
+        restarted worker would accept events that the crashed one had already called late.
+        """
+        if watermark_ms > self._watermark:
+            self._watermark = watermark_ms
+            self._max_ts = max(self._max_ts, watermark_ms + self.config.allowed_lateness_ms)
+
+    def process(self, events: Iterable[Event], now_ms: int | None = None) -> EngineOutput:
+        """Sessionize a batch of events (arrival order); ``now_ms`` is the wall clock, if known.
+
+        Lateness is decided event by event in arrival order, so the result does not depend
+        on how the input is split into batches.
+        """
+        col = _Collector()
+        lateness = self.config.allowed_lateness_ms
+        watermark, max_ts = self._watermark, self._max_ts
+        groups: dict[str, list[Event]] = {}
+        late = col.out.late
+        for ev in events:
+            ts = ev.ts_ms
+            if ts < watermark:
+                late.append(ev)
+                continue
+            if ts > max_ts:
+                max_ts = ts
+                if ts - lateness > watermark:
+                    watermark = ts - lateness
+            group = groups.get(ev.visitor_key)
+            if group is None:
+                groups[ev.visitor_key] = [ev]
+            else:
+                group.append(ev)
+        self._watermark, self._max_ts = watermark, max_ts
+        if now_ms is not None and (groups or late):
+            self._last_event_wall = now_ms
+        for key, group in groups.items():
+            self._ingest(key, group, col)
+        if now_ms is not None:
+            self._follow_clock(now_ms)
+        self._close_due(col)
+        return col.finish(self._watermark)
+
+    def advance(self, now_ms: int) -> EngineOutput:
+        """Let the wall clock move an idle watermark, then close the sessions it passed.
+
+        If no event arrived for ``idle_grace_ms`` of wall time (as seen by the ``now_ms``
+        passed to ``process``/``advance``), the watermark becomes at least
+        ``now_ms - allowed_lateness_ms - idle_grace_ms``.
+        """
+        col = _Collector()
+        self._follow_clock(now_ms)
+        self._close_due(col)
+        return col.finish(self._watermark)
+
+    def close_all(self) -> EngineOutput:
+        """Close every open session (end of a replay or an orderly shutdown of a test)."""
+        col = _Collector()
+        for key in list(self.store):
+            state = self.store[key]
+            if state.sessions or state.events:
+                self._resessionize(state, col, _FOREVER, emit_open=False)
+                self.store[key] = state
+        self._deadlines.clear()
+        return col.finish(self._watermark)
+
+    def _replay_visitor(self, key: str, events: Iterable[Event], col: _Collector) -> None:
+        """Replay one visitor's complete, sorted events and close all its sessions."""
+        state = self.store.get(key) or VisitorState(key)
+        seen = {ev.event_id for ev in state.events}
+        for ev in events:
+            if ev.event_id in seen:
+                col.out.duplicates += 1
+                continue
+            seen.add(ev.event_id)
+            state.events.append(ev)
+        if state.events:
+            self._resessionize(state, col, _FOREVER, emit_open=False)
+        self.store[key] = state
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _follow_clock(self, now_ms: int) -> None:
+        grace = self.config.idle_grace_ms
+        if self._last_event_wall is None or now_ms - self._last_event_wall >= grace:
+            # Never let the watermark go backwards: a clock step back must not reopen time.
+            self._watermark = max(self._watermark, now_ms - self.config.allowed_lateness_ms - grace)
+
+    def _ingest(self, key: str, group: list[Event], col: _Collector) -> None:
+        state = self.store.get(key)
+        if state is None:
+            state = VisitorState(key)
+        seen = {ev.event_id for ev in state.events}
+        fresh: list[Event] = []
+        for ev in group:
+            if ev.event_id in seen:
+                col.out.duplicates += 1
+            else:
+                seen.add(ev.event_id)
+                fresh.append(ev)
+        if not fresh:
+            return
+        fresh.sort(key=_sort_key)
+        if state.events and _sort_key(fresh[0]) < _sort_key(state.events[-1]):
+            state.events = sorted(state.events + fresh, key=_sort_key)
+        else:
+            state.events.extend(fresh)
+        self._resessionize(state, col, self._watermark, emit_open=True)
+        self.store[key] = state  # reassign so a persistent table records the change
+        if state.sessions:
+            deadline = state.sessions[0].last_ts + self.config.session_timeout_ms
+            heapq.heappush(self._deadlines, (deadline, key))
+
+    def _close_due(self, col: _Collector) -> None:
+        timeout = self.config.session_timeout_ms
+        heap = self._deadlines
+        while heap and heap[0][0] < self._watermark:
+            _, key = heapq.heappop(heap)
+            state = self.store.get(key)
+            if state is None or not state.sessions:
+                continue
+            if state.sessions[0].last_ts + timeout >= self._watermark:
+                continue  # stale entry; the visitor's current deadline is queued separately
+            self._resessionize(state, col, self._watermark, emit_open=False)
+            self.store[key] = state
+            if state.sessions:
+                heapq.heappush(heap, (state.sessions[0].last_ts + timeout, key))
+
+    def _resessionize(
+        self, state: VisitorState, col: _Collector, close_below: int, emit_open: bool
+    ) -> None:
+        """Re-cut ``state.events`` into sessions; close those with last + timeout < close_below.
+
+        With ``emit_open`` False only the closing sessions are summarised (the open ones did
+        not change: closing never alters what later sessions see about earlier ones).
+        """
+        events = state.events
+        bounds = self._bounds(events)
+        key = state.visitor_key
+        timeout = self.config.session_timeout_ms
+        old = {(s.first_ts, s.first_id): s.announced for s in state.sessions}
+        firsts = [(events[lo].ts_ms, events[lo].event_id) for lo, _ in bounds]
+        masks = [old.pop(f, -1) for f in firsts]
+        for (f_ts, f_id), mask in old.items():
+            # A vanished session lives on inside the new session holding its first event;
+            # that session inherits what was already announced, so nothing is announced twice.
+            col.remove(session_id(key, f_ts, f_id))
+            idx = bisect_right(firsts, (f_ts, f_id)) - 1
+            masks[idx] = max(masks[idx], 0) | mask
+        prior = Prior(state.closed_sessions > 0, state.purchased, state.user_id)
+        remembered = set(state.order_keys)
+        orders_seen: set[str] = set()
+        keep_from = 0
+        sessions: list[OpenSession] = []
+        for n, (lo, hi) in enumerate(bounds):
+            last_ts = events[hi - 1].ts_ms
+            closing = last_ts + timeout < close_below
+            if not closing and not emit_open:
+                sessions.extend(
+                    OpenSession(firsts[i][0], firsts[i][1], events[bounds[i][1] - 1].ts_ms,
+                                max(masks[i], 0))
+                    for i in range(n, len(bounds))
+                )  # fmt: skip
+                break
+            summary = summarise(events, lo, hi, prior, self.rules, closing)
+            row = summary.row
+            mask = masks[n]
+            if mask < 0:
+                col.out.opened += 1
+                mask = 0
+            for bit, ts, before in summary.reached:
+                if not mask & bit:
+                    mask |= bit
+                    col.out.transitions.append(StageTransition(
+                        "stage", BIT_NAMES[bit], before, row.session_id, key, row.user_id, ts,
+                        row.channel))  # fmt: skip
+            col.row(row)
+            for okey, (ts, _eid, revenue, currency, order_id) in summary.orders.items():
+                if okey in remembered or okey in orders_seen:
+                    continue
+                orders_seen.add(okey)
+                col.orders[okey] = OrderRow(okey, order_id, row.session_id, key,
+                                            row.customer_key, ts, revenue, currency)  # fmt: skip
+            prior = Prior(True, prior.purchased or bool(row.converted),
+                          summary.last_user_id or prior.user_id)  # fmt: skip
+            if closing:
+                col.out.closed += 1
+                keep_from = hi
+                state.closed_sessions += 1
+                state.purchased = prior.purchased
+                state.user_id = prior.user_id
+                state.order_keys = (state.order_keys + list(summary.orders))[
+                    -MAX_REMEMBERED_ORDERS:
+                ]
+                if row.has_cart and not row.converted:
+                    col.out.transitions.append(StageTransition(
+                        "cart_abandoned", "purchase", row.furthest_stage, row.session_id, key,
+                        row.user_id, row.end_ms, row.channel, tuple(summary.cart)))  # fmt: skip
+            else:
+                sessions.append(OpenSession(firsts[n][0], firsts[n][1], last_ts, mask))
+        if keep_from:
+            del state.events[:keep_from]
+        state.sessions = sessions
+
+    def _bounds(self, events: list[Event]) -> list[tuple[int, int]]:
+        """(start, stop) index pairs of the sessions in sorted ``events``."""
+        if not events:
+            return []
+        timeout = self.config.session_timeout_ms
+        max_len = self.config.max_session_ms
+        split_campaign = self.config.split_on_campaign
+        bounds: list[tuple[int, int]] = []
+        start = 0
+        first = prev = events[0].ts_ms
+        campaign = _campaign(events[0]) if split_campaign else None
+        for i in range(1, len(events)):
+            ev = events[i]
+            ts = ev.ts_ms
+            new = ts - prev > timeout or ts - first > max_len
+            if split_campaign and not new:
+                ev_campaign = _campaign(ev)
+                if ev_campaign is not None and ev_campaign != campaign:
+                    new = True
+            if new:
+                bounds.append((start, i))
+                start, first = i, ts
+                if split_campaign:
+                    campaign = _campaign(ev)
+            elif split_campaign and (ev_campaign := _campaign(ev)) is not None:
+                campaign = ev_campaign
+            prev = ts
+        bounds.append((start, len(events)))
+        return bounds
+
+
+def _sort_key(ev: Event) -> tuple[int, str]:
+    return (ev.ts_ms, ev.event_id)
+
+
+def _campaign(ev: Event) -> tuple[str, str, str] | None:
+    if ev.campaign_source or ev.campaign_medium:
+        return (ev.campaign_source, ev.campaign_medium, ev.campaign_name)
+    return None
+
+
+def sessionize_all(
+    events: Iterable[Event], config: SessionConfig, rules: StageRules
+) -> EngineOutput:
+    """Replay: sessionize complete input (any order) and close every session.
+
+    Events are sorted by (visitor, ts_ms, event_id) and each visitor is run through the
+    same re-sessionizing code as streaming, then closed; nothing is late in a replay.
+    """
+    sessionizer = Sessionizer(config, rules)
+    col = _Collector()
+    ordered = sorted(events, key=lambda ev: (ev.visitor_key, ev.ts_ms, ev.event_id))
+    for key, group in itertools.groupby(ordered, key=lambda ev: ev.visitor_key):
+        sessionizer._replay_visitor(key, group, col)
+    return col.finish(sessionizer.watermark_ms)

@@ -1,0 +1,169 @@
+"""Summarise one session's events into its ``SessionRow`` (SPEC section 5), in one pass.
+
+This is the per-event hot path of both the streaming worker and replay, so it reads
+``Event`` attributes directly and uses precompiled rule lookups.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from streams.engine.channels import Touchpoint, touchpoint
+from streams.engine.events import Event
+from streams.engine.rows import FUNNEL_STAGES, SessionRow
+from streams.engine.stages import FLAG_ADVOCACY, FLAG_CONVERSION, FLAG_RETENTION, StageRules
+
+#: Transition bits, in the order a session can announce them.
+BIT_AWARENESS = 1
+BIT_CONSIDERATION = 2
+BIT_PURCHASE = 4
+BIT_RETENTION = 8
+BIT_ADVOCACY = 16
+BIT_CONVERTED = 32
+BIT_NAMES: dict[int, str] = {
+    BIT_AWARENESS: "awareness",
+    BIT_CONSIDERATION: "consideration",
+    BIT_PURCHASE: "purchase",
+    BIT_RETENTION: "retention",
+    BIT_ADVOCACY: "advocacy",
+    BIT_CONVERTED: "converted",
+}
+_RANK_BIT = (0, BIT_AWARENESS, BIT_CONSIDERATION, BIT_PURCHASE)
+_PAGE_VIEWS = frozenset({"page_view", "product_view"})
+
+
+def session_id(visitor_key: str, first_ts: int, first_event_id: str) -> str:
+    """Deterministic id of the session whose first event is (first_ts, first_event_id)."""
+    raw = f"{visitor_key}\x1f{first_ts}\x1f{first_event_id}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+@lru_cache(maxsize=4096)
+def _touchpoint(source: str, medium: str, campaign: str, referrer: str) -> Touchpoint:
+    return touchpoint(source, medium, campaign, referrer)
+
+
+@dataclass(slots=True)
+class Prior:
+    """What the visitor's earlier sessions say about the next one."""
+
+    returning: bool  # the visitor had an earlier session
+    purchased: bool  # an earlier session converted
+    user_id: str  # last user_id known from earlier sessions
+
+
+@dataclass(slots=True)
+class SessionSummary:
+    """A session's row plus what the sessionizer needs for transitions, orders and carts."""
+
+    row: SessionRow
+    reached: list[tuple[int, int, str]]  # (bit, ts_ms, funnel stage before) in reach order
+    orders: dict[str, tuple[int, str, float, str, str]] = field(default_factory=dict)
+    # order_key -> (ts_ms, event_id, revenue, currency, order_id) of its earliest purchase
+    cart: list[tuple[str, int, float]] = field(default_factory=list)
+    last_user_id: str = ""
+
+
+def summarise(
+    events: Sequence[Event],
+    lo: int,
+    hi: int,
+    prior: Prior,
+    rules: StageRules,
+    closed: bool,
+) -> SessionSummary:
+    """Summarise ``events[lo:hi]`` (sorted by ts_ms, event_id) as one session."""
+    first = events[lo]
+    last_ts = events[hi - 1].ts_ms
+    classify = rules.classify
+    page_views = interactions = dwell_sum = dwell_count = pend_n = pend_ts = 0
+    landing = exit_page = user_id = last_user = device = anonymous_id = ""
+    rank = 1
+    flags = FLAG_RETENTION if prior.purchased else 0
+    reached: list[tuple[int, int, str]] = [(BIT_AWARENESS, first.ts_ms, "")]
+    if prior.purchased:
+        reached.append((BIT_RETENTION, first.ts_ms, FUNNEL_STAGES[0]))
+    cart: list[tuple[str, int, float]] = []
+    cart_value = 0.0
+    purchases = 0
+    orders: dict[str, tuple[int, str, float, str, str]] = {}
+    csat_n = csat_ok = nps_n = nps_pro = nps_det = 0
+    for i in range(lo, hi):
+        ev = events[i]
+        ts = ev.ts_ms
+        etype = ev.event_type
+        if pend_n and ts > pend_ts:
+            dwell_sum += (ts - pend_ts) * pend_n
+            dwell_count += pend_n
+            pend_n = 0
+        if etype in _PAGE_VIEWS:
+            page_views += 1
+            pend_n += 1
+            pend_ts = ts
+            if not landing:
+                landing = ev.page_path
+            exit_page = ev.page_path
+        elif etype != "page_ping":
+            interactions += 1
+        if ev.user_id:
+            last_user = ev.user_id
+            if not user_id:
+                user_id = ev.user_id
+        if not device:
+            device = ev.device
+        if not anonymous_id:
+            anonymous_id = ev.anonymous_id
+        ev_rank, ev_flags = classify(ev)
+        if ev_rank > rank:
+            for r in range(rank + 1, ev_rank + 1):
+                reached.append((_RANK_BIT[r], ts, FUNNEL_STAGES[r - 2]))
+            rank = ev_rank
+        if ev_flags:
+            if ev_flags & FLAG_RETENTION and not flags & FLAG_RETENTION:
+                reached.append((BIT_RETENTION, ts, FUNNEL_STAGES[rank - 1]))
+            if ev_flags & FLAG_ADVOCACY and not flags & FLAG_ADVOCACY:
+                reached.append((BIT_ADVOCACY, ts, FUNNEL_STAGES[rank - 1]))
+            if ev_flags & FLAG_CONVERSION:
+                if not purchases:
+                    reached.append((BIT_CONVERTED, ts, FUNNEL_STAGES[rank - 1]))
+                purchases += 1
+                key = ev.order_id or f"event:{ev.event_id}"
+                if key not in orders:
+                    orders[key] = (ts, ev.event_id, ev.revenue or 0.0, ev.currency, ev.order_id)
+            flags |= ev_flags
+        if etype == "add_to_cart":
+            qty = 1 if ev.quantity is None else ev.quantity
+            price = ev.price or 0.0
+            cart.append((ev.product_id, qty, price))
+            cart_value += price * qty
+        elif etype == "survey_response" and ev.score is not None:
+            if ev.scale == 5:
+                csat_n += 1
+                csat_ok += ev.score >= 4
+            elif ev.scale == 10:
+                nps_n += 1
+                nps_pro += ev.score >= 9
+                nps_det += ev.score <= 6
+    session_user = user_id or prior.user_id
+    tp = _touchpoint(first.campaign_source, first.campaign_medium, first.campaign_name,
+                     first.referrer)  # fmt: skip
+    duration = last_ts - first.ts_ms
+    converted = purchases > 0
+    row = SessionRow(
+        session_id(first.visitor_key, first.ts_ms, first.event_id),
+        first.visitor_key, anonymous_id, session_user, session_user or first.visitor_key,
+        first.ts_ms, last_ts, duration, hi - lo, page_views, interactions,
+        dwell_sum, dwell_count, landing, exit_page, first.referrer,
+        tp.channel, tp.source, tp.medium, tp.campaign, device,
+        FUNNEL_STAGES[rank - 1], rank, int(rank >= 2), int(rank >= 3),
+        int(bool(flags & FLAG_RETENTION)), int(bool(flags & FLAG_ADVOCACY)),
+        int(prior.returning), int(page_views == 1 and interactions == 0),
+        int(duration >= 10_000 or page_views >= 2 or converted), int(converted),
+        int(bool(cart)), len(cart), cart_value, purchases, len(orders),
+        sum((o[2] for o in orders.values()), 0.0),
+        csat_n, csat_ok, nps_n, nps_pro, nps_det, int(closed),
+    )  # fmt: skip
+    return SessionSummary(row, reached, orders, cart, last_user)

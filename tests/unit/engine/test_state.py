@@ -1,0 +1,65 @@
+"""Visitor state serialisation: lossless for the engine, and small."""
+
+from __future__ import annotations
+
+import uuid
+
+from engine_support import SECOND, T0, apply_outputs, ev
+
+from streams.engine.events import Event
+from streams.engine.sessionizer import SessionConfig, Sessionizer
+from streams.engine.stages import StageRules
+from streams.engine.state import VisitorState
+
+RULES = StageRules.default()
+CFG = SessionConfig()
+
+
+def typical_session(visitor: str, n: int) -> list[Event]:
+    """A realistic open session: uuid event ids, a campaign landing, product views, a cart."""
+    types = ["page_view", "product_view", "product_view", "search", "add_to_cart", "page_ping"]
+    events = []
+    for i in range(n):
+        etype = types[i % len(types)]
+        extra: dict[str, object] = {"device_type": "mobile", "page_path": f"/products/item-{i % 4}"}
+        if i == 0:
+            extra |= {"referrer": "https://www.google.com/", "campaign_source": "google",
+                      "campaign_medium": "cpc", "campaign_name": "spring-sale"}  # fmt: skip
+        if etype in ("product_view", "add_to_cart"):
+            extra |= {"product_id": f"SKU-{1000 + i}", "price": 19.99, "currency": "EUR"}
+        if etype == "add_to_cart":
+            extra["quantity"] = 1
+        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{visitor}/{i}"))
+        anonymous_id = str(uuid.uuid5(uuid.NAMESPACE_URL, visitor))
+        events.append(ev(event_id, T0 + i * 20 * SECOND, etype, anonymous_id, **extra))
+    return events
+
+
+def test_round_trip_gives_identical_rows() -> None:
+    """A sessionizer restarted from serialised state produces the same rows as one that was not."""
+    # score 0.0 must survive the trimming of default-valued trailing fields
+    purchase = ev("x", T0, "purchase", "other", user_id="u1", order_id="o9", revenue=12.5,
+                  score=0.0, scale=10)  # fmt: skip
+    events = [*typical_session("a", 12), purchase]
+    later = [ev("z", T0 + 300 * SECOND, "survey_response", "other", score=0.0, scale=10)]
+    plain_store: dict[str, VisitorState] = {}
+    plain = Sessionizer(CFG, RULES, plain_store)
+    first = plain.process(events)
+    restored_store = {k: VisitorState.from_bytes(v.to_bytes()) for k, v in plain_store.items()}
+    restored = Sessionizer(CFG, RULES, restored_store)
+    expected = apply_outputs([first, plain.process(later), plain.close_all()])
+    actual = apply_outputs([first, restored.process(later), restored.close_all()])
+    assert actual == expected
+
+
+def test_bytes_per_typical_open_session_under_1_kib() -> None:
+    """Serialised state of a visitor with one open 5-15 event session stays under 1 KiB."""
+    sizes = {}
+    for n in (5, 10, 15):
+        store: dict[str, VisitorState] = {}
+        Sessionizer(CFG, RULES, store).process(typical_session(f"visitor-{n}", n))
+        (state,) = store.values()
+        assert len(state.sessions) == 1
+        sizes[n] = len(state.to_bytes())
+    print(f"bytes per open session by events: {sizes}")
+    assert max(sizes.values()) < 1024
