@@ -1,0 +1,80 @@
+"""Apply ``schemas/clickhouse/NNNN_name.sql`` in order, once each, recording them.
+
+``schema_migrations`` holds one row per applied version. Every statement in a
+migration is idempotent (``IF NOT EXISTS``), so a migration interrupted half-way is
+simply run again; a version is recorded only after all its statements succeeded.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from streams.clickhouse.backend import ClickHouse
+from streams.clickhouse.dialect import split_statements
+from streams.errors import StorageError
+
+#: Where the migration scripts live in a source checkout (and an editable install).
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "schemas" / "clickhouse"
+
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+_CREATE_LEDGER = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version UInt32,
+    name String,
+    applied_ms UInt64
+) ENGINE = ReplacingMergeTree(applied_ms)
+ORDER BY version
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One migration script: its number, its name and its SQL text."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(folder: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Every ``NNNN_name.sql`` in ``folder`` sorted by number; duplicates are an error."""
+    if not folder.is_dir():
+        raise StorageError(f"migration folder {folder} is missing; run from a source checkout")
+    found: dict[int, Migration] = {}
+    for path in sorted(folder.iterdir()):
+        match = _NAME.match(path.name)
+        if not match:
+            continue
+        version = int(match.group(1))
+        if version in found:
+            raise StorageError(f"two migrations numbered {version:04d} in {folder}")
+        found[version] = Migration(version, match.group(2), path.read_text(encoding="utf-8"))
+    return [found[v] for v in sorted(found)]
+
+
+def applied_versions(backend: ClickHouse) -> set[int]:
+    """Versions recorded in ``schema_migrations`` (creating the ledger if missing)."""
+    backend.execute(_CREATE_LEDGER)
+    return {int(row[0]) for row in backend.query("SELECT DISTINCT version FROM schema_migrations")}
+
+
+def apply_migrations(backend: ClickHouse, folder: Path = MIGRATIONS_DIR) -> list[int]:
+    """Apply every migration not yet recorded, in order; return the versions applied now."""
+    done = applied_versions(backend)
+    applied: list[int] = []
+    for migration in load_migrations(folder):
+        if migration.version in done:
+            continue
+        for statement in split_statements(migration.sql):
+            backend.execute(statement)
+        backend.insert(
+            "schema_migrations",
+            ("version", "name", "applied_ms"),
+            [(migration.version, migration.name, int(time.time() * 1000))],
+        )
+        applied.append(migration.version)
+    return applied

@@ -1,0 +1,121 @@
+"""Pure parts of the ClickHouse layer: rounding, versions, raw-event mapping, options."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from streams.clickhouse.migrations import load_migrations
+from streams.clickhouse.options import target_from_args
+from streams.clickhouse.summary import SUMMARY_KEYS, finish
+from streams.clickhouse.writer import RAW_EVENT_DEFAULTS, VersionClock, _raw_values
+from streams.errors import ConfigError, StorageError
+from streams.settings import Settings
+from streams.summary import parse_instant_ms
+
+
+def _figures(**overrides: int) -> dict[str, int]:
+    names = [
+        "sessions", "visitors", "page_views", "events", "bounced", "engaged", "converted",
+        "carts", "abandoned", "dwell_sum_ms", "dwell_count", "duration_ms",
+        "funnel_consideration", "funnel_purchase", "drop_awareness", "drop_consideration",
+        "drop_purchase", "csat_responses", "csat_satisfied", "nps_responses", "nps_promoters",
+        "nps_detractors", "orders", "revenue_cents", "clv_revenue_cents", "clv_customers",
+    ]  # fmt: skip
+    figures = dict.fromkeys(names, 0)
+    figures.update(overrides)
+    return figures
+
+
+def test_finish_rounds_half_up_on_exact_values() -> None:
+    """85.005 (17001 cents / 2 customers) rounds to 85.01, and 2/3 to 0.666667."""
+    out = finish(_figures(sessions=3, bounced=2, clv_revenue_cents=17_001, clv_customers=2))
+    assert (out["clv_avg"], out["bounce_rate"]) == (85.01, 0.666667)
+
+
+def test_finish_nulls_undefined_ratios_and_keeps_key_order() -> None:
+    """Zero denominators give None, and keys come in SPEC section 6 order."""
+    out = finish(_figures())
+    assert tuple(out) == SUMMARY_KEYS
+    assert [k for k, v in out.items() if v is None] == [
+        "bounce_rate", "engagement_rate", "conversion_rate", "cart_abandonment_rate",
+        "avg_time_on_page_s", "avg_session_duration_s", "clv_avg", "csat", "nps",
+    ]  # fmt: skip
+
+
+def test_nps_can_be_negative() -> None:
+    """NPS is promoters% minus detractors%: 1 promoter, 3 detractors of 4 gives -50."""
+    assert finish(_figures(nps_responses=4, nps_promoters=1, nps_detractors=3))["nps"] == -50.0
+
+
+def test_version_clock_is_strictly_increasing_even_if_time_goes_back() -> None:
+    """Versions rise within one millisecond and when the wall clock steps backwards."""
+    times = iter([5, 5, 4, 6])
+    clock = VersionClock(lambda: next(times))
+    assert [clock.next() for _ in range(4)] == [5000, 5001, 5002, 6000]
+
+
+def test_raw_values_fill_defaults_and_nested_fields() -> None:
+    """Missing fields take defaults; properties/page are searched; visitor falls back to user."""
+    values = dict(
+        zip(
+            RAW_EVENT_DEFAULTS,
+            _raw_values(
+                {
+                    "event_id": "e",
+                    "user_id": "u",
+                    "properties": {"quantity": 2, "scale": 10, "score": 9},
+                    "page": {"path": "/p", "referrer": "r"},
+                }
+            ),
+            strict=True,
+        )
+    )
+    assert (values["visitor_key"], values["quantity"], values["scale"], values["score"]) == (
+        "u", 2, 10, 9.0,
+    )  # fmt: skip
+    assert (values["page_path"], values["referrer"], values["ts_ms"]) == ("/p", "r", 0)
+
+
+def test_parse_instant_ms_forms() -> None:
+    """ISO with Z, a naive date (UTC) and integer epoch ms all parse; junk is a ConfigError."""
+    assert parse_instant_ms("2024-05-01T00:00:00Z", "--from") == 1_714_521_600_000
+    assert parse_instant_ms("2024-05-01", "--from") == 1_714_521_600_000
+    assert parse_instant_ms("1714521600000", "--to") == 1_714_521_600_000
+    with pytest.raises(ConfigError, match="--to"):
+        parse_instant_ms("soon", "--to")
+
+
+def test_target_defaults_come_from_settings() -> None:
+    """No option: JOURNEY_CLICKHOUSE_URL if set, else DATA_DIR/clickhouse; a bad URL is refused."""
+    none = argparse.Namespace(embedded=None, clickhouse=None)
+    assert target_from_args(none, Settings(data_dir="/d")) == str(Path("/d") / "clickhouse")
+    url = "clickhouse://h:9000/db"
+    assert target_from_args(none, Settings(clickhouse_url=url)) == url
+    with pytest.raises(ConfigError, match="not a clickhouse://"):
+        target_from_args(argparse.Namespace(embedded=None, clickhouse="http://h"))
+
+
+def test_migrations_are_numbered_and_loaded_in_order(tmp_path: Path) -> None:
+    """NNNN_name.sql files load sorted; other files are ignored; duplicates are refused."""
+    assert [m.version for m in load_migrations()][:1] == [1]
+    (tmp_path / "0002_b.sql").write_text("SELECT 2;")
+    (tmp_path / "0001_a.sql").write_text("SELECT 1;")
+    (tmp_path / "notes.txt").write_text("x")
+    assert [(m.version, m.name) for m in load_migrations(tmp_path)] == [(1, "a"), (2, "b")]
+    (tmp_path / "0002_c.sql").write_text("SELECT 3;")
+    with pytest.raises(StorageError, match="two migrations numbered 0002"):
+        load_migrations(tmp_path)
+
+
+def test_bad_server_urls_are_refused() -> None:
+    """A URL with another scheme or a bad database name is a StorageError saying the form."""
+    from streams.clickhouse.server import parse_server_url
+
+    assert parse_server_url("clickhouse://h/db") == ("h", 9000, "db", "default", "")
+    with pytest.raises(StorageError, match="clickhouse://host:9000/db"):
+        parse_server_url("http://h/db")
+    with pytest.raises(StorageError, match="letters, digits"):
+        parse_server_url("clickhouse://h/db;drop")
