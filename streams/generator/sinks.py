@@ -1,0 +1,113 @@
+"""Where generated records go: a Kafka topic or a JSON Lines file. Thin adapters only.
+
+Both take ``send(record)`` and ``close()``; ``close`` flushes and raises ``StreamError`` if
+anything could not be delivered, so a run never ends "successfully" with lost messages.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Any, BinaryIO, Protocol
+
+from streams.errors import ConfigError, StreamError
+from streams.generator.batching import Record
+
+with warnings.catch_warnings():
+    # kafka-python 3.0 loads its protocol schemas with the deprecated
+    # importlib.resources.read_text at import time; harmless, and not ours to fix.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+
+class RecordSink(Protocol):
+    """Destination of generated records."""
+
+    def send(self, record: Record) -> None:
+        """Queue one record for delivery."""
+
+    def close(self) -> None:
+        """Deliver everything queued; raise ``StreamError`` if some could not be."""
+
+
+class FileSink:
+    """Writes one record value per line (JSON Lines); ``-`` is standard output."""
+
+    def __init__(self, path: str) -> None:
+        """Open ``path`` for writing, replacing it."""
+        self._own = path != "-"
+        try:
+            # Closed in close(); a context manager cannot span the sink's lifetime.
+            self._file: BinaryIO = (
+                open(path, "wb", buffering=1 << 20)  # noqa: SIM115
+                if self._own
+                else sys.stdout.buffer
+            )
+        except OSError as exc:
+            raise ConfigError(f"cannot write --out {path!r}: {exc.strerror}") from exc
+
+    def send(self, record: Record) -> None:
+        """Append the record's value and a newline (keys are not written)."""
+        self._file.write(record.value + b"\n")
+
+    def close(self) -> None:
+        """Flush, and close the file unless it is standard output."""
+        self._file.flush()
+        if self._own:
+            self._file.close()
+
+
+class KafkaSink:
+    """Produces records to one topic with kafka-python, keyed by visitor."""
+
+    def __init__(self, brokers: str, topic: str, compression: str | None = None) -> None:
+        """Connect to ``brokers``; fail with ``StreamError`` if none answers."""
+        self.topic = topic
+        self._failed = 0
+        self._first_error: BaseException | None = None
+        try:
+            self._producer: Any = KafkaProducer(
+                bootstrap_servers=[b.strip() for b in brokers.split(",") if b.strip()],
+                client_id="journey-generate",
+                acks=1,
+                # Large, lingering batches: throughput matters more than per-event latency.
+                linger_ms=20,
+                batch_size=512 * 1024,
+                max_request_size=4 * 1024 * 1024,
+                compression_type=compression,
+            )
+        except KafkaError as exc:
+            raise StreamError(
+                f"cannot reach Kafka at {brokers!r} ({exc}); start it (`make up` or "
+                "`docker compose up kafka`) or pass --brokers / JOURNEY_BROKERS"
+            ) from exc
+        except (ValueError, AssertionError) as exc:
+            raise ConfigError(f"Kafka producer setting rejected: {exc}") from exc
+
+    def _errback(self, exc: BaseException) -> None:
+        self._failed += 1
+        if self._first_error is None:
+            self._first_error = exc
+
+    def send(self, record: Record) -> None:
+        """Queue ``record`` (key = visitor key, so a visitor stays on one partition)."""
+        try:
+            future = self._producer.send(self.topic, value=record.value, key=record.key)
+        except KafkaError as exc:
+            raise StreamError(f"cannot send to topic {self.topic!r}: {exc}") from exc
+        future.add_errback(self._errback)
+
+    def close(self) -> None:
+        """Flush and close the producer; fail if any record was not acknowledged."""
+        try:
+            self._producer.flush(timeout=60)
+        except KafkaError as exc:
+            raise StreamError(f"flushing to topic {self.topic!r} failed: {exc}") from exc
+        finally:
+            self._producer.close(timeout=10)
+        if self._failed:
+            raise StreamError(
+                f"{self._failed} message(s) to topic {self.topic!r} were not delivered; "
+                f"first error: {self._first_error}"
+            )
