@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "streams.replay",
     "streams.summary",
     "streams.clickhouse.command",
+    "streams.worker.command",
     "streams.demo",
 )
 

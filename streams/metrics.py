@@ -75,7 +75,7 @@ class JourneyMetrics:
                 registry=reg,
             ),
             sessions_started=Counter(
-                "journey_sessions_started_total", "Sessions opened.", ["channel"], registry=reg
+                "journey_sessions_started_total", "Sessions opened.", registry=reg
             ),
             sessions_closed=Counter(
                 "journey_sessions_closed_total",

@@ -71,6 +71,10 @@ class Settings:
     )
     dlq_topic: str = _setting("journey-dlq", _text, "rejected events with reason and payload")
     late_topic: str = _setting("journey-late", _text, "events beyond the allowed lateness")
+    partitions: int = _setting(
+        4, _positive_int, "partitions of the worker's internal topics and state table"
+    )
+    intake_batch: int = _setting(5000, _positive_int, "messages the intake agent takes at once")
     app_id: str = _setting("journey-streams", _text, "Kafka consumer group / Faust app id")
     clickhouse_url: str = _setting(
         "", _text, "clickhouse://host:9000/db for a server; empty = embedded chdb in data_dir"
@@ -82,6 +86,9 @@ class Settings:
     )
     max_session_s: float = _setting(86400.0, _positive_float, "maximum session length")
     allowed_lateness_s: float = _setting(600.0, _positive_float, "how late an event may arrive")
+    idle_grace_s: float = _setting(
+        60.0, _positive_float, "idle wall time after which the watermark follows the clock"
+    )
     split_on_campaign: bool = _setting(
         False, _flag, "start a new session when the campaign changes"
     )

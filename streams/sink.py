@@ -31,7 +31,7 @@ class RowWriter(Protocol):
         sessions: Sequence[SessionRow],
         removed_session_ids: Sequence[str],
         orders: Sequence[OrderRow],
-    ) -> None:
+    ) -> object:
         """Write (replace) sessions, tombstone removed ids and write orders, in one batch."""
 
 
@@ -93,6 +93,10 @@ class ClickHouseSink:
     def pending(self) -> int:
         """Rows buffered and not yet written."""
         return len(self._pending)
+
+    def pending_sessions(self) -> list[SessionRow]:
+        """Session rows waiting for the next flush (for publishing alongside it)."""
+        return list(self._pending.sessions.values())
 
     def add(
         self,

@@ -1,0 +1,259 @@
+"""``journey replay``: run the engine over files and write the tables the worker writes.
+
+Files hold events in any order (all events of a visitor, e.g. a backfill or an export).
+Every line is validated by the same intake as the worker; bad lines are counted and the
+first few reported with their line numbers and reasons, the rest of the file is still
+processed (``--strict`` makes them a non-zero exit). The accepted events are sessionized
+in event-time order per visitor (``sessionize_all``), so replay is the in-order reference
+the streaming worker must equal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streams.errors import ConfigError
+
+#: Reported bad lines at most; the rest are only counted.
+SHOWN_REJECTIONS = 5
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    """Counts of one replay, printed at the end and returned to tests."""
+
+    lines: int = 0
+    events: int = 0
+    rejected: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    first_rejections: list[tuple[str, int, str]] = field(default_factory=list)
+    duplicates: int = 0
+    sessions: int = 0
+    orders: int = 0
+    seconds: float = 0.0
+
+    def reject(self, path: str, line: int, reason: str) -> None:
+        """Count one bad input line (or batch element) and keep the first few."""
+        self.rejected += 1
+        self.reasons[reason] += 1
+        if len(self.first_rejections) < SHOWN_REJECTIONS:
+            self.first_rejections.append((path, line, reason))
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``journey replay``."""
+    from streams.clickhouse.options import add_target_arguments
+
+    parser = sub.add_parser(
+        "replay",
+        help="run the engine over JSONL/CSV files and write the ClickHouse tables",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="event files")
+    parser.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    parser.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="CSV column for a contract field, dotted for nested ones "
+        "(e.g. --map timestamp=ts --map properties.revenue=amount); "
+        "unmapped fields are read from columns of the same name",
+    )
+    parser.add_argument(
+        "--raw-events",
+        action="store_true",
+        help="also write every accepted event to raw_events (audit, verification)",
+    )
+    parser.add_argument("--strict", action="store_true", help="exit 1 if any line is rejected")
+    add_target_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replay the files, print the report; 1 with --strict and bad lines, else 0."""
+    from streams.clickhouse.migrations import apply_migrations
+    from streams.clickhouse.options import backend_from_args
+    from streams.clickhouse.writer import ClickHouseWriter
+    from streams.engine.sessionizer import SessionConfig
+    from streams.engine.stages import load_stage_rules
+    from streams.settings import Settings
+
+    settings = Settings.from_env()
+    rules = load_stage_rules(settings.stage_rules or None)
+    config = SessionConfig.from_settings(settings)
+    mapping = parse_mapping(args.map)
+    backend = backend_from_args(args, settings)
+    try:
+        apply_migrations(backend)
+        report = replay_files(
+            [Path(p) for p in args.paths],
+            args.format,
+            ClickHouseWriter(backend),
+            config,
+            rules,
+            mapping=mapping,
+            raw_events=args.raw_events,
+        )
+    finally:
+        backend.close()
+    print(format_report(report))
+    return 1 if args.strict and report.rejected else 0
+
+
+def replay_files(
+    paths: Sequence[Path],
+    fmt: str,
+    writer: Any,
+    config: Any,
+    rules: Any,
+    *,
+    mapping: dict[str, str] | None = None,
+    raw_events: bool = False,
+    now_ms: int | None = None,
+) -> ReplayReport:
+    """Validate, sessionize and write; the engine and writer are passed in (tests, bench)."""
+    from streams.engine.sessionizer import sessionize_all
+
+    started = time.perf_counter()
+    report = ReplayReport()
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    events = []
+    for path in paths:
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such file")
+        source = _jsonl_events if fmt == "jsonl" else _csv_events
+        for event in source(path, now, report, mapping or {}):
+            events.append(event)
+    report.events = len(events)
+    out = sessionize_all(events, config, rules)
+    report.duplicates = out.duplicates
+    report.sessions = len(out.sessions)
+    report.orders = len(out.orders)
+    writer.write(out.sessions, out.removed_session_ids, out.orders)
+    if raw_events:
+        writer.write_raw_events(events)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _jsonl_events(
+    path: Path, now_ms: int, report: ReplayReport, mapping: dict[str, str]
+) -> Iterator[Any]:
+    from streams.engine.intake import parse_payload
+
+    name = str(path)
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            report.lines += 1
+            result = parse_payload(line.rstrip(b"\r\n"), now_ms)
+            for rejection in result.rejections:
+                report.reject(name, number, rejection.reason)
+            yield from result.events
+
+
+def parse_mapping(items: Sequence[str]) -> dict[str, str]:
+    """``FIELD=COLUMN`` options as a dict; a malformed one is a ConfigError."""
+    mapping: dict[str, str] = {}
+    for item in items:
+        target, sep, column = item.partition("=")
+        if not sep or not target.strip() or not column.strip():
+            raise ConfigError(f"--map {item!r} is not FIELD=COLUMN (e.g. timestamp=ts)")
+        mapping[target.strip()] = column.strip()
+    return mapping
+
+
+#: Contract fields a CSV row may carry (dotted = nested object member).
+CSV_FIELDS = (
+    "event_id", "event_type", "timestamp", "anonymous_id", "user_id",
+    "page.url", "page.path", "page.title", "page.referrer",
+    "campaign.source", "campaign.medium", "campaign.name", "campaign.term", "campaign.content",
+    "properties.product_id", "properties.category", "properties.price", "properties.quantity",
+    "properties.currency", "properties.order_id", "properties.revenue", "properties.cart_id",
+    "properties.score", "properties.scale",
+    "context.user_agent", "context.locale", "context.device_type",
+)  # fmt: skip
+_NUMERIC = {"properties.price", "properties.revenue", "properties.score"}
+_INTEGER = {"properties.quantity", "properties.scale"}
+
+
+def _csv_events(
+    path: Path, now_ms: int, report: ReplayReport, mapping: dict[str, str]
+) -> Iterator[Any]:
+    from streams.engine.intake import InvalidEvent, parse_event_dict
+
+    unknown = sorted(set(mapping) - set(CSV_FIELDS))
+    if unknown:
+        raise ConfigError(f"--map names unknown field(s) {', '.join(unknown)}")
+    name = str(path)
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        for number, row in enumerate(reader, start=2):  # line 1 is the header
+            report.lines += 1
+            try:
+                event = parse_event_dict(_csv_object(row, mapping), now_ms)
+            except InvalidEvent as exc:
+                report.reject(name, number, exc.reason)
+                continue
+            yield event
+
+
+def _csv_object(row: dict[str, str], mapping: dict[str, str]) -> dict[str, Any]:
+    """One CSV row as a v1 event object: empty cells are absent, numbers parsed."""
+    obj: dict[str, Any] = {}
+    for target in CSV_FIELDS:
+        cell = row.get(mapping.get(target, target))
+        if cell is None or cell == "":
+            continue
+        value: Any = cell
+        if target in _NUMERIC:
+            value = _number(cell)
+        elif target in _INTEGER or (target == "timestamp" and cell.isdigit()):
+            value = int(cell) if cell.lstrip("-").isdigit() else cell
+        head, _, tail = target.partition(".")
+        if tail:
+            obj.setdefault(head, {})[tail] = value
+        else:
+            obj[head] = value
+    return obj
+
+
+def _number(cell: str) -> Any:
+    try:
+        return float(cell)
+    except ValueError:
+        return cell  # left as text: intake rejects it with bad_field:<name>
+
+
+def format_report(report: ReplayReport) -> str:
+    """The human-readable end-of-replay report."""
+    rate = report.events / report.seconds if report.seconds else 0.0
+    lines = [
+        f"replay: {report.lines} lines, {report.events} events accepted, "
+        f"{report.rejected} rejected, {report.duplicates} duplicates dropped; "
+        f"{report.sessions} sessions, {report.orders} orders written "
+        f"in {report.seconds:.2f} s ({rate:,.0f} events/s)"
+    ]
+    if report.rejected:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in report.reasons.most_common())
+        lines.append(f"rejected by reason: {reasons}")
+        for path, line, reason in report.first_rejections:
+            lines.append(f"  {path}:{line}: {reason}")
+        if report.rejected > len(report.first_rejections):
+            lines.append(f"  ... and {report.rejected - len(report.first_rejections)} more")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit("use: journey replay --help")

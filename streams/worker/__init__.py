@@ -1,0 +1,1 @@
+"""The Kafka worker: Faust agents around the pure engine."""

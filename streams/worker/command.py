@@ -1,0 +1,81 @@
+"""``journey worker``: run the Faust worker with settings from ``JOURNEY_*`` variables."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from streams.settings import Settings
+
+
+def _settings_help() -> str:
+    lines = ["settings (environment variables, default in parentheses):"]
+    for name, default, doc in Settings.describe():
+        lines.append(f"  {name} ({default})\n      {doc}")
+    return "\n".join(lines)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``journey worker``."""
+    parser = sub.add_parser(
+        "worker",
+        help="run the real-time worker (Kafka -> sessions -> ClickHouse + /metrics)",
+        description=(
+            "Consume clickstream events from Kafka, sessionize them, attribute journey "
+            "stages, write ClickHouse tables and serve Prometheus metrics."
+        ),
+        epilog=_settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--loglevel", default="warning", choices=["debug", "info", "warning", "error"]
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build everything from the settings, fail fast on a wrong one, then run until stopped."""
+    # Heavy imports here: `journey --help` must not pay for faust and chdb.
+    import faust
+    from prometheus_client import start_http_server
+
+    from streams.clickhouse.backend import open_backend
+    from streams.clickhouse.migrations import apply_migrations
+    from streams.clickhouse.writer import ClickHouseWriter
+    from streams.engine.sessionizer import SessionConfig
+    from streams.engine.stages import load_stage_rules
+    from streams.metrics import JourneyMetrics
+    from streams.sink import ClickHouseSink
+    from streams.worker.app import WorkerRuntime, build_app
+    from streams.worker.topics import ensure_topics
+
+    settings = Settings.from_env()
+    logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr)
+    rules = load_stage_rules(settings.stage_rules or None)
+    ensure_topics(settings)
+    data_dir = Path(settings.data_dir)
+    (data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    target = settings.clickhouse_url or str(data_dir / "clickhouse")
+    backend = open_backend(target)
+    apply_migrations(backend)
+    metrics = JourneyMetrics.create()
+    start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)
+    sink = ClickHouseSink(
+        ClickHouseWriter(backend),
+        metrics,
+        max_rows=settings.flush_rows,
+        flush_interval_s=settings.flush_interval_s,
+    )
+    runtime = WorkerRuntime(
+        settings=settings,
+        config=SessionConfig.from_settings(settings),
+        rules=rules,
+        metrics=metrics,
+        sink=sink,
+    )
+    app = build_app(runtime)
+    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    # Runs until SIGTERM/SIGINT, then stops the agents (flushing and committing) and exits.
+    worker.execute_from_commandline()

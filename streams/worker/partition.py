@@ -1,0 +1,147 @@
+"""One partition's share of the worker's state, with exactly-once application of messages.
+
+The worker's state for a partition is a ``Sessionizer`` over the visitor states of the
+visitors hashed to that partition. This class adds what the Kafka adapter needs to make
+crashes harmless, and nothing about Kafka itself:
+
+* every visitor record carries the offset of the last message applied to it, so a message
+  redelivered after a crash is skipped for the visitors it already reached (exactly once
+  per visitor, whatever was or was not persisted before the crash);
+* the visitor records changed since the last checkpoint are tracked, so a checkpoint writes
+  only those (batched state updates), after the rows they produced reached ClickHouse;
+* the watermark is part of the checkpoint, so a restarted worker calls the same events late.
+
+Record layout (the value stored in the Faust table): 8-byte big-endian signed offset of
+the last applied message, then ``VisitorState.to_bytes()``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator, MutableMapping
+from dataclasses import dataclass
+
+from streams.engine.events import Event
+from streams.engine.sessionizer import EngineOutput, SessionConfig, Sessionizer
+from streams.engine.stages import StageRules
+from streams.engine.state import VisitorState
+
+_OFFSET = struct.Struct(">q")
+#: Table key holding a partition's watermark (visitor keys are never empty).
+WATERMARK_KEY = b""
+
+
+class TrackedStore(MutableMapping[str, VisitorState]):
+    """A dict of visitor states that remembers which keys changed since :meth:`drain`."""
+
+    __slots__ = ("_data", "dirty")
+
+    def __init__(self, data: dict[str, VisitorState] | None = None) -> None:
+        self._data: dict[str, VisitorState] = {} if data is None else data
+        self.dirty: set[str] = set()
+
+    def __getitem__(self, key: str) -> VisitorState:
+        return self._data[key]
+
+    def get(self, key: str, default: object = None) -> VisitorState | None:  # type: ignore[override]
+        """Fast path for the engine's lookups (MutableMapping's get goes through KeyError)."""
+        return self._data.get(key)
+
+    def __setitem__(self, key: str, value: VisitorState) -> None:
+        self._data[key] = value
+        self.dirty.add(key)
+
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
+        self.dirty.add(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def drain(self) -> set[str]:
+        """The keys changed since the last call; resets the record."""
+        dirty, self.dirty = self.dirty, set()
+        return dirty
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Table writes of one partition: (key, value or None to delete), watermark last."""
+
+    partition: int
+    writes: list[tuple[bytes, bytes | None]]
+
+
+class PartitionState:
+    """The sessionizer of one partition plus offsets, dirty tracking and checkpoints."""
+
+    def __init__(
+        self,
+        partition: int,
+        config: SessionConfig,
+        rules: StageRules,
+        records: Iterable[tuple[bytes, bytes]] = (),
+    ) -> None:
+        """Rebuild from the table records of this partition (empty for a new partition)."""
+        self.partition = partition
+        self._applied: dict[str, int] = {}
+        states: dict[str, VisitorState] = {}
+        watermark: int | None = None
+        for raw_key, value in records:
+            if raw_key == WATERMARK_KEY:
+                watermark = _OFFSET.unpack_from(value)[0]
+                continue
+            key = raw_key.decode()
+            self._applied[key] = _OFFSET.unpack_from(value)[0]
+            states[key] = VisitorState.from_bytes(value[_OFFSET.size :])
+        self.store = TrackedStore(states)
+        self.sessionizer = Sessionizer(config, rules, self.store)
+        if watermark is not None:
+            self.sessionizer.restore_watermark(watermark)
+        self._checkpointed_watermark = self.sessionizer.watermark_ms
+        self.open_sessions = sum(len(state.sessions) for state in states.values())
+        self.redelivered = 0
+
+    def apply(self, events: list[Event], offset: int, now_ms: int) -> EngineOutput:
+        """Apply the events of the message at ``offset``; skip visitors it already reached."""
+        applied = self._applied
+        fresh = [ev for ev in events if applied.get(ev.visitor_key, -1) < offset]
+        self.redelivered += len(events) - len(fresh)
+        out = self.sessionizer.process(fresh, now_ms)
+        for ev in fresh:
+            applied[ev.visitor_key] = offset
+            # The visitor's record must be rewritten even when its state did not change
+            # (duplicates, late events): its applied offset did.
+            self.store.dirty.add(ev.visitor_key)
+        self._count(out)
+        return out
+
+    def advance(self, now_ms: int) -> EngineOutput:
+        """Let the wall clock close sessions when the partition is idle."""
+        out = self.sessionizer.advance(now_ms)
+        self._count(out)
+        return out
+
+    def checkpoint(self) -> Checkpoint:
+        """Records changed since the last checkpoint, to write after the rows are durable."""
+        writes: list[tuple[bytes, bytes | None]] = []
+        data = self.store
+        for key in sorted(self.store.drain()):
+            state = data.get(key)
+            if state is None:
+                writes.append((key.encode(), None))
+                self._applied.pop(key, None)
+                continue
+            offset = self._applied.get(key, -1)
+            writes.append((key.encode(), _OFFSET.pack(offset) + state.to_bytes()))
+        watermark = self.sessionizer.watermark_ms
+        if watermark != self._checkpointed_watermark:
+            writes.append((WATERMARK_KEY, _OFFSET.pack(watermark)))
+            self._checkpointed_watermark = watermark
+        return Checkpoint(self.partition, writes)
+
+    def _count(self, out: EngineOutput) -> None:
+        self.open_sessions += out.opened - out.closed - len(out.removed_session_ids)

@@ -1,0 +1,57 @@
+"""Create the worker's topics before Faust starts, with the configured partition count.
+
+Faust creates only its internal topics (the repartition topic and the table changelog);
+the input and output topics are created here so that a fresh cluster with topic
+auto-creation disabled works, and a wrong broker address fails at start-up with a message
+instead of as a stream of producer warnings.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streams.errors import StreamError
+from streams.settings import Settings
+
+
+def worker_topics(settings: Settings) -> list[str]:
+    """The topics the worker reads from or writes to (besides Faust's internal ones)."""
+    return [
+        settings.input_topic,
+        settings.sessions_topic,
+        settings.transitions_topic,
+        settings.dlq_topic,
+        settings.late_topic,
+    ]
+
+
+def ensure_topics(settings: Settings, timeout_ms: int = 10_000) -> list[str]:
+    """Create the missing worker topics; returns the names created."""
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=settings.brokers.split(","),
+            client_id=f"{settings.app_id}-admin",
+            request_timeout_ms=timeout_ms,
+        )
+    except KafkaError as exc:
+        raise StreamError(
+            f"cannot reach Kafka at JOURNEY_BROKERS={settings.brokers!r}: {exc}; "
+            "is the broker running (make up)?"
+        ) from exc
+    try:
+        existing = set(admin.list_topics())
+        missing = [name for name in worker_topics(settings) if name not in existing]
+        if missing:
+            # Another worker may create one between our list and create: that is fine.
+            with suppress(TopicAlreadyExistsError):
+                admin.create_topics(
+                    [NewTopic(name, settings.partitions, 1) for name in missing],
+                    timeout_ms=timeout_ms,
+                )
+        return missing
+    finally:
+        admin.close()
