@@ -75,6 +75,11 @@ class Settings:
         4, _positive_int, "partitions of the worker's internal topics and state table"
     )
     intake_batch: int = _setting(5000, _positive_int, "messages the intake agent takes at once")
+    kafka_session_timeout_s: float = _setting(
+        30.0,
+        _positive_float,
+        "consumer group session timeout: how soon a dead worker's partitions move",
+    )
     app_id: str = _setting("journey-streams", _text, "Kafka consumer group / Faust app id")
     clickhouse_url: str = _setting(
         "", _text, "clickhouse://host:9000/db for a server; empty = embedded chdb in data_dir"

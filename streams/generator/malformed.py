@@ -40,6 +40,7 @@ _BAD_TIMESTAMPS: tuple[Any, ...] = (
     "1717236000000",
 )
 _DAY_MS = 86_400_000
+_YEAR_2100_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 
 
 def _copy(event: Event, rng: random.Random) -> Event:
@@ -82,8 +83,12 @@ def malformed(
             "currency": "USD",
         }
     elif kind == FUTURE_TIMESTAMP:
-        # A device clock set wrong: more than a day ahead (the contract's limit is 24 h).
-        broken["timestamp"] = fmt(ts_ms + _DAY_MS + rng.randrange(3_600_000, 30 * _DAY_MS))
+        # A device clock set wrong, far ahead. "Future" is judged against the consumer's wall
+        # clock, not the event's own time, so a run with a --start in the past must still
+        # produce timestamps past any realistic now: the year 2100 and later.
+        broken["timestamp"] = fmt(
+            max(ts_ms + _DAY_MS, _YEAR_2100_MS) + rng.randrange(0, 30 * _DAY_MS)
+        )
     else:
         raise ValueError(f"unknown malformed kind {kind!r}; known: {', '.join(MALFORMED_KINDS)}")
     return broken

@@ -88,6 +88,9 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         stream_buffer_maxsize=settings.flush_rows,
         producer_max_request_size=4 * 1024 * 1024,
         table_standby_replicas=0,
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
+        broker_rebalance_timeout=max(60.0, settings.kafka_session_timeout_s),
     )
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     input_topic = app.topic(settings.input_topic, **raw)
