@@ -11,7 +11,9 @@
 # KAFKA_PORT 9092, KAFKA_CONTROLLER_PORT 9097, CLICKHOUSE_TCP_PORT 9000,
 # CLICKHOUSE_HTTP_PORT 8123, PROMETHEUS_PORT 9090, ALERTMANAGER_PORT 9093,
 # STACK_SERVICES (default "kafka clickhouse prometheus alertmanager"),
-# STACK_WAIT_S (seconds to wait for each service to become healthy, default 90).
+# STACK_WAIT_S (seconds to wait for each service to become healthy, default 90),
+# PROMETHEUS_CONFIG and ALERTMANAGER_CONFIG (default: the files in deploy/prometheus and
+# deploy/alertmanager; tests point them at files with short windows).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,6 +29,8 @@ ALERTMANAGER_PORT=${ALERTMANAGER_PORT:-9093}
 STACK_SERVICES=${STACK_SERVICES:-kafka clickhouse prometheus alertmanager}
 STACK_WAIT_S=${STACK_WAIT_S:-90}
 KAFKA_HEAP=${KAFKA_HEAP:--Xmx768m -Xms256m}
+PROMETHEUS_CONFIG=${PROMETHEUS_CONFIG:-$ROOT/deploy/prometheus/prometheus.yml}
+ALERTMANAGER_CONFIG=${ALERTMANAGER_CONFIG:-$ROOT/deploy/alertmanager/alertmanager.yml}
 
 say() { printf 'stack: %s\n' "$*"; }
 die() { printf 'stack: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -166,7 +170,7 @@ start_prometheus() {
     local dir=$STACK_DIR/prometheus
     mkdir -p "$dir/data"
     launch prometheus "$dir/stdout.log" prometheus \
-        --config.file="$ROOT/deploy/prometheus/prometheus.yml" \
+        --config.file="$PROMETHEUS_CONFIG" \
         --storage.tsdb.path="$dir/data" \
         --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" \
         --web.enable-lifecycle
@@ -177,7 +181,7 @@ start_alertmanager() {
     mkdir -p "$dir/data"
     # --cluster.listen-address= turns off gossip: one node, nothing listening beyond the API.
     launch alertmanager "$dir/stdout.log" prometheus-alertmanager \
-        --config.file="$ROOT/deploy/alertmanager/alertmanager.yml" \
+        --config.file="$ALERTMANAGER_CONFIG" \
         --storage.path="$dir/data" \
         --web.listen-address="127.0.0.1:$ALERTMANAGER_PORT" \
         --cluster.listen-address=
