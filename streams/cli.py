@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "streams.summary",
     "streams.clickhouse.command",
     "streams.worker.command",
+    "streams.report",
     "streams.demo",
 )
 
