@@ -10,7 +10,9 @@ DEMO_SECONDS ?= 60
 DEMO_RATE ?= 2000
 PYTEST_ARGS ?=
 
-.PHONY: help venv up down status lint test demo clean
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: help venv up down status lint test test-deps demo clean
 
 help:
 	@echo "make demo    run generated traffic through Kafka, the worker and ClickHouse; print live figures"
@@ -27,6 +29,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Debian packages the tests need beyond the services (stack.sh installs those): Chromium
+# renders the journey report in headless mode.
+test-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian package chromium (report rendering tests)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+
 up: venv
 	$(STACK) up
 
@@ -42,7 +51,7 @@ lint: venv
 	$(VENV)/bin/mypy
 
 # Starts the stack, runs everything, always stops the stack, exits with the suite's status.
-test: venv
+test: venv test-deps
 	@status=0; lint=0; \
 	$(STACK) up || status=$$?; \
 	if [ $$status -eq 0 ]; then \
