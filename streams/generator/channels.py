@@ -73,11 +73,19 @@ class Touchpoint:
         return f"{site}{path}?{urlencode(self.utm)}"
 
     def campaign(self) -> dict[str, str] | None:
-        """The contract's ``campaign`` object (``utm_`` prefix dropped), or None."""
+        """The contract's ``campaign`` object, or None.
+
+        UTM names map to the contract's fields by dropping the ``utm_`` prefix, except
+        ``utm_campaign``, whose field is ``name`` (SPEC section 3).
+        """
         if not self.utm:
             return None
-        return {key.removeprefix("utm_"): value for key, value in self.utm}
+        return {
+            _CAMPAIGN_FIELD.get(key, key.removeprefix("utm_")): value for key, value in self.utm
+        }
 
+
+_CAMPAIGN_FIELD = {"utm_campaign": "name"}
 
 _ANONYMOUS = (
     [n for n, _ in ANONYMOUS_CHANNELS],

@@ -1,0 +1,47 @@
+"""The README stays true to the code: setup commands, every setting, every linked file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from streams.cli import build_parser
+from streams.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_quick_start_opens_with_the_two_setup_commands() -> None:
+    """The first code block of the quick start is `make demo` then `make test`."""
+    quick_start = README.split("## Quick start", 1)[1]
+    first_block = quick_start.split("```", 2)[1]
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines()[1:]]
+    assert [c for c in commands if c] == ["make demo", "make test"]
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    """Each JOURNEY_* setting appears in the README's configuration table."""
+    for name, default, _ in Settings.describe():
+        row = next((line for line in README.splitlines() if line.startswith(f"| `{name}` |")), "")
+        assert row, f"{name} is missing from README's configuration table"
+        shown = default.strip("'")
+        if shown:
+            assert shown.lower() in row.lower(), f"{name}: README does not show default {shown}"
+
+
+def test_linked_files_exist() -> None:
+    """Every relative link in the README points at a file in the repository."""
+    for target in re.findall(r"\]\(([^)#]+)\)", README):
+        if "://" not in target:
+            assert (ROOT / target).exists(), f"README links to missing {target}"
+
+
+def test_documented_commands_exist() -> None:
+    """Every `journey X` in the commands table is a real subcommand."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    known = set(sub.choices)  # type: ignore[arg-type]
+    documented = set(re.findall(r"^\| `journey (\w+)", README, flags=re.MULTILINE))
+    assert documented, "no command table found"
+    assert documented <= known, f"README documents unknown commands {documented - known}"
