@@ -46,8 +46,8 @@ status:
 	$(STACK) status
 
 lint: venv
-	$(VENV)/bin/ruff check streams tests deploy
-	$(VENV)/bin/ruff format --check streams tests deploy
+	$(VENV)/bin/ruff check streams tests deploy benchmarks
+	$(VENV)/bin/ruff format --check streams tests deploy benchmarks
 	$(VENV)/bin/mypy
 
 # Starts the stack, runs everything, always stops the stack, exits with the suite's status.
