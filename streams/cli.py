@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "streams.clickhouse.command",
     "streams.worker.command",
     "streams.report",
+    "streams.bench.command",
     "streams.demo",
 )
 
