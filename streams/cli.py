@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != name:
+            # Only the command module itself (or its package) missing is tolerated; a
+            # missing dependency inside a command is a real error and propagates.
+            if exc.name is None or not (name == exc.name or name.startswith(exc.name + ".")):
                 raise
             continue  # a command not built yet
         module.register(sub)
