@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, defaultdict
-from collections.abc import Iterable
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 import orjson
+from faust.types import TP
 from kafka.partitioner.default import murmur2
 
 from streams.engine.intake import parse_payload
@@ -36,7 +37,14 @@ from streams.engine.stages import StageRules
 from streams.metrics import JourneyMetrics
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
-from streams.worker.codec import decode_forwarded, encode_forwarded, rejection_record
+from streams.worker.codec import (
+    chunk_forwarded,
+    decode_forwarded,
+    encode_forwarded,
+    rejection_record,
+)
+from streams.worker.intake import IntakeConsumer
+from streams.worker.output import OutputProducer
 from streams.worker.partition import WATERMARK_KEY, Checkpoint, PartitionState
 
 log = logging.getLogger(__name__)
@@ -57,16 +65,26 @@ class WorkerRuntime:
     rules: StageRules
     metrics: JourneyMetrics
     sink: ClickHouseSink
+    output: OutputProducer
     partitions: dict[int, PartitionState] = field(default_factory=dict)
     unacked: list[tuple[Any, Any]] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     stopping: bool = False
+    intake: IntakeConsumer | None = None
+    #: visitor key -> partition, so the hash is computed once per visitor, not per event.
+    partition_cache: dict[str, int] = field(default_factory=dict)
+    lag_partitions: set[int] = field(default_factory=set)
     counted_orders: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
 
 #: Order keys remembered for the revenue counter (an order row is re-emitted every time its
 #: session changes; the counter must add each order once). Bounded: the oldest are dropped.
 COUNTED_ORDERS_MAX = 200_000
+#: Largest forwarded message: well under the broker's default message.max.bytes (1 MiB); an
+#: intake batch for one partition is split into as many messages as it takes.
+FORWARD_MAX_BYTES = 512 * 1024
+#: Visitors whose partition is cached (cleared when full: a cache, not state).
+PARTITION_CACHE_MAX = 500_000
 
 
 def build_app(runtime: WorkerRuntime) -> faust.App:
@@ -91,47 +109,75 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
         broker_rebalance_timeout=max(60.0, settings.kafka_session_timeout_s),
+        # Faust would wait, at shutdown and rebalance, for every message an agent took to be
+        # acknowledged; ours are acknowledged only by a flush, and at shutdown the timer that
+        # flushes has already stopped, so SIGTERM hung forever. Redelivery is harmless here
+        # (applied offsets, replacing rows); on_shutdown below flushes once instead.
+        stream_wait_empty=False,
     )
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-    input_topic = app.topic(settings.input_topic, **raw)
     by_visitor = app.topic(
-        f"{settings.app_id}-events-by-visitor", partitions=n_partitions, internal=True, **raw
+        f"{settings.app_id}-events-by-visitor",
+        partitions=n_partitions,
+        internal=True,
+        **raw,
     )
     dlq = app.topic(settings.dlq_topic, **raw)
-    late_topic = app.topic(settings.late_topic, **raw)
-    sessions_topic = app.topic(settings.sessions_topic, **raw)
-    transitions_topic = app.topic(settings.transitions_topic, **raw)
     visitors = app.Table(
-        "visitors", partitions=n_partitions, default=None, key_type=bytes, value_type=bytes
+        "visitors",
+        partitions=n_partitions,
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
     )
 
-    @app.agent(input_topic)
-    async def intake(stream: Any) -> None:
-        async for batch in stream.take_events(settings.intake_batch, within=0.1):
-            now_ms = int(time.time() * 1000)
-            groups: dict[int, list[bytes]] = defaultdict(list)
-            sends = []
-            for event in batch:
-                payload = event.value if isinstance(event.value, bytes) else b""
-                result = parse_payload(payload, now_ms)
-                for rejection in result.rejections:
-                    metrics.rejected.labels(rejection.reason).inc()
-                    record = rejection_record(rejection, event.message, now_ms)
-                    sends.append(await dlq.send(value=record))
-                for ev in result.events:
-                    metrics.events.labels(ev.event_type).inc()
-                    metrics.event_lag.observe(max(0.0, (now_ms - ev.ts_ms) / 1000))
-                    groups[partition_for(ev.visitor_key, n_partitions)].append(encode_forwarded(ev))
-            for partition, encoded in groups.items():
-                value = b"[" + b",".join(encoded) + b"]"
+    async def forward(batch: Sequence[Any]) -> None:
+        """Validate a batch of input records and forward it, one message per partition.
+
+        Rejections go to the dead-letter topic; accepted events are grouped by the
+        partition their visitor hashes to. Metrics are counted once per batch and type.
+        """
+        now_ms = int(time.time() * 1000)
+        now_s = now_ms / 1000
+        groups: dict[int, list[bytes]] = defaultdict(list)
+        partition_of = runtime.partition_cache
+        by_type: Counter[str] = Counter()
+        sends = []
+        observe_lag = metrics.event_lag.observe
+        for record in batch:
+            payload = record.value if isinstance(record.value, bytes) else b""
+            result = parse_payload(payload, now_ms)
+            for rejection in result.rejections:
+                metrics.rejected.labels(rejection.reason).inc()
+                sends.append(await dlq.send(value=rejection_record(rejection, record, now_ms)))
+            for ev in result.events:
+                by_type[ev.event_type] += 1
+                observe_lag(max(0.0, now_s - ev.ts_ms / 1000))
+                key = ev.visitor_key
+                partition = partition_of.get(key)
+                if partition is None:
+                    partition = partition_for(key, n_partitions)
+                    if len(partition_of) >= PARTITION_CACHE_MAX:
+                        partition_of.clear()
+                    partition_of[key] = partition
+                groups[partition].append(encode_forwarded(ev))
+        for event_type, count in by_type.items():
+            metrics.events.labels(event_type).inc(count)
+        for partition, encoded in groups.items():
+            message_key = str(partition).encode()
+            for value in chunk_forwarded(encoded, FORWARD_MAX_BYTES):
                 sends.append(
-                    await by_visitor.send(
-                        key=str(partition).encode(), value=value, partition=partition
-                    )
+                    await by_visitor.send(key=message_key, value=value, partition=partition)
                 )
-            # Delivered before the batch is acknowledged: a crash re-forwards, never loses.
-            await asyncio.gather(*sends)
-            metrics.batches.inc()
+        # Delivered before the batch's offsets are committed: a crash re-forwards, never loses.
+        await asyncio.gather(*sends)
+        metrics.batches.inc()
+
+    intake = runtime.intake = IntakeConsumer(settings, forward)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def run_intake() -> None:
+        await intake.run(should_stop=lambda: runtime.stopping or bool(app.should_stop))
 
     @app.agent(by_visitor)
     async def sessionize(stream: Any) -> None:
@@ -144,36 +190,82 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                 if state is None:
                     state = _load_partition(runtime, visitors, partition)
                 out = state.apply(events, event.message.offset, int(time.time() * 1000))
-                await _publish(runtime, out, late_topic, transitions_topic)
+                await _publish(runtime, out)
                 runtime.unacked.append((manual, event))
                 if sink.due():
-                    await _flush(runtime, visitors, sessions_topic, app)
+                    await _flush(runtime, visitors)
 
     @app.timer(interval=0.5)  # type: ignore[untyped-decorator]
     async def tick() -> None:
-        now_ms = int(time.time() * 1000)
         async with runtime.lock:
-            for state in runtime.partitions.values():
-                out = state.advance(now_ms)
-                await _publish(runtime, out, late_topic, transitions_topic)
+            # Read the clock only now: the lock may have been held through a long flush.
+            now_ms = int(time.time() * 1000)
+            consumer: Any = app.consumer
+            input_lag = _update_consumer_lag(runtime)
+            input_backlog = input_lag > 0 or intake.busy
+            by_visitor_name = by_visitor.get_topic_name()
+            for partition, state in runtime.partitions.items():
+                backlog = input_backlog or _behind(
+                    consumer, TP(by_visitor_name, partition), state.last_offset
+                )
+                out = state.advance(now_ms, backlog)
+                await _publish(runtime, out)
                 metrics.watermark_lag.set(
                     max(0.0, (now_ms - state.sessionizer.watermark_ms) / 1000)
                 )
             metrics.open_sessions.set(sum(s.open_sessions for s in runtime.partitions.values()))
             if sink.due() or (runtime.unacked and sink.pending == 0):
-                await _flush(runtime, visitors, sessions_topic, app)
-        _update_consumer_lag(app, metrics, settings.input_topic)
+                await _flush(runtime, visitors)
+
+    @visitors.on_recover
+    async def load_assigned() -> None:
+        # Called by Faust once the table is recovered after every assignment. A partition is
+        # otherwise loaded by its first message; after a restart, a partition whose input
+        # was all acknowledged before the crash gets none, and its open sessions would never
+        # be closed by the clock. Here the table is complete, so loading is safe.
+        consumer: Any = app.consumer
+        topic = by_visitor.get_topic_name()
+        async with runtime.lock:
+            for tp in consumer.assignment():
+                if tp.topic == topic and tp.partition not in runtime.partitions:
+                    _load_partition(runtime, visitors, tp.partition)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: Iterable[Any], **kwargs: Any) -> None:
         # Everything applied so far becomes durable before another worker takes over.
         async with runtime.lock:
-            await _flush(runtime, visitors, sessions_topic, app)
+            await _flush(runtime, visitors)
             for tp in revoked:
                 if tp.topic == by_visitor.get_topic_name():
                     runtime.partitions.pop(tp.partition, None)
 
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def on_shutdown(app: faust.App, **kwargs: Any) -> None:
+        # One last flush so that Faust commits what was applied. ``stopping`` turns the
+        # flush's endless retry into a single attempt: with ClickHouse down the messages
+        # stay unacknowledged and are redelivered to the next worker.
+        runtime.stopping = True
+        async with runtime.lock:
+            await _flush(runtime, visitors)
+        await runtime.output.stop()
+
     return app
+
+
+def _behind(consumer: Any, tp: TP, done: int | None) -> bool:
+    """True when ``tp`` holds messages after ``done``, the last offset fully handled.
+
+    An unknown high watermark (nothing fetched yet) counts as no backlog; a partition the
+    consumer no longer owns (a rebalance under way) counts as backlog, so the watermark
+    waits for the new assignment instead of jumping.
+    """
+    try:
+        highwater = consumer.highwater(tp)
+    except Exception:  # aiokafka asserts the partition is assigned
+        return True
+    if highwater is None:
+        return False
+    return bool(highwater > (done + 1 if done is not None else 0))
 
 
 def _load_partition(runtime: WorkerRuntime, table: Any, partition: int) -> PartitionState:
@@ -199,11 +291,11 @@ def _watermark_key(partition: int) -> bytes:
     return b"\x00watermark:" + str(partition).encode()
 
 
-async def _publish(
-    runtime: WorkerRuntime, out: EngineOutput, late_topic: Any, transitions: Any
-) -> None:
+async def _publish(runtime: WorkerRuntime, out: EngineOutput) -> None:
     """Count the output in Prometheus, buffer its rows, publish transitions and late events."""
     metrics = runtime.metrics
+    settings = runtime.settings
+    output = runtime.output
     runtime.sink.add(out.sessions, out.removed_session_ids, out.orders)
     if out.duplicates:
         metrics.duplicates.inc(out.duplicates)
@@ -221,8 +313,11 @@ async def _publish(
             metrics.stage_reached.labels(transition.stage).inc()
             if transition.stage == "converted":
                 metrics.conversions.inc()
-        await transitions.send(
-            key=transition.visitor_key.encode(), value=orjson.dumps(transition.as_dict())
+        # orjson serialises the slotted dataclass directly (dataclasses.asdict is slow).
+        await output.send(
+            settings.transitions_topic,
+            transition.visitor_key.encode(),
+            orjson.dumps(transition),
         )
     counted = runtime.counted_orders
     for order in out.orders:
@@ -232,51 +327,60 @@ async def _publish(
             metrics.revenue.inc(order.revenue - before)
     while len(counted) > COUNTED_ORDERS_MAX:
         counted.popitem(last=False)
-    for ev in out.late:
-        metrics.late.inc()
-        await late_topic.send(key=ev.visitor_key.encode(), value=orjson.dumps(ev.to_dict()))
+    if out.late:
+        metrics.late.inc(len(out.late))
+        for ev in out.late:
+            await output.send(settings.late_topic, ev.visitor_key.encode(), orjson.dumps(ev))
 
 
-async def _flush(runtime: WorkerRuntime, table: Any, sessions_topic: Any, app: faust.App) -> None:
-    """Rows to ClickHouse, then checkpoints to the changelog, then acknowledge messages."""
+async def _flush(runtime: WorkerRuntime, table: Any) -> None:
+    """Rows to ClickHouse, then the sessions topic and checkpoints, then acknowledge."""
     sink = runtime.sink
-    rows = list(sink.pending_sessions())
+    rows = sink.pending_sessions()
     if not await sink.flush(should_stop=lambda: runtime.stopping):
         return
+    topic = runtime.settings.sessions_topic
     for row in rows:
-        await sessions_topic.send(key=row.session_id.encode(), value=orjson.dumps(row.as_dict()))
+        await runtime.output.send(topic, row.session_id.encode(), orjson.dumps(row))
     for state in runtime.partitions.values():
-        _write_checkpoint(table, state.checkpoint())
-    await app.producer.flush()
+        await _write_checkpoint(runtime, table, state.checkpoint())
+    # Output records and changelog writes are acknowledged before the input is.
+    await runtime.output.flush()
     unacked, runtime.unacked = runtime.unacked, []
     for stream, event in unacked:
         await stream.ack(event)
 
 
-def _write_checkpoint(table: Any, checkpoint: Checkpoint) -> None:
-    """Write records to the table store and its changelog, in the partition they belong to."""
+async def _write_checkpoint(runtime: WorkerRuntime, table: Any, checkpoint: Checkpoint) -> None:
+    """Write records to the table store and its changelog, in the partition they belong to.
+
+    The changelog records go through the output producer with an explicit partition: the
+    same records Faust's ``send_changelog`` would write (key, raw value, ``None`` to
+    delete), without its per-record bookkeeping. Faust recovers the table from them.
+    """
+    changelog = table.changelog_topic.get_topic_name()
     for key, value in checkpoint.writes:
         store_key = _watermark_key(checkpoint.partition) if key == b"" else key
         if value is None:
             table.data.pop(store_key, None)
         else:
             table.data[store_key] = value
-        table.send_changelog(checkpoint.partition, store_key, value)
+        await runtime.output.send(changelog, store_key, value, partition=checkpoint.partition)
 
 
-def _update_consumer_lag(app: faust.App, metrics: JourneyMetrics, topic: str) -> None:
-    """Consumer lag per input partition: high watermark minus the next offset to read."""
-    consumer: Any = app.consumer
-    try:
-        assignment = consumer.assignment()
-    except Exception:  # not subscribed yet during start-up or a rebalance
-        return
-    for tp in assignment:
-        if tp.topic != topic:
-            continue
-        highwater = consumer.highwater(tp)
-        position = consumer._read_offset.get(tp)
-        if highwater is None:
-            continue
-        lag = highwater - (position + 1 if position is not None else 0)
-        metrics.consumer_lag.labels(str(tp.partition)).set(max(0, lag))
+def _update_consumer_lag(runtime: WorkerRuntime) -> int:
+    """Consumer lag per input partition (high watermark minus the next offset to read).
+
+    Sets the gauge of every assigned input partition, removes the gauges of partitions
+    this worker no longer owns (a stale value would hold ConsumerLagHigh up), and returns
+    the total, so the caller can tell a caught-up intake from one with input waiting.
+    """
+    intake = runtime.intake
+    lags = intake.lag_by_partition() if intake is not None else {}
+    gauge = runtime.metrics.consumer_lag
+    for partition in runtime.lag_partitions - lags.keys():
+        gauge.remove(str(partition))
+    for partition, lag in lags.items():
+        gauge.labels(str(partition)).set(lag)
+    runtime.lag_partitions = set(lags)
+    return sum(lags.values())

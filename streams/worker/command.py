@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from streams.metrics import JourneyMetrics
     from streams.sink import ClickHouseSink
     from streams.worker.app import WorkerRuntime, build_app
+    from streams.worker.output import OutputProducer
     from streams.worker.topics import ensure_topics
 
     settings = Settings.from_env()
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         rules=rules,
         metrics=metrics,
         sink=sink,
+        output=OutputProducer(settings),
     )
     app = build_app(runtime)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)

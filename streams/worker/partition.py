@@ -9,7 +9,11 @@ crashes harmless, and nothing about Kafka itself:
   per visitor, whatever was or was not persisted before the crash);
 * the visitor records changed since the last checkpoint are tracked, so a checkpoint writes
   only those (batched state updates), after the rows they produced reached ClickHouse;
-* the watermark is part of the checkpoint, so a restarted worker calls the same events late.
+* the watermark is part of the checkpoint, so a restarted worker calls the same events late;
+* the wall clock may move the watermark only after the partition has had neither a message
+  nor a backlog for the idle grace period (the adapter says when messages are waiting), so
+  a worker catching up, restarting, or stalled by a ClickHouse outage never turns its own
+  backlog late.
 
 Record layout (the value stored in the Faust table): 8-byte big-endian signed offset of
 the last applied message, then ``VisitorState.to_bytes()``.
@@ -104,12 +108,25 @@ class PartitionState:
         self._checkpointed_watermark = self.sessionizer.watermark_ms
         self.open_sessions = sum(len(state.sessions) for state in states.values())
         self.redelivered = 0
+        #: Offset of the last message applied (None before the first one).
+        self.last_offset: int | None = None
+        self._idle_grace_ms = config.idle_grace_ms
+        #: Wall time the partition last had work: a message applied or a backlog seen.
+        self._busy_ms: int | None = None
 
     def apply(self, events: list[Event], offset: int, now_ms: int) -> EngineOutput:
         """Apply the events of the message at ``offset``; skip visitors it already reached."""
         applied = self._applied
         fresh = [ev for ev in events if applied.get(ev.visitor_key, -1) < offset]
         self.redelivered += len(events) - len(fresh)
+        self.last_offset = offset
+        self._busy_ms = now_ms
+        if not fresh:
+            # A message redelivered after a crash, already applied in full. Handing the
+            # sessionizer an empty batch with the clock would let it judge the partition idle
+            # (it has seen no event in this process yet) and move the watermark to the wall
+            # clock, turning the rest of the backlog late.
+            return EngineOutput(watermark_ms=self.sessionizer.watermark_ms)
         out = self.sessionizer.process(fresh, now_ms)
         for ev in fresh:
             applied[ev.visitor_key] = offset
@@ -119,8 +136,22 @@ class PartitionState:
         self._count(out)
         return out
 
-    def advance(self, now_ms: int) -> EngineOutput:
-        """Let the wall clock close sessions when the partition is idle."""
+    def advance(self, now_ms: int, backlog: bool = False) -> EngineOutput:
+        """Let the wall clock close sessions when the partition is idle.
+
+        ``backlog`` says that messages for this partition are waiting to be applied. The
+        sessionizer alone judges idleness by the time since the last event it was given,
+        which a stalled consumer (slow producer sends, a ClickHouse outage, a rebalance)
+        also reaches while its input piles up, and which a restarted worker reaches at once
+        (it has been given no event yet); moving the watermark to the wall clock then would
+        call the whole backlog late. So the clock is consulted only once the partition has
+        had neither a message nor a backlog for the idle grace period.
+        """
+        if backlog:
+            self._busy_ms = now_ms
+        busy = self._busy_ms
+        if busy is not None and now_ms - busy < self._idle_grace_ms:
+            return EngineOutput(watermark_ms=self.sessionizer.watermark_ms)
         out = self.sessionizer.advance(now_ms)
         self._count(out)
         return out

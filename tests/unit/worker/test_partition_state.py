@@ -150,3 +150,50 @@ def test_open_session_count_follows_opens_closes_and_merges() -> None:
     # An event hours later moves the watermark past the session: it closes, z opens.
     state.apply([Event("z", "page_view", T0 + 10 * 3_600_000, "z", anonymous_id="z")], 3, 0)
     assert state.open_sessions == 1
+
+
+def test_forwarded_batches_are_split_under_the_size_limit() -> None:
+    """A partition's batch is cut into JSON arrays under the limit, keeping every event."""
+    import orjson
+
+    from streams.worker.codec import chunk_forwarded as _chunks
+
+    encoded = [orjson.dumps([i, "x" * (i % 50)]) for i in range(1000)]
+    chunks = _chunks(encoded, 2000)
+    assert all(len(chunk) <= 2000 for chunk in chunks)
+    assert [row for chunk in chunks for row in orjson.loads(chunk)] == [
+        orjson.loads(item) for item in encoded
+    ]
+    assert _chunks([b"[1]"], 2) == [b"[[1]]"]  # a lone oversized event still goes out
+
+
+def test_clock_does_not_move_the_watermark_while_a_backlog_waits() -> None:
+    """With messages waiting, the wall clock never closes sessions; after the grace it may."""
+    config = SessionConfig(idle_grace_ms=5_000)
+    state = PartitionState(0, config, RULES)
+    state.apply([Event("a1", "page_view", T0, "a", anonymous_id="a")], 0, now_ms=1_000)
+    wall = T0 + 10 * 3_600_000  # hours after the event: an idle advance would close it
+    for step in range(10):
+        out = state.advance(wall + step * 1_000, backlog=True)
+        assert out.sessions == []
+        assert state.open_sessions == 1
+    # No backlog, but the grace since the last backlog has not passed yet.
+    assert state.advance(wall + 12_000, backlog=False).sessions == []
+    closed = state.advance(wall + 9_000 + 5_000 + 1, backlog=False)
+    assert [row.closed for row in closed.sessions] == [1]
+    assert state.open_sessions == 0
+
+
+def test_fully_redelivered_message_leaves_the_watermark_alone() -> None:
+    """A restarted partition given only already-applied events keeps its watermark."""
+    first = PartitionState(0, CONFIG, RULES)
+    first.apply([Event("a1", "page_view", T0, "a", anonymous_id="a")], 5, now_ms=0)
+    restarted = PartitionState(0, CONFIG, RULES, _records([first.checkpoint().writes]))
+    before = restarted.sessionizer.watermark_ms
+    out = restarted.apply(
+        [Event("a1", "page_view", T0, "a", anonymous_id="a")], 5, now_ms=T0 + 10 * 3_600_000
+    )
+    assert restarted.redelivered == 1
+    assert out.late == []
+    assert out.sessions == []
+    assert restarted.sessionizer.watermark_ms == before

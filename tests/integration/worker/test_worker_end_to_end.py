@@ -1,0 +1,129 @@
+"""Generated events -> Kafka -> ``journey worker`` -> ClickHouse, checked against replay.
+
+One run is shared by the tests of this module (a module-scoped fixture): the worker reads
+15,000 generated events from a four-partition topic until the input is idle and every
+session is closed; the same events, generated to a file with the same seed, are replayed
+into a reference database. The worker stays up until the module ends so that its /metrics
+endpoint can be read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from workerkit import (
+    Names,
+    WorkerProcess,
+    by_label,
+    describe_difference,
+    free_port,
+    fresh_names,
+    generate_file,
+    generate_to_kafka,
+    query,
+    replay_reference,
+    summary,
+    table_rows,
+    total,
+    wait_complete,
+    worker_env,
+)
+
+EVENTS = 15_000
+SEED = 5
+
+
+@dataclass
+class CompletedRun:
+    """A finished worker run and its replay reference."""
+
+    names: Names
+    worker: WorkerProcess
+    expected_events: int
+
+
+@pytest.fixture(scope="module")
+def completed_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CompletedRun]:
+    """Generate to Kafka and to a file, run the worker until complete, replay the file."""
+    tmp = tmp_path_factory.mktemp("end_to_end")
+    with fresh_names("e2e", input_partitions=4) as names:
+        path = tmp / "events.jsonl"
+        generate_file(path, EVENTS, SEED)
+        _, expected = replay_reference(path, names)
+        generate_to_kafka(names.topic, EVENTS, SEED)
+        data_dir = tmp / "worker"
+        data_dir.mkdir()
+        port = free_port()
+        worker = WorkerProcess(worker_env(names, data_dir, port), tmp / "worker.log", port)
+        try:
+            worker.start()
+            worker.wait_ready()
+            wait_complete([worker], names.url, expected, timeout_s=120)
+            yield CompletedRun(names, worker, expected)
+        finally:
+            worker.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_summary_equals_replay(completed_run: CompletedRun) -> None:
+    """`journey summary` of the worker's tables equals that of `journey replay`, key by key."""
+    names = completed_run.names
+    streamed = summary(names.url)
+    replayed = summary(names.reference_url)
+    assert streamed["events"] == completed_run.expected_events
+    differing = {k: (streamed.get(k), v) for k, v in replayed.items() if streamed.get(k) != v}
+    assert not differing, f"summary keys differing (worker, replay): {differing}"
+    assert streamed == replayed
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_session_and_order_rows_equal_replay(completed_run: CompletedRun) -> None:
+    """Every live session row and order row (all columns but version) equals replay's."""
+    names = completed_run.names
+    for table, key in (("sessions", "session_id"), ("orders", "order_key")):
+        streamed = table_rows(names.url, table, key)
+        replayed = table_rows(names.reference_url, table, key)
+        assert streamed, f"the worker wrote no {table} rows"
+        assert streamed == replayed, f"{table}: " + describe_difference(streamed, replayed)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_metrics_agree_with_clickhouse(completed_run: CompletedRun) -> None:
+    """The /metrics counters equal the figures of the sessions and orders in ClickHouse."""
+    names = completed_run.names
+    samples = completed_run.worker.metrics()
+    # The reference tables come from replay (and equal the worker's, see the tests above).
+    ref = names.reference_url
+    ((sessions, events, converted, abandoned),) = query(
+        ref,
+        "SELECT count(), sum(events), sum(converted), sum(has_cart = 1 AND converted = 0) "
+        "FROM sessions FINAL WHERE deleted = 0",
+    )
+    by_stage = dict(
+        query(
+            ref,
+            "SELECT furthest_stage, count() FROM sessions FINAL WHERE deleted = 0 "
+            "GROUP BY furthest_stage",
+        )
+    )
+    ((revenue,),) = query(ref, "SELECT sum(revenue) FROM orders FINAL WHERE deleted = 0")
+
+    assert total(samples, "journey_events_total") == events
+    assert total(samples, "journey_sessions_started_total") == sessions
+    closed = by_label(samples, "journey_sessions_closed_total", "furthest_stage")
+    assert closed == {stage: float(n) for stage, n in by_stage.items()}
+    assert total(samples, "journey_carts_abandoned_total") == abandoned
+    assert total(samples, "journey_conversions_total") == converted
+    assert round(total(samples, "journey_revenue_total"), 2) == round(revenue, 2)
+    # Clean input: nothing rejected, late or duplicated; nothing left buffered or open.
+    assert total(samples, "journey_events_rejected_total") == 0
+    assert total(samples, "journey_events_late_total") == 0
+    assert total(samples, "journey_events_duplicate_total") == 0
+    assert total(samples, "journey_open_sessions") == 0
+    assert total(samples, "journey_clickhouse_pending_rows") == 0
+    assert total(samples, "journey_clickhouse_errors_total") == 0

@@ -1,0 +1,744 @@
+"""Helpers of the worker tests: unique names, worker processes, generated input, references.
+
+Every test talks to the real Kafka broker and ClickHouse server (``JOURNEY_TEST_BROKERS``,
+``JOURNEY_TEST_CLICKHOUSE_URL``) and fails, never skips, when they are down. Expected
+figures always come from ``journey replay`` of the same generated events (the in-memory
+``sessionize_all`` path) into another database, or from hand computation; never from the
+worker's own output. Every process a test starts is stopped in teardown, every loop is
+bounded in polls and in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.clickhouse.server import ServerBackend
+from streams.errors import StorageError
+
+with warnings.catch_warnings():
+    # kafka-python 3.0 uses a deprecated importlib.resources call at import time.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, UnknownTopicOrPartitionError
+
+BROKERS = os.environ.get("JOURNEY_TEST_BROKERS", "127.0.0.1:9092")
+CLICKHOUSE_URL = os.environ.get(
+    "JOURNEY_TEST_CLICKHOUSE_URL", "clickhouse://127.0.0.1:9000/default"
+)
+ROOT = Path(__file__).resolve().parents[3]
+STACK = ROOT / "deploy" / "stack.sh"
+JOURNEY = Path(sys.executable).parent / "journey"
+#: Event time of every generated run: fixed and in the past, so that once the input is idle
+#: for JOURNEY_IDLE_GRACE_S the wall-clock watermark closes every session.
+START = "2026-11-20T10:00:00Z"
+MIB = 1024 * 1024
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def poll(
+    check: Callable[[], Any],
+    *,
+    timeout_s: float,
+    interval_s: float = 0.5,
+    describe: Callable[[], str] = lambda: "",
+    what: str,
+) -> Any:
+    """Call ``check`` until it returns something truthy; fail after ``timeout_s``.
+
+    Bounded twice: by the deadline and by the number of polls it allows.
+    """
+    deadline = time.monotonic() + timeout_s
+    for _ in range(int(timeout_s / interval_s) + 2):
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}. {describe()}")
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """The test process environment without any JOURNEY_* setting, plus ``overrides``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("JOURNEY_") or k.startswith("JOURNEY_TEST_")
+    }
+    env.update(overrides)
+    return env
+
+
+def run_journey(*args: str, timeout_s: float = 180.0, **env: str) -> str:
+    """Run ``journey ARGS`` to completion; its stdout, or a failure showing its output."""
+    if not JOURNEY.exists():
+        pytest.fail(f"{JOURNEY} is missing: install the project (make venv) first")
+    proc = subprocess.run(
+        [str(JOURNEY), *args],
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"journey {' '.join(args)} exited {proc.returncode}\n"
+            f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-4000:]}"
+        )
+    return proc.stdout
+
+
+# ---------------------------------------------------------------- Kafka
+
+
+def kafka_admin() -> Any:
+    """An admin client of the test broker, or a failure saying how to start it."""
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=BROKERS, client_id="journey-worker-tests", request_timeout_ms=15_000
+        )
+    except KafkaError as exc:
+        pytest.fail(
+            f"Kafka is not reachable at {BROKERS} ({exc}); start it with `make up` "
+            "(deploy/stack.sh up) or set JOURNEY_TEST_BROKERS"
+        )
+
+
+def create_topic(name: str, partitions: int) -> None:
+    """Create ``name`` with ``partitions`` partitions before anything writes to it."""
+    admin = kafka_admin()
+    try:
+        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    finally:
+        admin.close()
+
+
+def delete_topics_with_prefixes(prefixes: Sequence[str]) -> None:
+    """Delete every topic whose name starts with one of ``prefixes`` (best effort)."""
+    admin = kafka_admin()
+    try:
+        doomed = [t for t in admin.list_topics() if t.startswith(tuple(prefixes))]
+        if doomed:
+            with contextlib.suppress(UnknownTopicOrPartitionError):
+                admin.delete_topics(doomed)
+    finally:
+        admin.close()
+
+
+def visitor_key(line: bytes) -> bytes | None:
+    """The key the generator uses for a message: anonymous_id, else user_id; None if bad."""
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    key = obj.get("anonymous_id") or obj.get("user_id")
+    return key.encode() if isinstance(key, str) and key else None
+
+
+def produce(topic: str, lines: Sequence[bytes]) -> None:
+    """Send ``lines`` to ``topic`` in order, keyed by visitor, and wait for delivery."""
+    producer = KafkaProducer(bootstrap_servers=BROKERS, acks=1, linger_ms=10)
+    try:
+        futures = [producer.send(topic, key=visitor_key(v), value=v) for v in lines]
+        producer.flush(timeout=60)
+        for fut in futures:
+            fut.get(timeout=30)
+    finally:
+        producer.close(timeout=10)
+
+
+class PacedProducer(threading.Thread):
+    """Sends lines to a topic at a fixed rate in a background thread (live-looking input)."""
+
+    def __init__(self, topic: str, lines: Sequence[bytes], rate: float) -> None:
+        super().__init__(name=f"paced-producer-{topic}", daemon=True)
+        self.topic = topic
+        self.lines = list(lines)
+        self.rate = rate
+        self.sent = 0
+        self.error: BaseException | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        """Send every line, one every 1/rate seconds (in small bursts), until stopped."""
+        try:
+            producer = KafkaProducer(bootstrap_servers=BROKERS, acks=1, linger_ms=20)
+            try:
+                began = time.monotonic()
+                for index, line in enumerate(self.lines):
+                    if self._stop_event.is_set():
+                        return
+                    ahead = began + index / self.rate - time.monotonic()
+                    if ahead > 0.01:
+                        self._stop_event.wait(ahead)
+                    producer.send(self.topic, key=visitor_key(line), value=line)
+                    self.sent += 1
+                producer.flush(timeout=60)
+            finally:
+                producer.close(timeout=10)
+        except BaseException as exc:  # reported by finish(), in the test's thread
+            self.error = exc
+
+    def finish(self, timeout_s: float) -> None:
+        """Wait until every line was sent; fail if that takes longer or sending failed."""
+        self.join(timeout_s)
+        if self.is_alive():
+            self.stop()
+            pytest.fail(f"paced producer did not finish within {timeout_s:.0f} s")
+        if self.error is not None:
+            raise AssertionError(f"paced producer failed: {self.error!r}") from self.error
+        assert self.sent == len(self.lines)
+
+    def stop(self) -> None:
+        """Stop sending and wait for the thread (teardown)."""
+        self._stop_event.set()
+        self.join(30)
+
+
+def read_topic(topic: str, expected: int, timeout_s: float = 30.0) -> list[tuple[Any, Any]]:
+    """(key, value) of every message in ``topic``: until ``expected`` arrived, then 2 s more."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=BROKERS,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    messages: list[tuple[Any, Any]] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(messages) < expected and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                messages.extend((r.key, r.value) for r in records)
+        # A little longer: anything beyond the expected count would be an extra message.
+        extra_until = time.monotonic() + 2.0
+        while time.monotonic() < extra_until:
+            for records in consumer.poll(timeout_ms=500).values():
+                messages.extend((r.key, r.value) for r in records)
+    finally:
+        consumer.close()
+    return messages
+
+
+# ---------------------------------------------------------------- ClickHouse
+
+
+def open_server(url: str) -> ServerBackend:
+    """A backend on ``url`` or a failure saying how to start the server (never a skip)."""
+    try:
+        return ServerBackend(url)
+    except StorageError as exc:
+        pytest.fail(
+            f"ClickHouse server for integration tests is not reachable at {url}: {exc}. "
+            "Start it with `make up` (deploy/stack.sh up) or set JOURNEY_TEST_CLICKHOUSE_URL."
+        )
+
+
+def database_url(database: str, base: str = CLICKHOUSE_URL) -> str:
+    """``base`` with its database replaced."""
+    return f"{base.rsplit('/', 1)[0]}/{database}"
+
+
+def query(url: str, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of one SELECT on ``url``."""
+    backend = open_server(url)
+    try:
+        return backend.query(sql)
+    finally:
+        backend.close()
+
+
+def progress(url: str) -> tuple[int, int, int]:
+    """(sessions, sum of events, open sessions) of the live session rows at ``url``."""
+    backend = ServerBackend(url)
+    try:
+        tables = {row[0] for row in backend.query("SHOW TABLES")}
+        if "sessions" not in tables:
+            return (0, 0, 0)
+        row = backend.query(
+            "SELECT count(), sum(events), sum(closed = 0) FROM sessions FINAL WHERE deleted = 0"
+        )[0]
+    finally:
+        backend.close()
+    return (int(row[0]), int(row[1]), int(row[2]))
+
+
+def table_rows(url: str, table: str, key: str) -> list[tuple[Any, ...]]:
+    """Every live row of ``table`` (FINAL, deleted = 0), all columns but version, by ``key``."""
+    columns = [row[0] for row in query(url, f"DESCRIBE TABLE {table}") if row[0] != "version"]
+    return query(
+        url,
+        f"SELECT {', '.join(columns)} FROM {table} FINAL WHERE deleted = 0 ORDER BY {key}",
+    )
+
+
+def drop_database(url: str) -> None:
+    """Drop the database of ``url`` (teardown; ignores a server that is gone)."""
+    with contextlib.suppress(StorageError):
+        backend = ServerBackend(url)
+        try:
+            backend.drop_database()
+        finally:
+            backend.close()
+
+
+def summary(url: str) -> dict[str, Any]:
+    """``journey summary --clickhouse URL --json`` parsed."""
+    out = run_journey("summary", "--clickhouse", url, "--json")
+    parsed: dict[str, Any] = json.loads(out)
+    return parsed
+
+
+def describe_difference(
+    worker: Sequence[tuple[Any, ...]], reference: Sequence[tuple[Any, ...]]
+) -> str:
+    """A short account of how two row lists (sorted by their first column) differ."""
+    mine = {row[0]: row for row in worker}
+    theirs = {row[0]: row for row in reference}
+    only_worker = sorted(set(mine) - set(theirs))
+    only_reference = sorted(set(theirs) - set(mine))
+    changed = [k for k in sorted(set(mine) & set(theirs)) if mine[k] != theirs[k]]
+    lines = [
+        f"worker {len(worker)} rows, replay {len(reference)} rows; "
+        f"{len(only_worker)} only in worker, {len(only_reference)} only in replay, "
+        f"{len(changed)} differ"
+    ]
+    lines += [f"  only worker: {mine[k]}" for k in only_worker[:3]]
+    lines += [f"  only replay: {theirs[k]}" for k in only_reference[:3]]
+    for k in changed[:3]:
+        lines.append(f"  worker: {mine[k]}\n  replay: {theirs[k]}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- per-test names
+
+
+@dataclass
+class Names:
+    """Unique Kafka topics, app id and databases of one test."""
+
+    tag: str
+    topic: str
+    app_id: str
+    database: str
+    reference_database: str
+    dlq_topic: str
+    late_topic: str
+    sessions_topic: str
+    transitions_topic: str
+    clickhouse_base: str = CLICKHOUSE_URL
+
+    @classmethod
+    def fresh(cls, label: str) -> Names:
+        """New names, all containing a random tag."""
+        tag = f"{label}-{uuid.uuid4().hex[:10]}"
+        db = tag.replace("-", "_")
+        return cls(
+            tag=tag,
+            topic=f"wt-{tag}-in",
+            app_id=f"wt-{tag}-app",
+            database=f"jw_{db}",
+            reference_database=f"jw_{db}_ref",
+            dlq_topic=f"wt-{tag}-dlq",
+            late_topic=f"wt-{tag}-late",
+            sessions_topic=f"wt-{tag}-sessions",
+            transitions_topic=f"wt-{tag}-transitions",
+        )
+
+    @property
+    def url(self) -> str:
+        """ClickHouse URL of the worker's database."""
+        return database_url(self.database, self.clickhouse_base)
+
+    @property
+    def reference_url(self) -> str:
+        """ClickHouse URL of the replay reference database (always on the shared server)."""
+        return database_url(self.reference_database)
+
+    def cleanup(self) -> None:
+        """Delete the test's topics (Faust's internal ones too) and its databases."""
+        delete_topics_with_prefixes([f"wt-{self.tag}-"])
+        drop_database(self.url)
+        drop_database(self.reference_url)
+
+
+@contextlib.contextmanager
+def fresh_names(label: str, input_partitions: int) -> Iterator[Names]:
+    """Names for one run, with the input topic created; everything removed afterwards."""
+    admin = kafka_admin()  # fails clearly when Kafka is down
+    admin.close()
+    open_server(CLICKHOUSE_URL).close()  # and when ClickHouse is down
+    names = Names.fresh(label)
+    create_topic(names.topic, input_partitions)
+    try:
+        yield names
+    finally:
+        names.cleanup()
+
+
+# ---------------------------------------------------------------- generated input
+
+
+@dataclass
+class GeneratedRun:
+    """One generated event set: the JSONL file, and the reference figures from replay."""
+
+    path: Path
+    lines: list[bytes]
+    replay_report: str
+    expected_events: int
+
+
+def generate_file(path: Path, events: int, seed: int, *extra: str) -> list[bytes]:
+    """``journey generate --out`` with the fixed start; the lines written."""
+    run_journey(
+        "generate", "--events", str(events), "--seed", str(seed), "--start", START,
+        "--out", str(path), *extra,
+    )  # fmt: skip
+    return path.read_bytes().splitlines()
+
+
+def generate_to_kafka(topic: str, events: int, seed: int, *extra: str) -> None:
+    """``journey generate --topic`` with the same options as :func:`generate_file`."""
+    run_journey(
+        "generate", "--events", str(events), "--seed", str(seed), "--start", START,
+        "--topic", topic, "--brokers", BROKERS, *extra,
+    )  # fmt: skip
+
+
+def replay_reference(path: Path, names: Names) -> tuple[str, int]:
+    """``journey replay`` of ``path`` into the reference database: (report, sum of events)."""
+    report = run_journey("replay", str(path), "--clickhouse", names.reference_url)
+    _, events, open_sessions = progress(names.reference_url)
+    assert open_sessions == 0, "replay closes every session"
+    return report, events
+
+
+def prepare_run(tmp_path: Path, names: Names, events: int, seed: int, *extra: str) -> GeneratedRun:
+    """Generate the events to a file and replay them as the reference."""
+    path = tmp_path / f"events-{seed}.jsonl"
+    lines = generate_file(path, events, seed, *extra)
+    report, expected = replay_reference(path, names)
+    return GeneratedRun(path, lines, report, expected)
+
+
+# ---------------------------------------------------------------- the worker process
+
+
+def worker_env(
+    names: Names, data_dir: Path, metrics_port: int, **settings: str | float | int
+) -> dict[str, str]:
+    """JOURNEY_* settings of a worker of this test; ``settings`` override (name w/o prefix)."""
+    env: dict[str, str] = {
+        "JOURNEY_BROKERS": BROKERS,
+        "JOURNEY_INPUT_TOPIC": names.topic,
+        "JOURNEY_APP_ID": names.app_id,
+        "JOURNEY_CLICKHOUSE_URL": names.url,
+        "JOURNEY_DATA_DIR": str(data_dir),
+        "JOURNEY_METRICS_PORT": str(metrics_port),
+        "JOURNEY_DLQ_TOPIC": names.dlq_topic,
+        "JOURNEY_LATE_TOPIC": names.late_topic,
+        "JOURNEY_SESSIONS_TOPIC": names.sessions_topic,
+        "JOURNEY_TRANSITIONS_TOPIC": names.transitions_topic,
+        "JOURNEY_IDLE_GRACE_S": "4",
+        "JOURNEY_FLUSH_INTERVAL_S": "1",
+        "JOURNEY_KAFKA_SESSION_TIMEOUT_S": "6",
+    }
+    for name, value in settings.items():
+        env[f"JOURNEY_{name.upper()}"] = str(value)
+    return env
+
+
+@dataclass
+class WorkerProcess:
+    """One ``journey worker`` subprocess: start, SIGKILL, SIGTERM, metrics, RSS, log."""
+
+    env: dict[str, str]
+    log_path: Path
+    metrics_port: int
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    _log: Any = field(default=None, repr=False)
+
+    def start(self) -> WorkerProcess:
+        """Start the worker (its own process group); the log is appended to ``log_path``."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        if not JOURNEY.exists():
+            pytest.fail(f"{JOURNEY} is missing: install the project (make venv) first")
+        self._close_log()
+        self._log = self.log_path.open("ab")
+        self.starts += 1
+        self._log.write(f"\n===== start #{self.starts} =====\n".encode())
+        self._log.flush()
+        self.proc = subprocess.Popen(
+            [str(JOURNEY), "worker", "--loglevel", "info"],
+            env=clean_env(**self.env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        """Process id of the running worker."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        """True while the current process runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the worker (a crash: nothing is flushed or committed) and reap it."""
+        if self.alive:
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited after ``timeout_s``."""
+        if self.alive:
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the worker log (for failure messages)."""
+        if not self.log_path.exists():
+            return "(no log)"
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+        """Every sample of the /metrics endpoint, or None when it does not answer."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+            ) as response:
+                text = response.read().decode()
+        except (urllib.error.URLError, OSError):
+            return None
+        samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return samples
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of /metrics; fails when the endpoint does not answer."""
+        samples = self.scrape()
+        if samples is None:
+            pytest.fail(
+                f"worker /metrics on port {self.metrics_port} does not answer "
+                f"(alive: {self.alive})\n{self.log_tail()}"
+            )
+        return samples
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Until /metrics answers (settings valid, ClickHouse migrated, Faust starting)."""
+
+        def ready() -> bool:
+            self.assert_alive("while starting")
+            return self.scrape() is not None
+
+        poll(ready, timeout_s=timeout_s, what="the worker's /metrics endpoint",
+             describe=self.log_tail)  # fmt: skip
+
+    def assert_alive(self, when: str) -> None:
+        """Fail with the log when the worker has exited."""
+        if not self.alive:
+            code = self.proc.returncode if self.proc is not None else None
+            pytest.fail(f"the worker exited ({code}) {when}:\n{self.log_tail(60)}")
+
+    def rss_bytes(self) -> int:
+        """Resident set size of the worker (VmRSS from /proc)."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmRSS in /proc/{self.pid}/status")
+
+
+def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+          **labels: str) -> float:  # fmt: skip
+    """Sum of the samples called ``name`` whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(
+        value for (sample, sample_labels), value in samples.items()
+        if sample == name and wanted <= set(sample_labels)
+    )  # fmt: skip
+
+
+def by_label(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+             label: str) -> dict[str, float]:  # fmt: skip
+    """``{label value: sample value}`` of the samples called ``name`` (zeros left out)."""
+    out: dict[str, float] = {}
+    for (sample, sample_labels), value in samples.items():
+        if sample == name and value:
+            out[dict(sample_labels)[label]] = value
+    return out
+
+
+def wait_complete(
+    workers: Sequence[WorkerProcess], url: str, expected_events: int, timeout_s: float = 90.0
+) -> None:
+    """Until every expected event is in a closed session in ClickHouse and nothing is pending.
+
+    The live workers must report no open session and no buffered row; the figures to reach
+    come from the replay reference, so a worker that loses or doubles events times out here.
+    """
+    last: dict[str, Any] = {}
+
+    def done() -> bool:
+        for worker in workers:
+            worker.assert_alive("before its sessions were complete")
+        sessions, events, open_sessions = progress(url)
+        last.update(sessions=sessions, events=events, open=open_sessions)
+        if events != expected_events or open_sessions:
+            return False
+        for worker in workers:
+            samples = worker.metrics()
+            last[f"open/pending/late:{worker.metrics_port}"] = (
+                total(samples, "journey_open_sessions"),
+                total(samples, "journey_clickhouse_pending_rows"),
+                total(samples, "journey_events_late_total"),
+            )
+            if total(samples, "journey_open_sessions") or total(
+                samples, "journey_clickhouse_pending_rows"
+            ):
+                return False
+        return True
+
+    poll(
+        done,
+        timeout_s=timeout_s,
+        interval_s=1.0,
+        what=f"{expected_events} events in closed sessions at {url}",
+        describe=lambda: (
+            f"last seen {last} (expected events {expected_events}"
+            + (
+                "; MORE than replay accepted: events counted twice"
+                if last.get("events", 0) > expected_events
+                else ""
+            )
+            + ")\n"
+            + "\n".join(w.log_tail(15) for w in workers)
+        ),
+    )
+
+
+def assert_same_as_replay(names: Names) -> None:
+    """Summary, session rows and order rows of the worker equal those of the replay."""
+    worker_sessions = table_rows(names.url, "sessions", "session_id")
+    reference_sessions = table_rows(names.reference_url, "sessions", "session_id")
+    assert worker_sessions == reference_sessions, (
+        "session rows differ from replay: "
+        + describe_difference(worker_sessions, reference_sessions)
+    )
+    worker_orders = table_rows(names.url, "orders", "order_key")
+    reference_orders = table_rows(names.reference_url, "orders", "order_key")
+    assert worker_orders == reference_orders, (
+        "order rows differ from replay: " + describe_difference(worker_orders, reference_orders)
+    )
+    assert summary(names.url) == summary(names.reference_url)
+
+
+def seeded_delays(seed: int, count: int, low: float, high: float) -> list[float]:
+    """``count`` reproducible random delays in [low, high] seconds."""
+    rng = random.Random(seed)
+    return [rng.uniform(low, high) for _ in range(count)]
+
+
+# ---------------------------------------------------------------- a private ClickHouse
+
+
+@dataclass
+class PrivateClickHouse:
+    """A ClickHouse server of one test, run by deploy/stack.sh in its own folder and ports."""
+
+    stack_dir: Path
+    tcp_port: int
+    http_port: int
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment that makes deploy/stack.sh run only this server."""
+        env = dict(os.environ)
+        env.update(
+            STACK_DIR=str(self.stack_dir),
+            STACK_SERVICES="clickhouse",
+            CLICKHOUSE_TCP_PORT=str(self.tcp_port),
+            CLICKHOUSE_HTTP_PORT=str(self.http_port),
+            PYTHON=sys.executable,
+            STACK_WAIT_S="90",
+        )
+        return env
+
+    @property
+    def base_url(self) -> str:
+        """clickhouse://127.0.0.1:PORT/default of this server."""
+        return f"clickhouse://127.0.0.1:{self.tcp_port}/default"
+
+    def _stack(self, command: str) -> None:
+        proc = subprocess.run(
+            [str(STACK), command], env=self.env, capture_output=True, text=True,
+            timeout=180, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            pytest.fail(f"deploy/stack.sh {command} failed:\n{proc.stdout}\n{proc.stderr}")
+
+    def up(self) -> None:
+        """Start the server (data in stack_dir persists across down/up) and wait healthy."""
+        self._stack("up")
+
+    def down(self) -> None:
+        """Stop the server."""
+        self._stack("down")
