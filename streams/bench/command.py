@@ -1,0 +1,480 @@
+"""``journey bench``: measure the worker against a naive Faust agent and a raw consumer.
+
+Phases, one after another on the local stack (Kafka and the ClickHouse server):
+
+1. generate N events (the ``journey generate`` traffic model) into a JSONL file and a
+   fresh topic (fast aiokafka batch producer, keyed by visitor);
+2. ``raw``: a plain aiokafka consumer decoding every event (the upper bound);
+   ``naive``: a straightforward Faust agent, one insert per closed session;
+   ``worker``: ``journey worker`` end to end until every event is visible in ClickHouse;
+   ``replay``: ``journey replay``'s engine over the file into chdb and into the server;
+3. ``latency``: event time to ClickHouse-visible and to the Prometheus counter at a paced rate;
+4. ``memory``: worker RSS per open session.
+
+Progress goes to stderr; the result is a markdown table, or one JSON object with
+``--json``. Every process, topic, consumer group, database and folder the bench creates is
+removed at the end, whatever happened. Targets are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+PHASES = ("raw", "naive", "worker", "replay", "latency", "memory")
+T = TypeVar("T")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``journey bench``."""
+    parser = sub.add_parser(
+        "bench",
+        help="benchmark the worker (throughput, latency, memory) on the local stack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--events",
+        type=_positive_int,
+        default=1_000_000,
+        help="events generated for the throughput phases (default 1000000)",
+    )
+    parser.add_argument(
+        "--span-hours",
+        type=_positive_float,
+        default=2.0,
+        help="event time the generated events cover, ending now (default 2: 1M events are "
+        "~140 events/s of a busy store, and most sessions close while the stream runs, "
+        "so the naive agent does its per-session inserts)",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=_positive_int,
+        default=4,
+        help="partitions of the input topics and the worker (default 4)",
+    )
+    parser.add_argument(
+        "--naive-events",
+        type=_positive_int,
+        default=None,
+        help="events the naive agent must consume (default: all --events)",
+    )
+    parser.add_argument(
+        "--latency-rate",
+        type=_positive_float,
+        default=5000.0,
+        help="paced events per second in the latency phase (default 5000)",
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=_positive_float,
+        default=60.0,
+        help="length of the paced run (default 60)",
+    )
+    parser.add_argument(
+        "--latency-warmup",
+        type=float,
+        default=5.0,
+        help="seconds of the paced run left out of the percentiles (default 5)",
+    )
+    parser.add_argument(
+        "--memory-sessions",
+        type=_positive_int,
+        default=1_000_000,
+        help="open sessions (one-event visitors) of the memory phase",
+    )
+    parser.add_argument(
+        "--flush-interval",
+        type=_positive_float,
+        default=2.0,
+        help="JOURNEY_FLUSH_INTERVAL_S of the workers started (default 2)",
+    )
+    parser.add_argument(
+        "--phase-timeout",
+        type=_positive_float,
+        default=900.0,
+        help="upper bound in seconds of every wait of a phase (default 900)",
+    )
+    parser.add_argument(
+        "--skip", default="", help=f"comma-separated phases to skip: {', '.join(PHASES)}"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="traffic model seed (default 1)")
+    parser.add_argument(
+        "--brokers", default=None, help="Kafka bootstrap servers (default JOURNEY_BROKERS)"
+    )
+    parser.add_argument(
+        "--clickhouse",
+        default=None,
+        help="ClickHouse server base URL clickhouse://host:9000 (databases "
+        "jb_<tag>_* are created and dropped); default from "
+        "JOURNEY_CLICKHOUSE_URL, else clickhouse://127.0.0.1:9000",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="py-spy the worker during the worker phase into FILE (raw "
+        "format) and print where its time goes",
+    )
+    parser.add_argument(
+        "--keep-workdir",
+        action="store_true",
+        help="keep the work folder (JSONL file, process logs) for inspection",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)  # fmt: skip
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{raw!r} must be greater than zero")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{raw!r} must be greater than zero")
+    return value
+
+
+def _skipped(raw: str) -> set[str]:
+    from streams.errors import ConfigError
+
+    names = {part.strip() for part in raw.split(",") if part.strip()}
+    unknown = sorted(names - set(PHASES))
+    if unknown:
+        raise ConfigError(f"--skip: unknown phase(s) {', '.join(unknown)}; known: {PHASES}")
+    return names
+
+
+def _say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the phases not skipped; print the table or JSON; 1 if any phase failed."""
+    from streams.bench import environment
+    from streams.bench.resources import BenchResources
+    from streams.settings import Settings
+
+    settings = Settings.from_env()
+    skip = _skipped(args.skip)
+    brokers = args.brokers or settings.brokers
+    base = args.clickhouse or settings.clickhouse_url or "clickhouse://127.0.0.1:9000"
+    if base.count("/") > 2:  # a URL with a database: keep host and port only
+        base = base.rsplit("/", 1)[0]
+    result: dict[str, Any] = {
+        "events": args.events,
+        "skipped": sorted(skip),
+        "errors": {},
+        "machine": environment.machine(),
+        "versions": environment.versions(f"{base}/default"),
+    }
+    # SIGTERM (a CI timeout, `kill`) cleans up like Ctrl-C instead of leaving processes.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with BenchResources(brokers, base, keep_workdir=args.keep_workdir) as res:
+            _run_with(args, res, skip, result)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    _finish(result)
+    if args.json:
+        print(json.dumps(_json_safe(result), indent=2, sort_keys=True))
+    else:
+        print(format_table(result))
+    return 1 if result["errors"] else 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_with(args: argparse.Namespace, res: Any, skip: set[str], result: dict[str, Any]) -> None:
+    """The phases inside the resources' context; an interrupt is recorded, not raised."""
+    _say(f"work folder {res.workdir}; run tag {res.tag}")
+    result["run_tag"] = res.tag
+    try:
+        _run_phases(args, res, skip, result)
+    except KeyboardInterrupt:
+        result["errors"]["interrupted"] = "stopped by the operator"
+    if result["errors"] and not args.keep_workdir:
+        # The process logs are what explains a failure: keep them.
+        res.keep_workdir = True
+        _say(f"a phase failed; logs kept in {res.workdir}")
+
+
+def _phase(name: str, result: dict[str, Any], action: Callable[[], T]) -> T | None:
+    """Run one phase; a failure is recorded in ``result['errors']`` and the bench goes on."""
+    from streams.errors import JourneyError
+
+    _say(f"{name} ...")
+    started = time.monotonic()
+    try:
+        value = action()
+    except (JourneyError, OSError, TimeoutError, LookupError) as exc:
+        result["errors"][name] = str(exc)
+        _say(f"{name} FAILED: {exc}")
+        return None
+    _say(f"{name} done in {time.monotonic() - started:.1f} s")
+    return value
+
+
+def _run_phases(args: argparse.Namespace, res: Any, skip: set[str], result: dict[str, Any]) -> None:
+    from streams.bench import data, latency, memory, raw, throughput
+    from streams.bench.producer import produce_bulk
+
+    timeout = args.phase_timeout
+    needs_data = bool({"raw", "naive", "worker", "replay"} - skip)
+    if needs_data:
+        generated = _phase(
+            "generate",
+            result,
+            lambda: data.generate(
+                args.events,
+                args.events / (args.span_hours * 3600),
+                args.seed,
+                res.workdir / "events.jsonl",
+            ),
+        )
+        if generated is None:
+            return
+        result["generate_events_per_s"] = generated.events / generated.seconds
+        topic = res.create_topic("input", args.partitions)
+        produced = _phase(
+            "produce",
+            result,
+            lambda: asyncio.run(
+                produce_bulk(
+                    res.brokers, topic, args.partitions, generated.keys, generated.values,
+                    timeout_s=timeout,
+                )
+            ),
+        )  # fmt: skip
+        # The bench needs only the file from here on; free the in-memory copy.
+        generated.keys.clear()
+        generated.values.clear()
+        if produced is None:
+            return
+        result["produce_events_per_s"] = produced.per_s
+        n = produced.records
+        if "raw" not in skip:
+            consumed = _phase(
+                "raw",
+                result,
+                lambda: asyncio.run(raw.consume_raw(res.brokers, topic, n, timeout_s=timeout)),
+            )
+            if consumed is not None:
+                result["raw_consume_events_per_s"] = consumed.per_s
+        if "naive" not in skip:
+            naive_n = min(n, args.naive_events or n)
+            naive = _phase(
+                "naive",
+                result,
+                lambda: throughput.run_naive(res, topic, naive_n, timeout_s=timeout),
+            )
+            if naive is not None:
+                result["naive_faust_events_per_s"] = naive.per_s
+                result["naive"] = {
+                    "events": naive.events,
+                    "seconds": naive.seconds,
+                    "inserts": naive.inserts,
+                    "complete": naive.complete,
+                }
+        if "worker" not in skip:
+            worker = _phase(
+                "worker",
+                result,
+                lambda: throughput.run_worker(
+                    res, topic, n, partitions=args.partitions,
+                    flush_interval_s=args.flush_interval, timeout_s=timeout,
+                    profile_path=args.profile,
+                ),
+            )  # fmt: skip
+            if worker is not None:
+                result["events_per_s"] = worker.per_s
+                result["worker"] = {
+                    "events": worker.events,
+                    "consumed_s": worker.consumed_s,
+                    "visible_s": worker.visible_s,
+                    "startup_s": worker.startup_s,
+                    "cpu_s": worker.cpu_s,
+                    "events_per_cpu_s": worker.events / worker.cpu_s if worker.cpu_s else None,
+                    "late": worker.late,
+                    "duplicates": worker.duplicates,
+                }
+                if worker.profile:
+                    result["worker_profile"] = worker.profile
+        if "replay" not in skip:
+            path = res.workdir / "events.jsonl"
+            embedded = _phase(
+                "replay (chdb)",
+                result,
+                lambda: throughput.run_replay(path, str(res.folder("replay-chdb"))),
+            )
+            if embedded is not None:
+                result["replay_events_per_s"] = embedded.per_s
+            server = _phase(
+                "replay (server)",
+                result,
+                lambda: throughput.run_replay(path, res.database_url("replay")),
+            )
+            if server is not None:
+                result["replay_server_events_per_s"] = server.per_s
+    if "latency" not in skip:
+        lat = _phase(
+            "latency",
+            result,
+            lambda: latency.run_latency(
+                res, rate=args.latency_rate, seconds=args.latency_seconds,
+                warmup_s=args.latency_warmup, partitions=args.partitions,
+                flush_interval_s=args.flush_interval, seed=args.seed, timeout_s=timeout,
+            ),
+        )  # fmt: skip
+        if lat is not None:
+            result["latency_p50_s"] = lat.clickhouse_p50_s
+            result["latency_p99_s"] = lat.clickhouse_p99_s
+            result["prometheus_latency_p99_s"] = lat.prometheus_p99_s
+            result["latency"] = {
+                "rate": lat.rate,
+                "events": lat.events,
+                "clickhouse_max_s": lat.clickhouse_max_s,
+                "prometheus_p50_s": lat.prometheus_p50_s,
+                "producer_delay_p99_s": lat.producer_delay_p99_s,
+                "unseen": lat.unseen,
+                "flush_interval_s": lat.flush_interval_s,
+            }
+    if "memory" not in skip:
+        mem = _phase(
+            "memory",
+            result,
+            lambda: memory.run_memory(
+                res, count=args.memory_sessions, partitions=args.partitions,
+                flush_interval_s=args.flush_interval, seed=args.seed, timeout_s=timeout,
+            ),
+        )  # fmt: skip
+        if mem is not None:
+            result["bytes_per_open_session"] = mem.bytes_per_session
+            result["memory"] = {
+                "sessions": mem.sessions,
+                "rss_before": mem.rss_before,
+                "rss_after": mem.rss_after,
+                "open_before": mem.open_before,
+                "open_after": mem.open_after,
+            }
+
+
+#: The summary keys, always present (null when skipped or failed).
+SUMMARY_KEYS = (
+    "events_per_s",
+    "naive_faust_events_per_s",
+    "raw_consume_events_per_s",
+    "replay_events_per_s",
+    "replay_server_events_per_s",
+    "latency_p50_s",
+    "latency_p99_s",
+    "prometheus_latency_p99_s",
+    "bytes_per_open_session",
+)
+
+
+def _finish(result: dict[str, Any]) -> None:
+    """Fill missing summary keys with None and add the ratios the targets speak of."""
+    for key in SUMMARY_KEYS:
+        result.setdefault(key, None)
+    ours = result["events_per_s"]
+    naive = result["naive_faust_events_per_s"]
+    raw = result["raw_consume_events_per_s"]
+    result["ratio_worker_to_naive"] = ours / naive if ours and naive else None
+    result["ratio_worker_to_raw"] = ours / raw if ours and raw else None
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinity become null (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if unit == "s":
+        return f"{value:.3f} s"
+    if unit == "x":
+        return f"{value:.2f}x"
+    if unit == "B":
+        return f"{value:,.0f} B"
+    return f"{value:,.0f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The markdown table of a result, with each figure's target and whether it is met."""
+    flush = result.get("latency", {}).get("flush_interval_s", 2.0)
+    ours, naive, raw = (
+        result["events_per_s"],
+        result["naive_faust_events_per_s"],
+        result["raw_consume_events_per_s"],
+    )
+
+    def met(ok: bool | None) -> str:
+        return "-" if ok is None else ("yes" if ok else "no")
+
+    def at_least(value: Any, bound: float) -> bool | None:
+        return None if value is None else bool(value >= bound)
+
+    def at_most(value: Any, bound: float) -> bool | None:
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return None
+        return bool(value <= bound)
+
+    rows = [
+        ("worker, end to end (events/s)", _fmt(ours), ">= 50,000", met(at_least(ours, 50_000))),
+        ("naive Faust agent (events/s)", _fmt(naive), "", ""),
+        ("raw aiokafka consume + orjson (events/s)", _fmt(raw), "", ""),
+        ("worker / naive", _fmt(result["ratio_worker_to_naive"], "x"), ">= 5x",
+         met(at_least(result["ratio_worker_to_naive"], 5))),
+        ("worker / raw", _fmt(result["ratio_worker_to_raw"], "x"), ">= 0.25x",
+         met(at_least(result["ratio_worker_to_raw"], 0.25))),
+        ("replay into chdb (events/s)", _fmt(result["replay_events_per_s"]), ">= 100,000",
+         met(at_least(result["replay_events_per_s"], 100_000))),
+        ("replay into ClickHouse server (events/s)", _fmt(result["replay_server_events_per_s"]),
+         ">= 100,000", met(at_least(result["replay_server_events_per_s"], 100_000))),
+        ("event to ClickHouse p50", _fmt(result["latency_p50_s"], "s"), "", ""),
+        ("event to ClickHouse p99", _fmt(result["latency_p99_s"], "s"),
+         f"<= {2 + flush:.1f} s (2 s + flush)", met(at_most(result["latency_p99_s"], 2 + flush))),
+        ("event to Prometheus counter p99", _fmt(result["prometheus_latency_p99_s"], "s"), "", ""),
+        ("bytes per open session", _fmt(result["bytes_per_open_session"], "B"), "<= 1,024 B",
+         met(at_most(result["bytes_per_open_session"], 1024))),
+    ]  # fmt: skip
+    lines = ["| figure | value | target | met |", "|---|---:|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    machine = result["machine"]
+    lines.append("")
+    lines.append(
+        f"N = {result['events']:,} events; {machine['cores']} cores, {machine['cpu_model']}; "
+        f"load average at start {machine['load_average']}, at end {result['load_average_end']}"
+    )
+    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()))
+    for name, message in result["errors"].items():
+        lines.append(f"FAILED {name}: {message}")
+    for line in result.get("worker_profile", []):
+        lines.append(f"    {line}")
+    return "\n".join(lines)

@@ -1,0 +1,171 @@
+"""Producers of the bench: a fast bulk producer and a paced one with a send-time log.
+
+``journey generate`` sends through kafka-python one record at a time (about 9k events/s),
+which would make preparing a million-event topic the slowest part of the bench. The bulk
+producer here fills one aiokafka ``BatchBuilder`` per partition and submits whole batches
+(``send_batch``), keyed by visitor and partitioned with Kafka's murmur2 like any keyed
+producer, so the worker sees exactly what a keyed production client would send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+
+#: Bytes per batch (one per partition in flight); large, as loopback has no latency to hide.
+BATCH_BYTES = 512 * 1024
+#: Batches awaited at once before the next round is built (bounds memory in the accumulator).
+IN_FLIGHT = 64
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """Kafka's default partition of ``key`` (murmur2, the Java client's and aiokafka's)."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+def _producer(brokers: str, linger_ms: int) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=brokers.split(","),
+        acks=1,
+        linger_ms=linger_ms,
+        max_batch_size=BATCH_BYTES,
+        max_request_size=4 * 1024 * 1024,
+        request_timeout_ms=60_000,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceResult:
+    """Records sent by the bulk producer and the wall time they took (delivery included)."""
+
+    records: int
+    seconds: float
+
+    @property
+    def per_s(self) -> float:
+        """Records per second."""
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+
+async def produce_bulk(
+    brokers: str,
+    topic: str,
+    partitions: int,
+    keys: Sequence[bytes],
+    values: Sequence[bytes],
+    *,
+    timeout_s: float,
+) -> ProduceResult:
+    """Send every (key, value) to ``topic`` in order per partition; wait for all acks."""
+    if len(keys) != len(values):
+        raise ValueError("keys and values differ in length")
+    producer = _producer(brokers, linger_ms=50)
+    await producer.start()
+    try:
+        started = time.perf_counter()
+        await asyncio.wait_for(
+            _send_batches(producer, topic, partitions, keys, values), timeout=timeout_s
+        )
+        return ProduceResult(len(values), time.perf_counter() - started)
+    finally:
+        await producer.stop()
+
+
+async def _send_batches(
+    producer: AIOKafkaProducer,
+    topic: str,
+    partitions: int,
+    keys: Sequence[bytes],
+    values: Sequence[bytes],
+) -> None:
+    builders: list[Any] = [producer.create_batch() for _ in range(partitions)]
+    pending: list[asyncio.Future[Any]] = []
+    # murmur2 is pure Python (about 10 us a key); a visitor sends many events, so remember.
+    partition_by_key: dict[bytes, int] = {}
+
+    async def submit(partition: int) -> None:
+        pending.append(await producer.send_batch(builders[partition], topic, partition=partition))
+        builders[partition] = producer.create_batch()
+        if len(pending) >= IN_FLIGHT:
+            await asyncio.gather(*pending)
+            pending.clear()
+
+    for key, value in zip(keys, values, strict=True):
+        partition = partition_by_key.get(key, -1)
+        if partition < 0:
+            partition = partition_by_key[key] = partition_of(key, partitions)
+        if builders[partition].append(key=key, value=value, timestamp=None) is None:
+            await submit(partition)
+            if builders[partition].append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"a record of {len(value)} bytes exceeds the batch size")
+    for partition in range(partitions):
+        if builders[partition].record_count():
+            await submit(partition)
+    await asyncio.gather(*pending)
+
+
+@dataclass(slots=True)
+class SendLog:
+    """What the paced producer sent: per event its visitor and event time, in send order.
+
+    ``sent_ms[i]`` is the wall time (epoch ms) at which event ``i`` was handed to the
+    producer; ``event_ms[i]`` is its event time, which the paced producer sets to its
+    scheduled send time, so ``sent_ms[i] - event_ms[i]`` is the producer's own delay.
+    """
+
+    visitors: list[str] = field(default_factory=list)
+    event_ms: list[int] = field(default_factory=list)
+    sent_ms: list[int] = field(default_factory=list)
+
+
+async def produce_paced(
+    brokers: str,
+    topic: str,
+    events: Sequence[dict[str, Any]],
+    rate: float,
+    log: SendLog,
+    *,
+    encode: Callable[[dict[str, Any]], bytes],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Send ``events`` at ``rate`` per second of wall time, event time = scheduled send time.
+
+    Every 5 ms the events whose time has come are stamped (``timestamp`` = their scheduled
+    wall time, epoch ms), encoded and sent, keyed by visitor; ``log`` records each one.
+    A small linger keeps the producer's own batching delay out of the measured latency.
+    """
+    producer = _producer(brokers, linger_ms=2)
+    await producer.start()
+    try:
+        began_ms = time.time() * 1000.0
+        index = 0
+        futures: list[asyncio.Future[Any]] = []
+        while index < len(events) and not should_stop():
+            now_ms = time.time() * 1000.0
+            due = min(len(events), int((now_ms - began_ms) * rate / 1000.0) + 1)
+            while index < due:
+                event = events[index]
+                scheduled = int(began_ms + index * 1000.0 / rate)
+                event["timestamp"] = scheduled
+                visitor = str(event.get("anonymous_id") or event.get("user_id"))
+                futures.append(
+                    await producer.send(topic, key=visitor.encode(), value=encode(event))
+                )
+                log.visitors.append(visitor)
+                log.event_ms.append(scheduled)
+                log.sent_ms.append(int(time.time() * 1000))
+                index += 1
+            if len(futures) > 10_000:
+                await asyncio.gather(*futures)
+                futures.clear()
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()

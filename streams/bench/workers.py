@@ -1,0 +1,168 @@
+"""Starting ``journey worker`` for a phase: its own topics, app id, database and data dir.
+
+The child gets the bench's environment minus every ``JOURNEY_*`` variable, plus the
+settings of the phase, so a setting exported in the operator's shell cannot leak in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import orjson
+
+from streams.bench.processes import (
+    BenchError,
+    ManagedProcess,
+    child_env,
+    free_port,
+    scrape,
+    wait_for,
+)
+from streams.bench.producer import produce_bulk
+from streams.bench.resources import BenchResources
+from streams.clickhouse.server import ServerBackend
+from streams.errors import StorageError
+
+#: Idle wall time before the worker's watermark follows the clock (small: runs are short).
+IDLE_GRACE_S = 2.0
+
+
+@dataclass
+class BenchWorker:
+    """A running worker of one phase, with where it writes and where it reports."""
+
+    process: ManagedProcess
+    url: str
+    metrics_port: int
+
+    def metrics(self) -> dict[str, float] | None:
+        """Current metric totals (summed over labels), None while /metrics is not up."""
+        return scrape(self.metrics_port)
+
+    def wait_ready(self, timeout_s: float) -> dict[str, float]:
+        """Wait until /metrics answers (migrations applied, app starting)."""
+
+        def check() -> dict[str, float] | None:
+            self.process.ensure_alive()
+            return self.metrics()
+
+        ready: dict[str, float] = wait_for(
+            check, timeout_s=timeout_s, interval_s=0.1, what="the worker's /metrics endpoint"
+        )
+        return ready
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after the grace period."""
+        self.process.stop()
+
+
+def start_worker(
+    res: BenchResources,
+    label: str,
+    input_topic: str,
+    *,
+    partitions: int,
+    flush_interval_s: float,
+    extra: Mapping[str, str] | None = None,
+) -> BenchWorker:
+    """Start ``journey worker`` on ``input_topic`` writing to the fresh database ``label``."""
+    url = res.database_url(label)
+    port = free_port()
+    env = child_env()
+    env.update(
+        {
+            "JOURNEY_BROKERS": res.brokers,
+            "JOURNEY_INPUT_TOPIC": input_topic,
+            "JOURNEY_APP_ID": res.name(f"{label}-app"),
+            "JOURNEY_SESSIONS_TOPIC": res.name(f"{label}-sessions"),
+            "JOURNEY_TRANSITIONS_TOPIC": res.name(f"{label}-transitions"),
+            "JOURNEY_DLQ_TOPIC": res.name(f"{label}-dlq"),
+            "JOURNEY_LATE_TOPIC": res.name(f"{label}-late"),
+            "JOURNEY_PARTITIONS": str(partitions),
+            "JOURNEY_CLICKHOUSE_URL": url,
+            "JOURNEY_DATA_DIR": str(res.folder(f"{label}-data")),
+            "JOURNEY_METRICS_PORT": str(port),
+            "JOURNEY_IDLE_GRACE_S": str(IDLE_GRACE_S),
+            "JOURNEY_FLUSH_INTERVAL_S": str(flush_interval_s),
+        }
+    )
+    env.update(extra or {})
+    process = ManagedProcess(
+        [sys.executable, "-m", "streams.cli", "worker"],
+        env,
+        res.workdir / f"worker-{label}.log",
+    )
+    return BenchWorker(process, url, port)
+
+
+def visible_events(backend: ServerBackend) -> int:
+    """sum(events) over the live session rows (the worker has created the table by then)."""
+    rows = backend.query("SELECT sum(events) FROM sessions FINAL WHERE deleted = 0")
+    return int(rows[0][0] or 0) if rows else 0
+
+
+def settle(seconds: float) -> None:
+    """Let a process reach a steady state before a reading (bounded sleep)."""
+    time.sleep(max(0.0, seconds))
+
+
+def probe_until_live(
+    res: BenchResources,
+    worker: BenchWorker,
+    topic: str,
+    partitions: int,
+    *,
+    visitors: int = 1,
+    timeout_s: float,
+) -> float:
+    """Send probe page views (now) until the worker counts them and ClickHouse shows them.
+
+    A round of ``visitors`` probes (distinct visitors, so several partitions get one) every
+    0.5 s until the worker counts any; then no more, and wait until all sent are counted and
+    visible. Returns the ``journey_events_total`` value then: the baseline of a measured
+    run, with start-up, group join and the first ClickHouse insert already behind.
+    """
+    sent = 0
+    counted = 0.0
+    deadline = time.monotonic() + timeout_s
+    backend: ServerBackend | None = None
+    try:
+        while time.monotonic() < deadline:
+            worker.process.ensure_alive()
+            if counted == 0:
+                now_ms = int(time.time() * 1000)
+                keys = [f"probe-{res.tag}-{sent + i}".encode() for i in range(visitors)]
+                values = [
+                    orjson.dumps(
+                        {
+                            "event_id": f"{key.decode()}-e",
+                            "event_type": "page_view",
+                            "timestamp": now_ms,
+                            "anonymous_id": key.decode(),
+                        }
+                    )
+                    for key in keys
+                ]
+                asyncio.run(
+                    produce_bulk(res.brokers, topic, partitions, keys, values, timeout_s=30)
+                )
+                sent += visitors
+            time.sleep(0.5)
+            counted = (worker.metrics() or {}).get("journey_events_total", 0)
+            if counted < sent:
+                continue
+            try:
+                backend = backend or ServerBackend(worker.url)
+                shown = visible_events(backend)
+            except StorageError:
+                shown = 0  # tables not created yet
+            if shown >= sent:
+                return counted
+    finally:
+        if backend is not None:
+            backend.close()
+    raise BenchError(f"the worker did not process probe events within {timeout_s:.0f} s")
