@@ -202,7 +202,9 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
             now_ms = int(time.time() * 1000)
             consumer: Any = app.consumer
             input_lag = _update_consumer_lag(runtime)
-            input_backlog = input_lag > 0 or intake.busy
+            # Unknown counts as waiting: an intake with no partitions yet (a rebalance after
+            # a crash) may be sitting on a backlog it cannot see.
+            input_backlog = input_lag > 0 or intake.busy or not intake.assigned()
             by_visitor_name = by_visitor.get_topic_name()
             for partition, state in runtime.partitions.items():
                 backlog = input_backlog or _behind(
@@ -281,7 +283,9 @@ def _load_partition(runtime: WorkerRuntime, table: Any, partition: int) -> Parti
     raw_watermark = table.data.get(_watermark_key(partition))
     if raw_watermark is not None:
         records.append((WATERMARK_KEY, raw_watermark))
-    state = PartitionState(partition, runtime.config, runtime.rules, records)
+    state = PartitionState(
+        partition, runtime.config, runtime.rules, records, loaded_ms=int(time.time() * 1000)
+    )
     runtime.partitions[partition] = state
     return state
 

@@ -93,6 +93,15 @@ class IntakeConsumer:
                 log.warning("intake consumer did not stop cleanly", exc_info=True)
             self.stopped.set()
 
+    def assigned(self) -> bool:
+        """True once the consumer owns input partitions (False while a rebalance is pending).
+
+        Until then the input's backlog is unknown, not zero: after a crash the group waits
+        for the dead member's session to expire before handing its partitions out.
+        """
+        consumer = self._consumer
+        return consumer is not None and bool(consumer.assignment())
+
     def lag(self) -> int:
         """Messages between the next offset to read and the end, over assigned partitions."""
         return sum(self.lag_by_partition().values())

@@ -88,8 +88,14 @@ class PartitionState:
         config: SessionConfig,
         rules: StageRules,
         records: Iterable[tuple[bytes, bytes]] = (),
+        loaded_ms: int | None = None,
     ) -> None:
-        """Rebuild from the table records of this partition (empty for a new partition)."""
+        """Rebuild from the table records of this partition (empty for a new partition).
+
+        ``loaded_ms`` (wall clock) counts as activity: a partition loaded after a restart
+        waits a full idle grace before the clock may move its watermark, so messages still
+        on their way are not called late.
+        """
         self.partition = partition
         self._applied: dict[str, int] = {}
         states: dict[str, VisitorState] = {}
@@ -112,7 +118,7 @@ class PartitionState:
         self.last_offset: int | None = None
         self._idle_grace_ms = config.idle_grace_ms
         #: Wall time the partition last had work: a message applied or a backlog seen.
-        self._busy_ms: int | None = None
+        self._busy_ms: int | None = loaded_ms
 
     def apply(self, events: list[Event], offset: int, now_ms: int) -> EngineOutput:
         """Apply the events of the message at ``offset``; skip visitors it already reached."""

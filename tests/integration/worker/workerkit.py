@@ -387,7 +387,12 @@ class Names:
         return database_url(self.reference_database)
 
     def cleanup(self) -> None:
-        """Delete the test's topics (Faust's internal ones too) and its databases."""
+        """Delete the test's topics (Faust's internal ones too) and its databases.
+
+        ``JOURNEY_TEST_KEEP_DATA=1`` keeps them, to inspect a failed run.
+        """
+        if os.environ.get("JOURNEY_TEST_KEEP_DATA") == "1":
+            return
         delete_topics_with_prefixes([f"wt-{self.tag}-"])
         drop_database(self.url)
         drop_database(self.reference_url)
