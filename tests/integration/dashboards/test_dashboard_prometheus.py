@@ -278,7 +278,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert generate.returncode == 0, generate.stdout + generate.stderr
         for series in READY_SERIES:
             poll(lambda s=series: finite_samples(instant_query(base, s)),
-                 timeout_s=60, what=f"recording rule {series} to have a value")  # fmt: skip
+                 timeout_s=180, what=f"recording rule {series} to have a value")  # fmt: skip
         assert worker.poll() is None, "the worker died while the traffic ran"
         yield base
     finally:
