@@ -44,13 +44,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def scrape(url: str) -> dict[str, float]:
-    """Sum every sample of the worker's /metrics by sample name (labels folded)."""
+    """The worker's /metrics summed by sample name, and also by ``name{label=value}``."""
     with urllib.request.urlopen(url, timeout=3) as response:
         text = response.read().decode()
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+            for label, value in sample.labels.items():
+                key = f"{sample.name}{{{label}={value}}}"
+                totals[key] = totals.get(key, 0.0) + sample.value
     return totals
 
 
@@ -62,7 +65,7 @@ def _live_line(m: Mapping[str, float], elapsed: float) -> str:
         f"[{elapsed:5.0f}s] events {m.get('journey_events_total', 0):>8.0f}  "
         f"sessions {m.get('journey_sessions_started_total', 0):>6.0f}  "
         f"open {m.get('journey_open_sessions', 0):>6.0f}  "
-        f"consideration {m.get('journey_stage_reached_total', 0):>6.0f}  "
+        f"consideration {m.get('journey_stage_reached_total{stage=consideration}', 0):>6.0f}  "
         f"conversions {m.get('journey_conversions_total', 0):>5.0f}  "
         f"revenue {m.get('journey_revenue_total', 0):>10.2f}  "
         f"abandoned carts {ratio}  "
