@@ -46,6 +46,7 @@ from streams.worker.codec import (
 from streams.worker.intake import IntakeConsumer
 from streams.worker.output import OutputProducer
 from streams.worker.partition import WATERMARK_KEY, Checkpoint, PartitionState
+from streams.worker.topics import by_visitor_topic
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
     )
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     by_visitor = app.topic(
-        f"{settings.app_id}-events-by-visitor",
+        by_visitor_topic(settings),
         partitions=n_partitions,
         internal=True,
         **raw,

@@ -18,9 +18,20 @@ from streams.errors import StreamError
 from streams.settings import Settings
 
 
+def by_visitor_topic(settings: Settings) -> str:
+    """The internal topic carrying per-partition batches from intake to the sessionize agent."""
+    return f"{settings.app_id}-events-by-visitor"
+
+
 def worker_topics(settings: Settings) -> list[str]:
-    """The topics the worker reads from or writes to (besides Faust's internal ones)."""
+    """The topics the worker reads from or writes to.
+
+    The internal by-visitor topic is created here too, before Faust starts: when Faust
+    subscribed before declaring it, its consumer logged "Ignoring missing topic" and never
+    received a message from it (seen intermittently in the full test suite).
+    """
     return [
+        by_visitor_topic(settings),
         settings.input_topic,
         settings.sessions_topic,
         settings.transitions_topic,
