@@ -8,7 +8,7 @@ messages into few large ones, so the per-message cost of Faust is paid once per 
 
 ``sessionize`` reads those per-partition batches; each message is applied to that
 partition's ``PartitionState`` (sessionizer + offsets), its rows are buffered in the
-ClickHouse sink and its transitions and late events are published at once. At every flush,
+ClickHouse sink and its transitions and late events are published within a tick. At every flush,
 in this order: rows to ClickHouse, session rows to the sessions topic, changed visitor
 records to the Faust table's changelog, and only then the messages are acknowledged, so
 Kafka commits only offsets whose effects are durable. A crash anywhere replays at most the
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,7 @@ from kafka.partitioner.default import murmur2
 from streams.engine.intake import parse_payload
 from streams.engine.sessionizer import EngineOutput, SessionConfig
 from streams.engine.stages import StageRules
+from streams.errors import StreamError
 from streams.metrics import JourneyMetrics
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
@@ -84,6 +86,8 @@ COUNTED_ORDERS_MAX = 200_000
 #: Largest forwarded message: well under the broker's default message.max.bytes (1 MiB); an
 #: intake batch for one partition is split into as many messages as it takes.
 FORWARD_MAX_BYTES = 512 * 1024
+#: Exit status when Kafka did not take the worker's output (see ``_flush``).
+EXIT_OUTPUT_LOST = 75
 #: Visitors whose partition is cached (cleared when full: a cache, not state).
 PARTITION_CACHE_MAX = 500_000
 
@@ -219,6 +223,9 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
             metrics.open_sessions.set(sum(s.open_sessions for s in runtime.partitions.values()))
             if sink.due() or (runtime.unacked and sink.pending == 0):
                 await _flush(runtime, visitors)
+            else:
+                # Transitions and late events leave within a tick, not only at a flush.
+                await runtime.output.submit()
 
     @visitors.on_recover
     async def load_assigned() -> None:
@@ -308,7 +315,9 @@ async def _publish(runtime: WorkerRuntime, out: EngineOutput) -> None:
         metrics.sessions_started.inc(out.opened)
     for row in out.sessions:
         if row.closed:
-            metrics.sessions_closed.labels(row.furthest_stage).inc()
+            metrics.sessions_closed.labels(
+                row.furthest_stage, "true" if row.converted else "false"
+            ).inc()
             if row.has_cart:
                 metrics.cart_sessions_closed.inc()
                 if not row.converted:
@@ -350,7 +359,17 @@ async def _flush(runtime: WorkerRuntime, table: Any) -> None:
     for state in runtime.partitions.values():
         await _write_checkpoint(runtime, table, state.checkpoint())
     # Output records and changelog writes are acknowledged before the input is.
-    await runtime.output.flush()
+    try:
+        await runtime.output.flush()
+    except StreamError:
+        # Kafka refused checkpoint or output records even after the client's retries. The
+        # changed visitors were drained from the dirty set, so no later flush would write
+        # them again, and acknowledging anything from now on could lose events. Stop the
+        # way a crash does (no flush, no commit, nothing acknowledged); the restarted
+        # worker recovers from the changelog and the redelivered input.
+        log.critical("output not delivered; exiting without acknowledging input", exc_info=True)
+        logging.shutdown()
+        os._exit(EXIT_OUTPUT_LOST)
     unacked, runtime.unacked = runtime.unacked, []
     for stream, event in unacked:
         await stream.ack(event)
