@@ -7,8 +7,12 @@ in PromQL from these counters the moment the deciding events are processed:
 
     abandonment ratio = rate(journey_carts_abandoned_total[5m])
                         / rate(journey_cart_sessions_closed_total[5m])
-    drop-off at stage S = rate(journey_sessions_closed_total{furthest_stage="S"}[5m])
-                          / rate(journey_sessions_closed_total[5m])
+    drop-off at stage S =
+        rate(journey_sessions_closed_total{furthest_stage="S",converted="false"}[5m])
+        / rate(journey_sessions_closed_total[5m])
+
+(``converted`` is "true" only at the purchase stage, so the same expression gives the
+SPEC's drop-off at every stage: awareness, consideration, purchase without a purchase.)
 """
 
 from __future__ import annotations
@@ -79,8 +83,9 @@ class JourneyMetrics:
             ),
             sessions_closed=Counter(
                 "journey_sessions_closed_total",
-                "Sessions closed, by the furthest funnel stage they reached.",
-                ["furthest_stage"],
+                "Sessions closed, by the furthest funnel stage they reached and whether they "
+                "converted (a purchase).",
+                ["furthest_stage", "converted"],
                 registry=reg,
             ),
             stage_reached=Counter(

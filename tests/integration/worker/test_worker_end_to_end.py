@@ -117,6 +117,21 @@ def test_metrics_agree_with_clickhouse(completed_run: CompletedRun) -> None:
     assert total(samples, "journey_sessions_started_total") == sessions
     closed = by_label(samples, "journey_sessions_closed_total", "furthest_stage")
     assert closed == {stage: float(n) for stage, n in by_stage.items()}
+    # Purchase-stage drop-off (SPEC: purchase-stage sessions without a purchase) in PromQL
+    # terms: the converted="false" series of the purchase stage.
+    ((purchase_dropoff,),) = query(
+        ref,
+        "SELECT count() FROM sessions FINAL WHERE deleted = 0 "
+        "AND furthest_stage = 'purchase' AND converted = 0",
+    )
+    assert purchase_dropoff > 0, "the generated traffic has purchase-stage drop-offs"
+    assert (
+        total(
+            samples, "journey_sessions_closed_total", furthest_stage="purchase", converted="false"
+        )
+        == purchase_dropoff
+    )
+    assert by_label(samples, "journey_sessions_closed_total", "converted").get("true") == converted
     assert total(samples, "journey_carts_abandoned_total") == abandoned
     assert total(samples, "journey_conversions_total") == converted
     assert round(total(samples, "journey_revenue_total"), 2) == round(revenue, 2)

@@ -624,11 +624,12 @@ def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
 
 def by_label(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
              label: str) -> dict[str, float]:  # fmt: skip
-    """``{label value: sample value}`` of the samples called ``name`` (zeros left out)."""
+    """``{label value: sum of sample values}`` of the samples called ``name`` (zeros left out)."""
     out: dict[str, float] = {}
     for (sample, sample_labels), value in samples.items():
         if sample == name and value:
-            out[dict(sample_labels)[label]] = value
+            key = dict(sample_labels)[label]
+            out[key] = out.get(key, 0.0) + value
     return out
 
 
