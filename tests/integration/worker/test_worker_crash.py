@@ -35,14 +35,6 @@ def _processing(worker: WorkerProcess) -> bool:
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "KNOWN BUG (issue 4 stays open): about 1 run in 3, after repeated SIGKILLs, the final "
-        "figures miss events (seen: 14,724/15,000 with 0 sessions open; 14,997 with 1 open). "
-        "Runs with JOURNEY_TEST_KEEP_DATA=1 keep the topics and databases for diagnosis."
-    ),
-)
 def test_sigkill_and_sigterm_mid_run_lose_and_double_nothing(
     tmp_path: Path,
     names: Names,

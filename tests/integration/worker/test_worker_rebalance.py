@@ -32,14 +32,6 @@ def _accepted(worker: WorkerProcess) -> float:
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "KNOWN BUG (issue 4 stays open), the same as the crash test's: after a worker is "
-        "SIGKILLed the survivor sometimes ends with events missing (seen: 11,826 of 12,000, "
-        "0 sessions open, in a full `make test` run; it passed when run alone)."
-    ),
-)
 @pytest.mark.parametrize("names", [4], indirect=True)
 def test_survivor_takes_over_a_killed_workers_partitions(
     tmp_path: Path,
