@@ -13,12 +13,9 @@ sessions, a session timeout of 120 s of event time, and that is 4 s of wall time
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,16 +33,21 @@ from typing import Any
 
 import pytest
 import yaml
+from support import (
+    BROKERS,
+    ROOT,
+    STACK,
+    free_port,
+    journey_executable,
+    poll,
+    stop_process_group,
+)
 
 with warnings.catch_warnings():
     # kafka-python 3.0 uses a deprecated importlib.resources call at import time.
     warnings.simplefilter("ignore", DeprecationWarning)
-    from kafka import KafkaAdminClient, KafkaProducer
-    from kafka.admin import NewTopic
-    from kafka.errors import KafkaError, UnknownTopicOrPartitionError
+    from kafka import KafkaProducer
 
-BROKERS = os.environ.get("JOURNEY_TEST_BROKERS", "127.0.0.1:9092")
-ROOT = Path(__file__).resolve().parents[3]
 RULES = ROOT / "deploy" / "prometheus" / "rules"
 ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 
@@ -55,13 +57,6 @@ ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 WINDOWS = {"5m": "10s", "15m": "30s", "3h": "60s", "1h": "30s", "1w": "1w"}
 #: Every `for:` of the test rules.
 FOR = "5s"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ---------------------------------------------------------------- the generated run
@@ -407,19 +402,9 @@ def wait_for(
     check: Callable[[], Any], *, timeout_s: float, what: str, describe: Callable[[], str],
     interval_s: float = 1.0,
 ) -> Any:  # fmt: skip
-    """Call ``check`` until it returns something truthy; fail after ``timeout_s``.
-
-    Bounded twice: by the deadline and by the number of polls it allows.
-    """
-    deadline = time.monotonic() + timeout_s
-    for _ in range(int(timeout_s / interval_s) + 2):
-        result = check()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval_s)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}.\n{describe()}")
+    """:func:`support.poll`, once a second by default, with ``describe`` on a line of its own."""
+    return poll(check, timeout_s=timeout_s, interval_s=interval_s, describe=describe, what=what,
+                separator="\n")  # fmt: skip
 
 
 # ---------------------------------------------------------------- processes and services
@@ -461,9 +446,7 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         """Start the worker."""
-        journey = Path(sys.executable).parent / "journey"
-        if not journey.exists():
-            pytest.fail(f"{journey} is missing: install the project (make venv) first")
+        journey = journey_executable()
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [str(journey), "worker", "--loglevel", "info"],
@@ -485,14 +468,7 @@ class WorkerProcess:
         if not self.alive:
             return
         assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
+        stop_process_group(self.proc, timeout_s)
 
     def log_tail(self, lines: int = 25) -> str:
         """The end of the worker's log, for failure messages."""
@@ -528,7 +504,7 @@ class PrivateStack:
     def stack(self, command: str) -> subprocess.CompletedProcess[str]:
         """Run ``deploy/stack.sh COMMAND`` for this stack."""
         return subprocess.run(
-            [str(ROOT / "deploy" / "stack.sh"), command],
+            [str(STACK), command],
             env=self.env,
             capture_output=True,
             text=True,
@@ -551,35 +527,3 @@ class PrivateStack:
     def down(self) -> None:
         """Stop both services (teardown)."""
         self.stack("down")
-
-
-def kafka_admin() -> Any:
-    """An admin client of the test broker, or a failure saying how to start it."""
-    try:
-        return KafkaAdminClient(bootstrap_servers=BROKERS, request_timeout_ms=15_000)
-    except KafkaError as exc:
-        pytest.fail(
-            f"Kafka is not reachable at {BROKERS} ({exc}); start it with `make up` "
-            "(deploy/stack.sh up) or set JOURNEY_TEST_BROKERS"
-        )
-
-
-def delete_topics_with_prefix(prefix: str) -> None:
-    """Delete every topic whose name starts with ``prefix`` (Faust's internal ones too)."""
-    admin = kafka_admin()
-    try:
-        doomed = [name for name in admin.list_topics() if name.startswith(prefix)]
-        if doomed:
-            with contextlib.suppress(UnknownTopicOrPartitionError):
-                admin.delete_topics(doomed)
-    finally:
-        admin.close()
-
-
-def create_topic(name: str, partitions: int) -> None:
-    """Create ``name`` with ``partitions`` partitions before anything writes to it."""
-    admin = kafka_admin()
-    try:
-        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-    finally:
-        admin.close()

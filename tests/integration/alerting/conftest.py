@@ -1,4 +1,4 @@
-"""Fixtures of the alerting test; the helpers they use live in ``alertkit``.
+"""Fixtures of the alerting test; the helpers they use live in ``alertkit`` and ``support``.
 
 The test talks to the real Kafka broker and ClickHouse server (``JOURNEY_TEST_BROKERS``,
 ``JOURNEY_TEST_CLICKHOUSE_URL``) and fails, never skips, when they are down. Every process
@@ -7,43 +7,30 @@ and thread a fixture hands out is stopped in its teardown, whatever the test did
 
 from __future__ import annotations
 
-import contextlib
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from alertkit import (
-    BROKERS,
     WORKER_SETTINGS,
     CompressedFeed,
     PrivateStack,
     RunNames,
     WebhookReceiver,
     WorkerProcess,
+)
+from support import (
+    BROKERS,
+    CLICKHOUSE_URL,
+    clean_env,
     create_topic,
-    delete_topics_with_prefix,
+    database_url,
+    delete_topics_with_prefixes,
+    drop_database,
     free_port,
+    open_server,
 )
-
-from streams.clickhouse.server import ServerBackend
-from streams.errors import StorageError
-
-CLICKHOUSE_URL = os.environ.get(
-    "JOURNEY_TEST_CLICKHOUSE_URL", "clickhouse://127.0.0.1:9000/default"
-)
-
-
-def open_clickhouse(url: str) -> ServerBackend:
-    """A backend on ``url`` or a failure saying how to start the server (never a skip)."""
-    try:
-        return ServerBackend(url)
-    except StorageError as exc:
-        pytest.fail(
-            f"ClickHouse server for integration tests is not reachable at {url}: {exc}. "
-            "Start it with `make up` (deploy/stack.sh up) or set JOURNEY_TEST_CLICKHOUSE_URL."
-        )
 
 
 @pytest.fixture
@@ -56,18 +43,15 @@ def names() -> Iterator[RunNames]:
     tag = uuid.uuid4().hex[:10]
     run = RunNames(
         prefix=f"alert-{tag}",
-        database_url=f"{CLICKHOUSE_URL.rsplit('/', 1)[0]}/journey_alert_{tag}",
+        database_url=database_url(f"journey_alert_{tag}"),
     )
-    open_clickhouse(CLICKHOUSE_URL).close()  # fail clearly before starting anything
+    open_server(CLICKHOUSE_URL).close()  # fail clearly before starting anything
     create_topic(run.input_topic, partitions=1)
     try:
         yield run
     finally:
-        delete_topics_with_prefix(run.prefix)
-        with contextlib.suppress(StorageError):
-            backend = ServerBackend(run.database_url)
-            backend.drop_database()
-            backend.close()
+        delete_topics_with_prefixes([run.prefix])
+        drop_database(run.database_url)
 
 
 @pytest.fixture
@@ -105,11 +89,7 @@ def feeds() -> Iterator[list[CompressedFeed]]:
 @pytest.fixture
 def worker(names: RunNames, tmp_path: Path) -> Iterator[WorkerProcess]:
     """A configured (not yet started) worker on a free metrics port; always stopped."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("JOURNEY_") or k.startswith("JOURNEY_TEST_")
-    }
+    env = clean_env()
     port = free_port()
     env.update({f"JOURNEY_{name}": value for name, value in WORKER_SETTINGS.items()})
     env.update(

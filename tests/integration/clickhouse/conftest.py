@@ -2,38 +2,32 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import support
+from support import database_url
 
 from streams.clickhouse.backend import ClickHouse
 from streams.clickhouse.embedded import EmbeddedBackend
 from streams.clickhouse.migrations import apply_migrations
 from streams.clickhouse.server import ServerBackend
-from streams.errors import StorageError
-
-SERVER_URL = os.environ.get("JOURNEY_TEST_CLICKHOUSE_URL", "clickhouse://127.0.0.1:9000/default")
 
 
 def fresh_server_url() -> str:
-    """SERVER_URL with its database replaced by a unique, not yet existing one."""
-    base = SERVER_URL.rsplit("/", 1)[0]
-    return f"{base}/journey_test_{uuid.uuid4().hex[:12]}"
+    """The test server's URL with its database replaced by a unique, not yet existing one."""
+    return database_url(f"journey_test_{uuid.uuid4().hex[:12]}")
 
 
 def open_server(url: str) -> ServerBackend:
     """Connect to the test server or fail (never skip) with what to do."""
-    try:
-        return ServerBackend(url)
-    except StorageError as exc:
-        pytest.fail(
-            f"ClickHouse server for integration tests is not reachable at {url}: {exc}. "
-            "Start it (the test command does: clickhouse-server --config-file "
-            "/tmp/ch/config.xml) or set JOURNEY_TEST_CLICKHOUSE_URL."
-        )
+    return support.open_server(
+        url,
+        advice="Start it (the test command does: clickhouse-server --config-file "
+        "/tmp/ch/config.xml) or set JOURNEY_TEST_CLICKHOUSE_URL.",
+    )
 
 
 @pytest.fixture

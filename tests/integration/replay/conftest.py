@@ -17,18 +17,17 @@ _CLICKHOUSE_TESTS = str(Path(__file__).resolve().parent.parent / "clickhouse")
 if _CLICKHOUSE_TESTS not in sys.path:
     sys.path.insert(0, _CLICKHOUSE_TESTS)
 
+import support  # noqa: E402
 from replay_support import GENERATED_ARGS, otto_events  # noqa: E402
+from support import database_url, is_journey_setting  # noqa: E402
 
 from streams.cli import main  # noqa: E402
 from streams.clickhouse.server import ServerBackend  # noqa: E402
-from streams.errors import StorageError  # noqa: E402
-
-SERVER_URL = os.environ.get("JOURNEY_TEST_CLICKHOUSE_URL", "clickhouse://127.0.0.1:9000/default")
 
 
 def _clear_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
-        if name.startswith("JOURNEY_") and not name.startswith("JOURNEY_TEST_"):
+        if is_journey_setting(name):
             monkeypatch.delenv(name)
 
 
@@ -40,20 +39,17 @@ def _journey_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def open_server(url: str) -> ServerBackend:
     """Connect to the test server or fail (never skip) saying what to do."""
-    try:
-        return ServerBackend(url)
-    except StorageError as exc:
-        pytest.fail(
-            f"ClickHouse server for integration tests is not reachable at {url}: {exc}. "
-            "Start it (make up, or clickhouse-server --config-file /tmp/ch/config.xml) "
-            "or set JOURNEY_TEST_CLICKHOUSE_URL."
-        )
+    return support.open_server(
+        url,
+        advice="Start it (make up, or clickhouse-server --config-file /tmp/ch/config.xml) "
+        "or set JOURNEY_TEST_CLICKHOUSE_URL.",
+    )
 
 
 @pytest.fixture
 def server_url() -> Iterator[str]:
     """A URL naming a fresh database on the test server; the database is dropped afterwards."""
-    url = f"{SERVER_URL.rsplit('/', 1)[0]}/journey_replay_{uuid.uuid4().hex[:12]}"
+    url = database_url(f"journey_replay_{uuid.uuid4().hex[:12]}")
     open_server(url).close()  # fail early, with the message above, when the server is down
     yield url
     cleanup = open_server(url)

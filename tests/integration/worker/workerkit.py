@@ -14,144 +14,52 @@ import contextlib
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import (
+    BROKERS,
+    CLICKHOUSE_URL,
+    STACK,
+    clean_env,
+    create_topic,
+    database_url,
+    delete_topics_with_prefixes,
+    drop_database,
+    journey_executable,
+    kafka_admin,
+    kill_process_group,
+    open_server,
+    poll,
+    run_journey,
+    stop_process_group,
+)
+from support import free_port as free_port  # re-exported: the tests import it from here
 
 from streams.clickhouse.server import ServerBackend
-from streams.errors import StorageError
 
 with warnings.catch_warnings():
     # kafka-python 3.0 uses a deprecated importlib.resources call at import time.
     warnings.simplefilter("ignore", DeprecationWarning)
-    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-    from kafka.admin import NewTopic
-    from kafka.errors import KafkaError, UnknownTopicOrPartitionError
+    from kafka import KafkaConsumer, KafkaProducer
 
-BROKERS = os.environ.get("JOURNEY_TEST_BROKERS", "127.0.0.1:9092")
-CLICKHOUSE_URL = os.environ.get(
-    "JOURNEY_TEST_CLICKHOUSE_URL", "clickhouse://127.0.0.1:9000/default"
-)
-ROOT = Path(__file__).resolve().parents[3]
-STACK = ROOT / "deploy" / "stack.sh"
-JOURNEY = Path(sys.executable).parent / "journey"
 #: Event time of every generated run: fixed and in the past, so that once the input is idle
 #: for JOURNEY_IDLE_GRACE_S the wall-clock watermark closes every session.
 START = "2026-11-20T10:00:00Z"
 MIB = 1024 * 1024
 
 
-# ---------------------------------------------------------------- small helpers
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def poll(
-    check: Callable[[], Any],
-    *,
-    timeout_s: float,
-    interval_s: float = 0.5,
-    describe: Callable[[], str] = lambda: "",
-    what: str,
-) -> Any:
-    """Call ``check`` until it returns something truthy; fail after ``timeout_s``.
-
-    Bounded twice: by the deadline and by the number of polls it allows.
-    """
-    deadline = time.monotonic() + timeout_s
-    for _ in range(int(timeout_s / interval_s) + 2):
-        result = check()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval_s)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}. {describe()}")
-
-
-def clean_env(**overrides: str) -> dict[str, str]:
-    """The test process environment without any JOURNEY_* setting, plus ``overrides``."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("JOURNEY_") or k.startswith("JOURNEY_TEST_")
-    }
-    env.update(overrides)
-    return env
-
-
-def run_journey(*args: str, timeout_s: float = 180.0, **env: str) -> str:
-    """Run ``journey ARGS`` to completion; its stdout, or a failure showing its output."""
-    if not JOURNEY.exists():
-        pytest.fail(f"{JOURNEY} is missing: install the project (make venv) first")
-    proc = subprocess.run(
-        [str(JOURNEY), *args],
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(
-            f"journey {' '.join(args)} exited {proc.returncode}\n"
-            f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-4000:]}"
-        )
-    return proc.stdout
-
-
 # ---------------------------------------------------------------- Kafka
-
-
-def kafka_admin() -> Any:
-    """An admin client of the test broker, or a failure saying how to start it."""
-    try:
-        return KafkaAdminClient(
-            bootstrap_servers=BROKERS, client_id="journey-worker-tests", request_timeout_ms=15_000
-        )
-    except KafkaError as exc:
-        pytest.fail(
-            f"Kafka is not reachable at {BROKERS} ({exc}); start it with `make up` "
-            "(deploy/stack.sh up) or set JOURNEY_TEST_BROKERS"
-        )
-
-
-def create_topic(name: str, partitions: int) -> None:
-    """Create ``name`` with ``partitions`` partitions before anything writes to it."""
-    admin = kafka_admin()
-    try:
-        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-    finally:
-        admin.close()
-
-
-def delete_topics_with_prefixes(prefixes: Sequence[str]) -> None:
-    """Delete every topic whose name starts with one of ``prefixes`` (best effort)."""
-    admin = kafka_admin()
-    try:
-        doomed = [t for t in admin.list_topics() if t.startswith(tuple(prefixes))]
-        if doomed:
-            with contextlib.suppress(UnknownTopicOrPartitionError):
-                admin.delete_topics(doomed)
-    finally:
-        admin.close()
 
 
 def visitor_key(line: bytes) -> bytes | None:
@@ -254,22 +162,6 @@ def read_topic(topic: str, expected: int, timeout_s: float = 30.0) -> list[tuple
 # ---------------------------------------------------------------- ClickHouse
 
 
-def open_server(url: str) -> ServerBackend:
-    """A backend on ``url`` or a failure saying how to start the server (never a skip)."""
-    try:
-        return ServerBackend(url)
-    except StorageError as exc:
-        pytest.fail(
-            f"ClickHouse server for integration tests is not reachable at {url}: {exc}. "
-            "Start it with `make up` (deploy/stack.sh up) or set JOURNEY_TEST_CLICKHOUSE_URL."
-        )
-
-
-def database_url(database: str, base: str = CLICKHOUSE_URL) -> str:
-    """``base`` with its database replaced."""
-    return f"{base.rsplit('/', 1)[0]}/{database}"
-
-
 def query(url: str, sql: str) -> list[tuple[Any, ...]]:
     """Rows of one SELECT on ``url``."""
     backend = open_server(url)
@@ -301,16 +193,6 @@ def table_rows(url: str, table: str, key: str) -> list[tuple[Any, ...]]:
         url,
         f"SELECT {', '.join(columns)} FROM {table} FINAL WHERE deleted = 0 ORDER BY {key}",
     )
-
-
-def drop_database(url: str) -> None:
-    """Drop the database of ``url`` (teardown; ignores a server that is gone)."""
-    with contextlib.suppress(StorageError):
-        backend = ServerBackend(url)
-        try:
-            backend.drop_database()
-        finally:
-            backend.close()
 
 
 def summary(url: str) -> dict[str, Any]:
@@ -499,15 +381,14 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         """Start the worker (its own process group); the log is appended to ``log_path``."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        if not JOURNEY.exists():
-            pytest.fail(f"{JOURNEY} is missing: install the project (make venv) first")
+        journey = journey_executable()
         self._close_log()
         self._log = self.log_path.open("ab")
         self.starts += 1
         self._log.write(f"\n===== start #{self.starts} =====\n".encode())
         self._log.flush()
         self.proc = subprocess.Popen(
-            [str(JOURNEY), "worker", "--loglevel", "info"],
+            [str(journey), "worker", "--loglevel", "info"],
             env=clean_env(**self.env),
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -531,20 +412,13 @@ class WorkerProcess:
         """SIGKILL the worker (a crash: nothing is flushed or committed) and reap it."""
         if self.alive:
             assert self.proc is not None
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
+            kill_process_group(self.proc)
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM, then SIGKILL if it has not exited after ``timeout_s``."""
         if self.alive:
             assert self.proc is not None
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
+            stop_process_group(self.proc, timeout_s)
         self._close_log()
 
     def _close_log(self) -> None:
