@@ -3,8 +3,10 @@
 Event time comes from the model, never from the wall clock once a run has started: with
 ``--seed`` and ``--start`` fixed the output is byte-identical. ``--start`` defaults to now
 (whole second), and with ``--rate`` the model's event density is that rate and sending is
-paced by event time (an event stamped ``start + t`` leaves ``t`` seconds after the run
-began), so a live worker sees events stamped "now" and the result is still reproducible.
+paced by event time (an event stamped ``start + t`` leaves in the 10 ms tick at ``t``
+seconds after the run began), so a live worker sees events stamped "now" and the result is
+still reproducible. A paced run that delivers less than 95 % of ``--rate`` says so on
+stderr at the end, and why (the model made fewer events, or sending fell behind).
 Without ``--rate`` events leave as fast as possible and their timestamps run ahead at
 ``--sim-rate`` events per second of event time.
 """
@@ -18,7 +20,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from types import FrameType
 from typing import Any
 
@@ -201,27 +205,106 @@ def build_config(args: argparse.Namespace) -> TrafficConfig:
     )
 
 
+#: Paced sending wakes once per tick and then sends every record due by that time, so
+#: sleeping costs per tick rather than per event; a record leaves at most a tick late.
+TICK_MS = 10
+#: A paced run delivering less than this share of ``--rate`` says so on stderr.
+RATE_TOLERANCE = 0.95
+
+
+@dataclass(slots=True)
+class PumpStats:
+    """What ``pump`` has sent so far, and how far sending lagged behind event time.
+
+    ``behind_s`` is how late the last record left, in wall time past the end of the tick
+    its event time falls in, and ``max_behind_s`` the worst of the run; both stay near 0
+    while sending keeps up.
+    """
+
+    records: int = 0
+    events: int = 0
+    last_ts_ms: int | None = None
+    behind_s: float = 0.0
+    max_behind_s: float = 0.0
+
+
 def pump(
     records: Iterable[Record],
     send: Callable[[Record], None],
     pace_from_ms: int | None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-) -> int:
+    *,
+    tick_ms: int = TICK_MS,
+    stats: PumpStats | None = None,
+) -> PumpStats:
     """Send ``records``; when ``pace_from_ms`` is set, one event-time second per wall second.
 
-    Returns the number of records sent.
+    A record stamped ``pace_from_ms + t`` is due ``t`` after the first record was ready
+    (the call plus the model's warm-up). Paced sending sleeps only when the next record is
+    not yet due, to the tick boundary at or after its time, then sends everything due by
+    then back to back. After a stall (a blocked send, a slow stretch of the model) the
+    backlog goes out at once, but a record never leaves before it is due, so the long-term
+    rate cannot exceed the records' own rate. ``stats`` (a new one by default) is updated
+    as records go, so it is complete even if a send or Ctrl-C interrupts the run; it is
+    also returned.
     """
-    sent = 0
+    if tick_ms < 1:
+        raise ValueError("tick_ms must be at least 1")
+    stats = PumpStats() if stats is None else stats
+    iterator = iter(records)
+    first = next(iterator, None)
+    if first is None:
+        return stats
+    # The clock starts once the first record exists: the model's warm-up (up to a second
+    # at high rates) must not become a backlog sent in one burst.
     wall0 = clock()
-    for record in records:
+    reached_ms = 0  # the tick last slept to: all due by then goes, whatever float says
+    for record in chain((first,), iterator):
         if pace_from_ms is not None:
-            ahead = wall0 + (record.ts_ms - pace_from_ms) / 1000.0 - clock()
-            if ahead > 0.002:  # sleeping for less costs more than it saves
-                sleep(ahead)
+            due_ms = record.ts_ms - pace_from_ms
+            now_ms = max((clock() - wall0) * 1000.0, reached_ms)
+            tick_of_due_ms = -(-due_ms // tick_ms) * tick_ms
+            if due_ms > now_ms:
+                reached_ms = tick_of_due_ms
+                sleep((reached_ms - now_ms) / 1000.0)
+                stats.behind_s = 0.0  # caught up: nothing was due
+            else:
+                stats.behind_s = max(0.0, now_ms - tick_of_due_ms) / 1000.0
+                stats.max_behind_s = max(stats.max_behind_s, stats.behind_s)
         send(record)
-        sent += 1
-    return sent
+        stats.records += 1
+        stats.events += record.events
+        stats.last_ts_ms = record.ts_ms
+    return stats
+
+
+def rate_note(asked: float, stats: PumpStats, elapsed_s: float, event_span_s: float) -> str | None:
+    """Why a paced run delivered under ``RATE_TOLERANCE`` of ``--rate``; None if it did not.
+
+    ``event_span_s`` is the event time the run covered. Two causes are told apart: the
+    traffic model made fewer events per second of event time than asked (nothing more was
+    due), or sending ended behind event time (the machine could not produce and send that
+    fast; a stall it caught up from is not a cause).
+    """
+    delivered = stats.events / elapsed_s if elapsed_s > 0 else 0.0
+    if delivered >= RATE_TOLERANCE * asked:
+        return None
+    reasons = []
+    made = stats.events / event_span_s if event_span_s > 0 else 0.0
+    if made < RATE_TOLERANCE * asked:
+        reasons.append(f"the traffic model made only {made:,.0f} events per second of event time")
+    if stats.behind_s > 2 * TICK_MS / 1000.0:
+        reasons.append(
+            f"sending was {stats.behind_s:.2f} s behind event time at the end "
+            f"({stats.max_behind_s:.2f} s at worst): producing and sending could not keep up"
+        )
+    if not reasons:
+        reasons.append("in so short a run the last tick and the final flush weigh")
+    return (
+        f"journey generate: asked for --rate {asked:,.0f} events/s, delivered "
+        f"{delivered:,.0f} events/s: {'; '.join(reasons)}"
+    )
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -257,17 +340,11 @@ def run(args: argparse.Namespace) -> int:
             f"topic {topic}",
         )
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    sent = 0
-
-    def send(record: Record) -> None:
-        nonlocal sent
-        sink.send(record)
-        sent += 1
-
+    sent = PumpStats()
     began = time.monotonic()
     interrupted = False
     try:
-        pump(records, send, model.start_ms if args.rate else None)
+        pump(records, sink.send, model.start_ms if args.rate else None, stats=sent)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -279,9 +356,18 @@ def run(args: argparse.Namespace) -> int:
     summary = (
         f"journey generate: {total} events ({stats.malformed} malformed) in {stats.sessions} "
         f"sessions -> {target}{' (stopped)' if interrupted else ''}; "
-        f"{sent} messages; elapsed {elapsed:.2f} s "
+        f"{sent.records} messages; elapsed {elapsed:.2f} s "
         f"({total / elapsed if elapsed else 0.0:,.0f} events/s); seed {seed}, "
         f"start {start.isoformat().replace('+00:00', 'Z')}"
     )
     print(summary, file=sys.stderr if args.out == "-" else sys.stdout)
+    if args.rate:
+        # The event time the run covered: all of --duration when it ran to the end.
+        last_ms = sent.last_ts_ms if sent.last_ts_ms is not None else model.start_ms
+        span_s = (last_ms - model.start_ms) / 1000.0
+        if config.duration_s is not None and not interrupted:
+            span_s = config.duration_s
+        note = rate_note(args.rate, sent, elapsed, span_s)
+        if note:
+            print(note, file=sys.stderr)
     return 0
