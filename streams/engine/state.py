@@ -21,6 +21,8 @@ _FORMAT = 1
 #: Order keys of closed sessions remembered per visitor, so a repeated purchase event of an
 #: already-written order (a retry arriving in a later session) is not written again.
 MAX_REMEMBERED_ORDERS = 32
+#: Serialised states from this size on are zlib-compressed (see ``VisitorState.to_bytes``).
+COMPRESS_FROM = 1024
 
 
 @dataclass(slots=True)
@@ -50,13 +52,16 @@ class VisitorState:
     order_keys: list[str] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
-        """Compact serialisation: orjson of trimmed event tuples, zlib-compressed.
+        """Compact serialisation: orjson of trimmed event tuples, zlib-compressed when large.
 
-        Checkpoints are written for every changed visitor at every flush, and
-        ``zlib.compress`` sets up a 32 KiB window and 256 KiB of hash tables per call: about
-        45-90 us for a record of a few hundred bytes. Level 1 with a 4 KiB window and small
-        hash tables takes ~12 us for the same size within 1-2%; ``zlib.decompress`` reads
-        either (the window size is in the stream header).
+        Checkpoints are written for every changed visitor, and with live traffic nearly
+        every event changes a different visitor, so this runs about once per event. zlib
+        costs 10-30 us even on a few hundred bytes (``zlib.compress`` sets up a 32 KiB window
+        and 256 KiB of hash tables per call; level 1 with a 4 KiB window and small tables is
+        the cheapest setting with the same ratio), several times the JSON itself. So a
+        document under ``COMPRESS_FROM`` bytes (a visitor with a few events; ~300 bytes
+        raw, ~180 compressed) is stored as it is, and larger ones compressed.
+        ``from_bytes`` tells them apart by the first byte: ``[`` never starts a zlib stream.
         """
         base = self.events[0].ts_ms if self.events else 0
         events = [_pack(ev, base) for ev in self.events]
@@ -64,13 +69,16 @@ class VisitorState:
                     for s in self.sessions]  # fmt: skip
         doc = [_FORMAT, self.visitor_key, base, self.closed_sessions, int(self.purchased),
                self.user_id, self.order_keys, sessions, events]  # fmt: skip
+        raw = orjson.dumps(doc)
+        if len(raw) < COMPRESS_FROM:
+            return raw
         compressor = zlib.compressobj(1, zlib.DEFLATED, 12, 4)
-        return compressor.compress(orjson.dumps(doc)) + compressor.flush()
+        return compressor.compress(raw) + compressor.flush()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> VisitorState:
         """Inverse of ``to_bytes``."""
-        doc = orjson.loads(zlib.decompress(data))
+        doc = orjson.loads(data if data[:1] == b"[" else zlib.decompress(data))
         if doc[0] != _FORMAT:
             raise ValueError(f"unknown visitor state format {doc[0]!r}")
         _, key, base, closed, purchased, user_id, order_keys, sessions, events = doc

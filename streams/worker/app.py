@@ -30,7 +30,6 @@ from typing import Any
 import faust
 import orjson
 from faust.types import TP
-from kafka.partitioner.default import murmur2
 
 from streams.engine.intake import parse_payload
 from streams.engine.sessionizer import EngineOutput, SessionConfig
@@ -48,6 +47,7 @@ from streams.worker.codec import (
 from streams.worker.intake import IntakeConsumer
 from streams.worker.output import OutputProducer
 from streams.worker.partition import WATERMARK_KEY, Checkpoint, PartitionState
+from streams.worker.partitioning import partition_for_key
 from streams.worker.topics import by_visitor_topic
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,7 @@ log = logging.getLogger(__name__)
 
 def partition_for(visitor_key: str, partitions: int) -> int:
     """Kafka's default partitioner (murmur2), so our routing matches keyed producers."""
-    hashed: int = murmur2(visitor_key.encode())
-    return (hashed & 0x7FFFFFFF) % partitions
+    return partition_for_key(visitor_key.encode(), partitions)
 
 
 @dataclass
@@ -71,6 +70,10 @@ class WorkerRuntime:
     output: OutputProducer
     partitions: dict[int, PartitionState] = field(default_factory=dict)
     unacked: list[tuple[Any, Any]] = field(default_factory=list)
+    #: Events in the unacknowledged messages (bounds the input a crash re-applies).
+    unacked_events: int = 0
+    #: Monotonic time of the last checkpoint (state to the changelog, input acknowledged).
+    last_checkpoint: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     stopping: bool = False
     intake: IntakeConsumer | None = None
@@ -86,6 +89,8 @@ COUNTED_ORDERS_MAX = 200_000
 #: Largest forwarded message: well under the broker's default message.max.bytes (1 MiB); an
 #: intake batch for one partition is split into as many messages as it takes.
 FORWARD_MAX_BYTES = 512 * 1024
+#: A flush taking this long is logged with where its time went.
+SLOW_FLUSH_S = 1.0
 #: Exit status when Kafka did not take the worker's output (see ``_flush``).
 EXIT_OUTPUT_LOST = 75
 #: Visitors whose partition is cached (cleared when full: a cache, not state).
@@ -197,6 +202,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                 out = state.apply(events, event.message.offset, int(time.time() * 1000))
                 await _publish(runtime, out)
                 runtime.unacked.append((manual, event))
+                runtime.unacked_events += len(events)
                 if sink.due():
                     await _flush(runtime, visitors)
 
@@ -221,7 +227,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                     max(0.0, (now_ms - state.sessionizer.watermark_ms) / 1000)
                 )
             metrics.open_sessions.set(sum(s.open_sessions for s in runtime.partitions.values()))
-            if sink.due() or (runtime.unacked and sink.pending == 0):
+            if sink.due() or _checkpoint_due(runtime):
                 await _flush(runtime, visitors)
             else:
                 # Transitions and late events leave within a tick, not only at a flush.
@@ -244,7 +250,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
     async def on_revoked(app: faust.App, revoked: Iterable[Any], **kwargs: Any) -> None:
         # Everything applied so far becomes durable before another worker takes over.
         async with runtime.lock:
-            await _flush(runtime, visitors)
+            await _flush(runtime, visitors, checkpoint=True)
             for tp in revoked:
                 if tp.topic == by_visitor.get_topic_name():
                     runtime.partitions.pop(tp.partition, None)
@@ -256,7 +262,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         # stay unacknowledged and are redelivered to the next worker.
         runtime.stopping = True
         async with runtime.lock:
-            await _flush(runtime, visitors)
+            await _flush(runtime, visitors, checkpoint=True)
         await runtime.output.stop()
 
     return app
@@ -347,17 +353,45 @@ async def _publish(runtime: WorkerRuntime, out: EngineOutput) -> None:
             await output.send(settings.late_topic, ev.visitor_key.encode(), orjson.dumps(ev))
 
 
-async def _flush(runtime: WorkerRuntime, table: Any) -> None:
-    """Rows to ClickHouse, then the sessions topic and checkpoints, then acknowledge."""
+def _checkpoint_due(runtime: WorkerRuntime) -> bool:
+    """True when unacknowledged input waited a checkpoint interval or reached the cap."""
+    if not runtime.unacked:
+        return False
+    settings = runtime.settings
+    waited = time.monotonic() - runtime.last_checkpoint
+    return waited >= settings.checkpoint_interval_s or runtime.unacked_events >= settings.flush_rows
+
+
+async def _flush(runtime: WorkerRuntime, table: Any, checkpoint: bool = False) -> None:
+    """Rows to ClickHouse and the sessions topic; when due, checkpoints, then acknowledge.
+
+    ClickHouse gets every flush interval's rows (dashboards stay live); the checkpoint
+    (every changed visitor's record to the changelog) and the acknowledgement follow only
+    every ``JOURNEY_CHECKPOINT_INTERVAL_S``, or when ``checkpoint`` is True (rebalance,
+    shutdown). A visitor active for minutes is then serialised once per checkpoint instead
+    of once per flush. Safe because the order per checkpoint is unchanged: every row the
+    acknowledged messages produced is in ClickHouse before their visitors' records are in
+    the changelog, and those are durable before the acknowledgement; a crash re-applies the
+    unacknowledged messages to the last checkpoint and rewrites the same rows.
+    """
     sink = runtime.sink
     rows = sink.pending_sessions()
+    began = time.monotonic()
     if not await sink.flush(should_stop=lambda: runtime.stopping):
         return
+    written = time.monotonic()
     topic = runtime.settings.sessions_topic
     for row in rows:
         await runtime.output.send(topic, row.session_id.encode(), orjson.dumps(row))
+    if not (checkpoint or _checkpoint_due(runtime)):
+        await runtime.output.submit()
+        return
+    checkpointed = 0
     for state in runtime.partitions.values():
-        await _write_checkpoint(runtime, table, state.checkpoint())
+        writes = state.checkpoint()
+        checkpointed += len(writes.writes)
+        await _write_checkpoint(runtime, table, writes)
+    encoded = time.monotonic()
     # Output records and changelog writes are acknowledged before the input is.
     try:
         await runtime.output.flush()
@@ -371,8 +405,18 @@ async def _flush(runtime: WorkerRuntime, table: Any) -> None:
         logging.shutdown()
         os._exit(EXIT_OUTPUT_LOST)
     unacked, runtime.unacked = runtime.unacked, []
+    runtime.unacked_events = 0
+    runtime.last_checkpoint = time.monotonic()
     for stream, event in unacked:
         await stream.ack(event)
+    took = time.monotonic() - began
+    if took >= SLOW_FLUSH_S:
+        log.warning(
+            "slow flush: %.2f s (ClickHouse %.2f s for %d session rows, records %.2f s for "
+            "%d checkpoint records, Kafka acks %.2f s, %d messages acknowledged)",
+            took, written - began, len(rows), encoded - written, checkpointed,
+            time.monotonic() - encoded, len(unacked),
+        )  # fmt: skip
 
 
 async def _write_checkpoint(runtime: WorkerRuntime, table: Any, checkpoint: Checkpoint) -> None:

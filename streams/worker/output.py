@@ -24,10 +24,10 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from kafka.partitioner.default import murmur2
 
 from streams.errors import StreamError
 from streams.settings import Settings
+from streams.worker.partitioning import partition_for_key
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class OutputProducer:
         cache_key = (topic, key)
         partition = self._partition_of.get(cache_key)
         if partition is None:
-            partition = (murmur2(key) & 0x7FFFFFFF) % count
+            partition = partition_for_key(key, count)
             if len(self._partition_of) >= PARTITION_CACHE_MAX:
                 self._partition_of.clear()
             self._partition_of[cache_key] = partition

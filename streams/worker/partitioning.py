@@ -1,0 +1,50 @@
+"""Kafka's default partitioner (murmur2 of the key), fast enough to call per new key.
+
+The worker routes every event by visitor key, and keys its output records by visitor or
+session id, always with the partition a Kafka client (Java's ``DefaultPartitioner``,
+kafka-python, aiokafka) would choose: ``(murmur2(key) & 0x7fffffff) % partitions``. The
+pure-Python murmur2 shipped with kafka-python and aiokafka mixes each byte separately and
+costs 10-20 us for a 36-byte key; with live traffic nearly every event brings a new visitor
+or session id, and profiling showed it at about 4% of the worker's time. This version
+unpacks the key's 32-bit little-endian blocks in one ``struct`` call and mixes whole
+blocks; it returns the same value for every input (tested against kafka-python's).
+"""
+
+from __future__ import annotations
+
+import struct
+
+_SEED = 0x9747B28C
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """MurmurHash2 (32 bit, Kafka's seed) of ``data``, as Kafka's Java client computes it."""
+    length = len(data)
+    h = _SEED ^ length
+    blocks = length >> 2
+    if blocks:
+        for k in struct.unpack_from(f"<{blocks}I", data):
+            k = (k * _M) & _MASK
+            k ^= k >> 24
+            k = (k * _M) & _MASK
+            h = ((h * _M) & _MASK) ^ k
+    tail = length & 3
+    if tail:
+        at = length & ~3
+        if tail == 3:
+            h ^= data[at + 2] << 16
+        if tail >= 2:
+            h ^= data[at + 1] << 8
+        h ^= data[at]
+        h = (h * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    h ^= h >> 15
+    return h
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for ``key`` among ``partitions``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

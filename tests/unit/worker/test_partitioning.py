@@ -1,0 +1,30 @@
+"""Our murmur2 partitioner agrees with aiokafka's (a port of the Java client's)."""
+
+from __future__ import annotations
+
+from aiokafka.partitioner import murmur2 as kafka_murmur2
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.worker.partitioning import murmur2, partition_for_key
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=200))
+def test_murmur2_equals_aiokafka_on_any_bytes(data: bytes) -> None:
+    assert murmur2(data) == kafka_murmur2(data)
+
+
+def test_murmur2_on_every_tail_length_and_typical_keys() -> None:
+    keys = [b"", b"a", b"ab", b"abc", b"abcd", b"abcde", b"\xff\xfe\xfd", b"\x80" * 7]
+    keys += [f"3f2a9c1e-5b7d-4e8a-9c0f-{n:012d}".encode() for n in range(50)]
+    for key in keys:
+        assert murmur2(key) == kafka_murmur2(key), key
+
+
+def test_partition_for_key_is_kafkas_default_partition() -> None:
+    for n in range(200):
+        key = f"visitor-{n}".encode()
+        for partitions in (1, 4, 12):
+            expected = (kafka_murmur2(key) & 0x7FFFFFFF) % partitions
+            assert partition_for_key(key, partitions) == expected
