@@ -52,6 +52,7 @@ class JourneyMetrics:
     clickhouse_pending_rows: Gauge
     consumer_lag: Gauge
     batches: Counter
+    skipped_messages: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> JourneyMetrics:
@@ -158,5 +159,11 @@ class JourneyMetrics:
             ),
             batches=Counter(
                 "journey_batches_total", "Batches of messages processed.", registry=reg
+            ),
+            skipped_messages=Counter(
+                "journey_repaired_messages_total",
+                "Internal messages the consumer skipped (around a rebalance) that the worker "
+                "fetched and applied itself.",
+                registry=reg,
             ),
         )

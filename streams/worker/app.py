@@ -29,6 +29,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from streams.engine.intake import parse_payload
@@ -48,6 +49,7 @@ from streams.worker.intake import IntakeConsumer
 from streams.worker.output import OutputProducer
 from streams.worker.partition import WATERMARK_KEY, Checkpoint, PartitionState
 from streams.worker.partitioning import partition_for_key
+from streams.worker.repair import GapFetcher
 from streams.worker.topics import by_visitor_topic
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class WorkerRuntime:
     metrics: JourneyMetrics
     sink: ClickHouseSink
     output: OutputProducer
+    repair: GapFetcher
     partitions: dict[int, PartitionState] = field(default_factory=dict)
     unacked: list[tuple[Any, Any]] = field(default_factory=list)
     #: Events in the unacknowledged messages (bounds the input a crash re-applies).
@@ -91,7 +94,7 @@ COUNTED_ORDERS_MAX = 200_000
 FORWARD_MAX_BYTES = 512 * 1024
 #: A flush taking this long is logged with where its time went.
 SLOW_FLUSH_S = 1.0
-#: Exit status when Kafka did not take the worker's output (see ``_flush``).
+#: Exit status when Kafka did not take the worker's output or skipped input cannot be read.
 EXIT_OUTPUT_LOST = 75
 #: Visitors whose partition is cached (cleared when full: a cache, not state).
 PARTITION_CACHE_MAX = 500_000
@@ -199,7 +202,11 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                 state = runtime.partitions.get(partition)
                 if state is None:
                     state = _load_partition(runtime, visitors, partition)
-                out = state.apply(events, event.message.offset, int(time.time() * 1000))
+                offset = event.message.offset
+                skipped = state.gap(offset)
+                if skipped is not None:
+                    await _repair(runtime, by_visitor.get_topic_name(), state, skipped)
+                out = state.apply(events, offset, int(time.time() * 1000))
                 await _publish(runtime, out)
                 runtime.unacked.append((manual, event))
                 runtime.unacked_events += len(events)
@@ -264,6 +271,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         async with runtime.lock:
             await _flush(runtime, visitors, checkpoint=True)
         await runtime.output.stop()
+        await runtime.repair.stop()
 
     return app
 
@@ -307,6 +315,27 @@ def _load_partition(runtime: WorkerRuntime, table: Any, partition: int) -> Parti
 def _watermark_key(partition: int) -> bytes:
     """Table key of a partition's watermark (visitor keys never start with NUL)."""
     return b"\x00watermark:" + str(partition).encode()
+
+
+async def _repair(
+    runtime: WorkerRuntime, topic: str, state: PartitionState, skipped: range
+) -> None:
+    """Fetch and apply, in order, messages the consumer skipped before the current one."""
+    log.warning(
+        "consumer skipped messages %d-%d of %s[%d]; fetching and applying them",
+        skipped.start, skipped.stop - 1, topic, state.partition,
+    )  # fmt: skip
+    try:
+        records = await runtime.repair.fetch(topic, state.partition, skipped)
+    except (StreamError, KafkaError):
+        # Continuing would lose these events: stop the way a crash does (see _flush).
+        log.critical("skipped messages could not be read; exiting", exc_info=True)
+        logging.shutdown()
+        os._exit(EXIT_OUTPUT_LOST)
+    for offset, value in records:
+        out = state.apply(decode_forwarded(value), offset, int(time.time() * 1000))
+        await _publish(runtime, out)
+    runtime.metrics.skipped_messages.inc(len(records))
 
 
 async def _publish(runtime: WorkerRuntime, out: EngineOutput) -> None:

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from streams.sink import ClickHouseSink
     from streams.worker.app import WorkerRuntime, build_app
     from streams.worker.output import OutputProducer
+    from streams.worker.repair import GapFetcher
     from streams.worker.topics import ensure_topics
 
     settings = Settings.from_env()
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         metrics=metrics,
         sink=sink,
         output=OutputProducer(settings),
+        repair=GapFetcher(settings),
     )
     app = build_app(runtime)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)

@@ -10,13 +10,19 @@ crashes harmless, and nothing about Kafka itself:
 * the visitor records changed since the last checkpoint are tracked, so a checkpoint writes
   only those (batched state updates), after the rows they produced reached ClickHouse;
 * the watermark is part of the checkpoint, so a restarted worker calls the same events late;
+* so is the next message offset the partition expects: every message is applied in offset
+  order, and a message arriving past a gap (the consumer skipped offsets, which Faust's
+  commit bookkeeping can do around a rebalance) is reported by :meth:`gap` so the adapter
+  fetches and applies the missing ones first;
 * the wall clock may move the watermark only after the partition has had neither a message
   nor a backlog for the idle grace period (the adapter says when messages are waiting), so
   a worker catching up, restarting, or stalled by a ClickHouse outage never turns its own
   backlog late.
 
 Record layout (the value stored in the Faust table): 8-byte big-endian signed offset of
-the last applied message, then ``VisitorState.to_bytes()``.
+the last applied message, then ``VisitorState.to_bytes()``. The partition's own record
+(key ``WATERMARK_KEY``): the 8-byte watermark, then the 8-byte next expected offset (absent
+in records written before it existed).
 """
 
 from __future__ import annotations
@@ -100,9 +106,13 @@ class PartitionState:
         self._applied: dict[str, int] = {}
         states: dict[str, VisitorState] = {}
         watermark: int | None = None
+        #: Offset of the next message to apply; None until known (a partition never seen).
+        self.next_offset: int | None = None
         for raw_key, value in records:
             if raw_key == WATERMARK_KEY:
                 watermark = _OFFSET.unpack_from(value)[0]
+                if len(value) >= 2 * _OFFSET.size:
+                    self.next_offset = _OFFSET.unpack_from(value, _OFFSET.size)[0]
                 continue
             key = raw_key.decode()
             self._applied[key] = _OFFSET.unpack_from(value)[0]
@@ -112,6 +122,7 @@ class PartitionState:
         if watermark is not None:
             self.sessionizer.restore_watermark(watermark)
         self._checkpointed_watermark = self.sessionizer.watermark_ms
+        self._checkpointed_next = self.next_offset
         self.open_sessions = sum(len(state.sessions) for state in states.values())
         self.redelivered = 0
         #: Offset of the last message applied (None before the first one).
@@ -120,8 +131,24 @@ class PartitionState:
         #: Wall time the partition last had work: a message applied or a backlog seen.
         self._busy_ms: int | None = loaded_ms
 
+    def gap(self, offset: int) -> range | None:
+        """The offsets missing before ``offset`` (apply those first), or None if there are none.
+
+        A message below the expected offset is a redelivery (applied per visitor or not at
+        all, see :meth:`apply`); one above it means the consumer skipped messages.
+        """
+        expected = self.next_offset
+        if expected is None or offset <= expected:
+            return None
+        return range(expected, offset)
+
     def apply(self, events: list[Event], offset: int, now_ms: int) -> EngineOutput:
-        """Apply the events of the message at ``offset``; skip visitors it already reached."""
+        """Apply the events of the message at ``offset``; skip visitors it already reached.
+
+        Messages must come in offset order apart from redeliveries: call :meth:`gap` first.
+        """
+        if self.next_offset is None or offset >= self.next_offset:
+            self.next_offset = offset + 1
         applied = self._applied
         fresh = [ev for ev in events if applied.get(ev.visitor_key, -1) < offset]
         self.redelivered += len(events) - len(fresh)
@@ -175,9 +202,15 @@ class PartitionState:
             offset = self._applied.get(key, -1)
             writes.append((key.encode(), _OFFSET.pack(offset) + state.to_bytes()))
         watermark = self.sessionizer.watermark_ms
-        if watermark != self._checkpointed_watermark:
-            writes.append((WATERMARK_KEY, _OFFSET.pack(watermark)))
+        if watermark != self._checkpointed_watermark or self.next_offset != self._checkpointed_next:
+            # An unknown next offset (nothing applied yet) is not written: -1 would read back
+            # as "expect offset -1", which every message passes anyway, so the form is moot.
+            record = _OFFSET.pack(watermark)
+            if self.next_offset is not None:
+                record += _OFFSET.pack(self.next_offset)
+            writes.append((WATERMARK_KEY, record))
             self._checkpointed_watermark = watermark
+            self._checkpointed_next = self.next_offset
         return Checkpoint(self.partition, writes)
 
     def _count(self, out: EngineOutput) -> None:

@@ -45,3 +45,24 @@ def test_documented_commands_exist() -> None:
     documented = set(re.findall(r"^\| `journey (\w+)", README, flags=re.MULTILINE))
     assert documented, "no command table found"
     assert documented <= known, f"README documents unknown commands {documented - known}"
+
+
+def test_every_prometheus_metric_is_documented() -> None:
+    """docs/metrics.md lists each metric the worker registers, with its labels."""
+    import dataclasses
+
+    from prometheus_client import CollectorRegistry
+
+    from streams.metrics import JourneyMetrics
+
+    doc = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    metrics = JourneyMetrics.create(CollectorRegistry())
+    for f in dataclasses.fields(metrics):
+        if f.name == "registry":
+            continue
+        metric = getattr(metrics, f.name)
+        name = metric._name + ("_total" if metric._type == "counter" else "")
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{name}` |")), "")
+        assert row, f"{name} is missing from docs/metrics.md"
+        for label in metric._labelnames:
+            assert label in row, f"{name}: label {label} not documented"

@@ -197,3 +197,23 @@ def test_fully_redelivered_message_leaves_the_watermark_alone() -> None:
     assert out.late == []
     assert out.sessions == []
     assert restarted.sessionizer.watermark_ms == before
+
+
+def test_gap_reports_skipped_offsets_and_survives_a_restart() -> None:
+    """Offsets are applied in order; a message past a gap names the offsets to fetch first."""
+    state = PartitionState(0, CONFIG, RULES)
+    assert state.gap(7) is None  # nothing known yet: any first offset is accepted
+    state.apply([Event("a1", "page_view", T0, "a", anonymous_id="a")], 7, now_ms=0)
+    assert state.gap(8) is None
+    assert state.gap(5) is None  # a redelivery, not a gap
+    assert state.gap(11) == range(8, 11)
+    state.apply([Event("a2", "page_view", T0 + 1, "a", anonymous_id="a")], 8, now_ms=0)
+    state.apply([Event("a0", "page_view", T0 - 1, "a", anonymous_id="a")], 3, now_ms=0)
+    assert state.next_offset == 9  # a redelivered lower offset does not move it back
+    restarted = PartitionState(0, CONFIG, RULES, _records([state.checkpoint().writes]))
+    assert restarted.next_offset == 9
+    assert restarted.gap(12) == range(9, 12)
+    # A partition record written before the next offset existed (watermark only) loads too.
+    legacy = PartitionState(0, CONFIG, RULES, [(WATERMARK_KEY, (T0).to_bytes(8, "big"))])
+    assert legacy.next_offset is None
+    assert legacy.sessionizer.watermark_ms == T0
