@@ -326,16 +326,16 @@ async def _repair(
         skipped.start, skipped.stop - 1, topic, state.partition,
     )  # fmt: skip
     try:
-        records = await runtime.repair.fetch(topic, state.partition, skipped)
+        async for batch in runtime.repair.batches(topic, state.partition, skipped):
+            for offset, value in batch:
+                out = state.apply(decode_forwarded(value), offset, int(time.time() * 1000))
+                await _publish(runtime, out)
+            runtime.metrics.skipped_messages.inc(len(batch))
     except (StreamError, KafkaError):
         # Continuing would lose these events: stop the way a crash does (see _flush).
         log.critical("skipped messages could not be read; exiting", exc_info=True)
         logging.shutdown()
         os._exit(EXIT_OUTPUT_LOST)
-    for offset, value in records:
-        out = state.apply(decode_forwarded(value), offset, int(time.time() * 1000))
-        await _publish(runtime, out)
-    runtime.metrics.skipped_messages.inc(len(records))
 
 
 async def _publish(runtime: WorkerRuntime, out: EngineOutput) -> None:

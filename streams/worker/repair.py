@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -20,7 +21,7 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Bound of one repair: the missing offsets must be read within this time.
+#: A repair fails when no record arrives for this long.
 FETCH_TIMEOUT_S = 60.0
 
 
@@ -32,9 +33,18 @@ class GapFetcher:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def fetch(self, topic: str, partition: int, offsets: range) -> list[tuple[int, bytes]]:
-        """(offset, value) of the records at ``offsets``, in order; raises if they are not read.
+        """(offset, value) of the records at ``offsets``, in order (see :meth:`batches`)."""
+        return [record async for batch in self.batches(topic, partition, offsets)
+                for record in batch]  # fmt: skip
 
-        Offsets that hold no record (none in our topics, but Kafka allows it) are skipped.
+    async def batches(
+        self, topic: str, partition: int, offsets: range
+    ) -> AsyncIterator[list[tuple[int, bytes]]]:
+        """The records at ``offsets`` as (offset, value), in order, one fetched batch at a time.
+
+        Batches keep memory bounded when the gap is long. Raises ``StreamError`` when no
+        record arrives for ``FETCH_TIMEOUT_S``. Offsets that hold no record (none in our
+        topics, but Kafka allows it) are skipped.
         """
         consumer = self._consumer
         if consumer is None:
@@ -50,26 +60,31 @@ class GapFetcher:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         consumer.seek(tp, offsets.start)
-        found: list[tuple[int, bytes]] = []
+        found = 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FETCH_TIMEOUT_S
         while await consumer.position(tp) < offsets.stop:
             if loop.time() > deadline:
                 raise StreamError(
                     f"could not read skipped messages {offsets.start}-{offsets.stop - 1} of "
-                    f"{topic}[{partition}] within {FETCH_TIMEOUT_S:.0f} s"
+                    f"{topic}[{partition}]: nothing arrived for {FETCH_TIMEOUT_S:.0f} s"
                 )
-            batch = await consumer.getmany(tp, timeout_ms=500)
-            for record in batch.get(tp, []):
-                if offsets.start <= record.offset < offsets.stop:
-                    found.append((record.offset, record.value or b""))
-        if len(found) != len(offsets):
+            fetched = await consumer.getmany(tp, timeout_ms=500, max_records=500)
+            batch = [
+                (record.offset, record.value or b"")
+                for record in fetched.get(tp, [])
+                if offsets.start <= record.offset < offsets.stop
+            ]
+            if batch:
+                deadline = loop.time() + FETCH_TIMEOUT_S
+                found += len(batch)
+                yield batch
+        if found != len(offsets):
             log.error(
                 "only %d of the %d skipped messages %d-%d of %s[%d] could be read (deleted by "
-                "retention?)", len(found), len(offsets), offsets.start, offsets.stop - 1,
+                "retention?)", found, len(offsets), offsets.start, offsets.stop - 1,
                 topic, partition,
             )  # fmt: skip
-        return found
 
     async def stop(self) -> None:
         """Close the consumer if it was started."""
