@@ -100,7 +100,7 @@ class Settings:
     flush_interval_s: float = _setting(2.0, _positive_float, "ClickHouse flush interval (max 5 s)")
     flush_rows: int = _setting(50000, _positive_int, "rows per ClickHouse insert")
     checkpoint_interval_s: float = _setting(
-        10.0,
+        2.0,
         _positive_float,
         "state checkpoint and input commit interval: a crash re-applies at most this much",
     )

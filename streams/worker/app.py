@@ -79,6 +79,8 @@ class WorkerRuntime:
     last_checkpoint: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     stopping: bool = False
+    #: True between the table's recovery for an assignment and the next revocation.
+    recovered: bool = False
     intake: IntakeConsumer | None = None
     #: visitor key -> partition, so the hash is computed once per visitor, not per event.
     partition_cache: dict[str, int] = field(default_factory=dict)
@@ -92,6 +94,8 @@ COUNTED_ORDERS_MAX = 200_000
 #: Largest forwarded message: well under the broker's default message.max.bytes (1 MiB); an
 #: intake batch for one partition is split into as many messages as it takes.
 FORWARD_MAX_BYTES = 512 * 1024
+#: Bound of one repair of skipped messages (fetch and apply); beyond it the worker exits.
+REPAIR_TIMEOUT_S = 180.0
 #: A flush taking this long is logged with where its time went.
 SLOW_FLUSH_S = 1.0
 #: Exit status when Kafka did not take the worker's output or skipped input cannot be read.
@@ -201,6 +205,14 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
             async with runtime.lock:
                 state = runtime.partitions.get(partition)
                 if state is None:
+                    if not _owned_and_recovered(runtime, app, TP(event.message.topic, partition)):
+                        # A message fetched before a rebalance, delivered after it: its
+                        # partition is not ours (or its table not recovered yet). Applying it
+                        # here once let the idle clock advance a partition this worker no
+                        # longer owned, and that watermark reached the changelog. Left
+                        # unacknowledged, it is delivered again to the owner, or repaired
+                        # as skipped (PartitionState.gap).
+                        continue
                     state = _load_partition(runtime, visitors, partition)
                 offset = event.message.offset
                 skipped = state.gap(offset)
@@ -252,6 +264,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
             for tp in consumer.assignment():
                 if tp.topic == topic and tp.partition not in runtime.partitions:
                     _load_partition(runtime, visitors, tp.partition)
+            runtime.recovered = True
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: Iterable[Any], **kwargs: Any) -> None:
@@ -261,6 +274,9 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
             for tp in revoked:
                 if tp.topic == by_visitor.get_topic_name():
                     runtime.partitions.pop(tp.partition, None)
+            # Until the table is recovered for the next assignment, no message may load a
+            # partition (see the sessionize agent).
+            runtime.recovered = False
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def on_shutdown(app: faust.App, **kwargs: Any) -> None:
@@ -274,6 +290,16 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         await runtime.repair.stop()
 
     return app
+
+
+def _owned_and_recovered(runtime: WorkerRuntime, app: faust.App, tp: TP) -> bool:
+    """True when ``tp`` is assigned to this worker and the table was recovered since."""
+    if not runtime.recovered:
+        return False
+    try:
+        return tp in app.consumer.assignment()
+    except Exception:  # the consumer is between generations
+        return False
 
 
 def _behind(consumer: Any, tp: TP, done: int | None) -> bool:
@@ -325,13 +351,19 @@ async def _repair(
         "consumer skipped messages %d-%d of %s[%d]; fetching and applying them",
         skipped.start, skipped.stop - 1, topic, state.partition,
     )  # fmt: skip
-    try:
+
+    async def fetch_and_apply() -> None:
         async for batch in runtime.repair.batches(topic, state.partition, skipped):
             for offset, value in batch:
                 out = state.apply(decode_forwarded(value), offset, int(time.time() * 1000))
                 await _publish(runtime, out)
             runtime.metrics.skipped_messages.inc(len(batch))
-    except (StreamError, KafkaError):
+
+    try:
+        # Bounded as a whole: a repair once never returned (cause not found), holding the
+        # lock and with it the worker; a crash-restart recovers, a hang does not.
+        await asyncio.wait_for(fetch_and_apply(), REPAIR_TIMEOUT_S)
+    except (StreamError, KafkaError, TimeoutError):
         # Continuing would lose these events: stop the way a crash does (see _flush).
         log.critical("skipped messages could not be read; exiting", exc_info=True)
         logging.shutdown()

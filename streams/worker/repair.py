@@ -26,11 +26,15 @@ FETCH_TIMEOUT_S = 60.0
 
 
 class GapFetcher:
-    """A group-less consumer, started on first use, reading offset ranges of one topic."""
+    """Reads offset ranges with a short-lived group-less consumer per repair.
+
+    A consumer per repair (repairs are rare) rather than one re-assigned from partition to
+    partition: a re-used consumer once hung here after its assignment changed, with the
+    agent, and so the whole worker, waiting on it.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._consumer: AIOKafkaConsumer | None = None
 
     async def fetch(self, topic: str, partition: int, offsets: range) -> list[tuple[int, bytes]]:
         """(offset, value) of the records at ``offsets``, in order (see :meth:`batches`)."""
@@ -43,42 +47,52 @@ class GapFetcher:
         """The records at ``offsets`` as (offset, value), in order, one fetched batch at a time.
 
         Batches keep memory bounded when the gap is long. Raises ``StreamError`` when no
-        record arrives for ``FETCH_TIMEOUT_S``. Offsets that hold no record (none in our
-        topics, but Kafka allows it) are skipped.
+        record arrives for ``FETCH_TIMEOUT_S``; every wait on the client is bounded too.
+        Offsets that hold no record (none in our topics, but Kafka allows it) are skipped.
         """
-        consumer = self._consumer
-        if consumer is None:
-            consumer = self._consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._settings.brokers.split(","),
-                client_id=f"{self._settings.app_id}-repair",
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_partition_fetch_bytes=8 * 1024 * 1024,
-            )
-            await consumer.start()
-        tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
-        consumer.seek(tp, offsets.start)
-        found = 0
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.brokers.split(","),
+            client_id=f"{self._settings.app_id}-repair",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FETCH_TIMEOUT_S
-        while await consumer.position(tp) < offsets.stop:
-            if loop.time() > deadline:
-                raise StreamError(
-                    f"could not read skipped messages {offsets.start}-{offsets.stop - 1} of "
-                    f"{topic}[{partition}]: nothing arrived for {FETCH_TIMEOUT_S:.0f} s"
+        found = 0
+        try:
+            await asyncio.wait_for(consumer.start(), FETCH_TIMEOUT_S)
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, offsets.start)
+            reached = offsets.start
+            while reached < offsets.stop:
+                if loop.time() > deadline:
+                    raise StreamError(
+                        f"could not read skipped messages {reached}-{offsets.stop - 1} of "
+                        f"{topic}[{partition}]: nothing arrived for {FETCH_TIMEOUT_S:.0f} s"
+                    )
+                fetched = await asyncio.wait_for(
+                    consumer.getmany(tp, timeout_ms=500, max_records=500), FETCH_TIMEOUT_S
                 )
-            fetched = await consumer.getmany(tp, timeout_ms=500, max_records=500)
-            batch = [
-                (record.offset, record.value or b"")
-                for record in fetched.get(tp, [])
-                if offsets.start <= record.offset < offsets.stop
-            ]
-            if batch:
+                records = fetched.get(tp, [])
+                if not records:
+                    continue
+                reached = max(reached, records[-1].offset + 1)
+                batch = [
+                    (record.offset, record.value or b"")
+                    for record in records
+                    if offsets.start <= record.offset < offsets.stop
+                ]
                 deadline = loop.time() + FETCH_TIMEOUT_S
-                found += len(batch)
-                yield batch
+                if batch:
+                    found += len(batch)
+                    yield batch
+        except TimeoutError as exc:
+            raise StreamError(f"Kafka did not answer while reading {topic}[{partition}]") from exc
+        finally:
+            await consumer.stop()
         if found != len(offsets):
             log.error(
                 "only %d of the %d skipped messages %d-%d of %s[%d] could be read (deleted by "
@@ -87,7 +101,4 @@ class GapFetcher:
             )  # fmt: skip
 
     async def stop(self) -> None:
-        """Close the consumer if it was started."""
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        """Nothing to release (a consumer lives only for one repair); kept for symmetry."""
