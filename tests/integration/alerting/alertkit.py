@@ -516,13 +516,21 @@ class PrivateStack:
         """Write the configs (rules derived from the real ones) and start both services."""
         rules = self.folder / "rules"
         write_test_rules(rules, thresholds)
-        write_prometheus_config(
-            self.folder / "prometheus.yml", rules, worker_port, self.alertmanager_port
-        )
-        write_alertmanager_config(self.folder / "alertmanager.yml", webhook_port)
-        started = self.stack("up")
-        if started.returncode != 0:
-            pytest.fail(f"deploy/stack.sh up failed:\n{started.stdout}\n{started.stderr}")
+        for attempt in range(3):
+            write_prometheus_config(
+                self.folder / "prometheus.yml", rules, worker_port, self.alertmanager_port
+            )
+            write_alertmanager_config(self.folder / "alertmanager.yml", webhook_port)
+            started = self.stack("up")
+            if started.returncode == 0:
+                return
+            # A free port can be taken between choosing it and binding it (the ephemeral
+            # range is shared with outgoing connections, e.g. Kafka clients): new ports.
+            if "already taken" not in started.stdout + started.stderr or attempt == 2:
+                break
+            self.stack("down")
+            self.prometheus_port, self.alertmanager_port = free_port(), free_port()
+        pytest.fail(f"deploy/stack.sh up failed:\n{started.stdout}\n{started.stderr}")
 
     def down(self) -> None:
         """Stop both services (teardown)."""
