@@ -13,6 +13,7 @@ rewrites rows instead of adding them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from typing import Protocol
 from streams.engine.rows import OrderRow, SessionRow
 from streams.errors import StorageError
 from streams.metrics import JourneyMetrics
+
+log = logging.getLogger(__name__)
 
 
 class RowWriter(Protocol):
@@ -159,10 +162,12 @@ class ClickHouseSink:
         while True:
             try:
                 await asyncio.to_thread(self.flush_once)
-            except StorageError:
+            except StorageError as exc:
                 if should_stop():
                     return False
-                await self._sleep(self._backoff.next_delay())
+                delay = self._backoff.next_delay()
+                log.warning("ClickHouse write failed (%s); retrying in %.1f s", exc, delay)
+                await self._sleep(delay)
                 continue
             self._backoff.reset()
             return True
