@@ -287,7 +287,6 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         async with runtime.lock:
             await _flush(runtime, visitors, checkpoint=True)
         await runtime.output.stop()
-        await runtime.repair.stop()
 
     return app
 

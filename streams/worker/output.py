@@ -46,8 +46,6 @@ class OutputProducer:
         self._in_flight: list[asyncio.Future[Any]] = []
         self._partition_counts: dict[str, int] = {}
         self._partition_of: dict[tuple[str, bytes], int] = {}
-        #: Records appended since the producer started (for tests and metrics).
-        self.records = 0
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -102,7 +100,6 @@ class OutputProducer:
             builder = self._builders[slot] = producer.create_batch()
             if builder.append(key=key, value=value, timestamp=None) is None:
                 raise StreamError(f"a record of {len(value or b'')} bytes does not fit a batch")
-        self.records += 1
 
     async def _submit_one(
         self, producer: AIOKafkaProducer, slot: tuple[str, int], builder: Any

@@ -99,6 +99,3 @@ class GapFetcher:
                 "retention?)", found, len(offsets), offsets.start, offsets.stop - 1,
                 topic, partition,
             )  # fmt: skip
-
-    async def stop(self) -> None:
-        """Nothing to release (a consumer lives only for one repair); kept for symmetry."""

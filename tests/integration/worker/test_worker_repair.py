@@ -25,10 +25,7 @@ async def _produce(topic: str, count: int) -> None:
 
 async def _fetch_ranges(topic: str, ranges: list[range]) -> list[list[tuple[int, bytes]]]:
     fetcher = GapFetcher(Settings.from_env({"JOURNEY_BROKERS": BROKERS}))
-    try:
-        return [await fetcher.fetch(topic, 1, offsets) for offsets in ranges]
-    finally:
-        await fetcher.stop()
+    return [await fetcher.fetch(topic, 1, offsets) for offsets in ranges]
 
 
 @pytest.mark.integration
