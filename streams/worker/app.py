@@ -25,7 +25,7 @@ import time
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 import orjson
@@ -77,6 +77,8 @@ class WorkerRuntime:
     unacked_events: int = 0
     #: Monotonic time of the last checkpoint (state to the changelog, input acknowledged).
     last_checkpoint: float = field(default_factory=time.monotonic)
+    #: Wall time (ms) a slow ClickHouse write (an outage) last ended: the agent waited in it.
+    resumed_ms: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     stopping: bool = False
     #: True between the table's recovery for an assignment and the next revocation.
@@ -96,6 +98,8 @@ COUNTED_ORDERS_MAX = 200_000
 FORWARD_MAX_BYTES = 512 * 1024
 #: Bound of one repair of skipped messages (fetch and apply); beyond it the worker exits.
 REPAIR_TIMEOUT_S = 180.0
+#: Messages waiting in Kafka with none delivered nor flushed for this long are read directly.
+STALL_REPAIR_S = 15.0
 #: A flush taking this long is logged with where its time went.
 SLOW_FLUSH_S = 1.0
 #: Exit status when Kafka did not take the worker's output or skipped input cannot be read.
@@ -213,7 +217,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                         # unacknowledged, it is delivered again to the owner, or repaired
                         # as skipped (PartitionState.gap).
                         continue
-                    state = _load_partition(runtime, visitors, partition)
+                    state = await _load_partition(runtime, visitors, partition)
                 offset = event.message.offset
                 skipped = state.gap(offset)
                 if skipped is not None:
@@ -237,9 +241,18 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
             input_backlog = input_lag > 0 or intake.busy or not intake.assigned()
             by_visitor_name = by_visitor.get_topic_name()
             for partition, state in runtime.partitions.items():
-                backlog = input_backlog or _behind(
-                    consumer, TP(by_visitor_name, partition), state.last_offset
-                )
+                tp = TP(by_visitor_name, partition)
+                waiting = _waiting(consumer, tp, state.next_offset)
+                if (
+                    waiting
+                    and _stalled(runtime, state, now_ms)
+                    and _owned_and_recovered(runtime, app, tp)
+                ):
+                    # Messages wait in Kafka but none came for a while: the consumer skipped
+                    # them (at the end of a partition no later message reveals the gap).
+                    await _repair(runtime, by_visitor_name, state, waiting)
+                    waiting = None
+                backlog = input_backlog or waiting is not None
                 out = state.advance(now_ms, backlog)
                 await _publish(runtime, out)
                 metrics.watermark_lag.set(
@@ -263,7 +276,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         async with runtime.lock:
             for tp in consumer.assignment():
                 if tp.topic == topic and tp.partition not in runtime.partitions:
-                    _load_partition(runtime, visitors, tp.partition)
+                    await _load_partition(runtime, visitors, tp.partition)
             runtime.recovered = True
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -301,24 +314,41 @@ def _owned_and_recovered(runtime: WorkerRuntime, app: faust.App, tp: TP) -> bool
         return False
 
 
-def _behind(consumer: Any, tp: TP, done: int | None) -> bool:
-    """True when ``tp`` holds messages after ``done``, the last offset fully handled.
+def _waiting(consumer: Any, tp: TP, expected: int | None) -> range | None:
+    """The offsets of ``tp`` from ``expected`` (the next to apply) that Kafka already holds.
 
-    An unknown high watermark (nothing fetched yet) counts as no backlog; a partition the
-    consumer no longer owns (a rebalance under way) counts as backlog, so the watermark
-    waits for the new assignment instead of jumping.
+    None when there are none or the high watermark is unknown (nothing fetched yet). A
+    partition the consumer no longer owns (a rebalance under way) gives an empty range,
+    which still counts as backlog: the watermark waits for the new assignment.
     """
     try:
         highwater = consumer.highwater(tp)
     except Exception:  # aiokafka asserts the partition is assigned
-        return True
-    if highwater is None:
+        return range(0)
+    start = expected if expected is not None else 0
+    if highwater is None or highwater <= start:
+        return None
+    return range(start, highwater)
+
+
+def _stalled(runtime: WorkerRuntime, state: PartitionState, now_ms: int) -> bool:
+    """True when no message was applied for ``STALL_REPAIR_S`` while the agent was free.
+
+    Time spent in a slow ClickHouse write does not count: while ClickHouse is down the agent
+    waits there, and the messages it did not take meanwhile were not skipped.
+    """
+    if state.next_offset is None:
         return False
-    return bool(highwater > (done + 1 if done is not None else 0))
+    last = max(state.applied_ms or 0, runtime.resumed_ms)
+    return now_ms - last >= STALL_REPAIR_S * 1000
 
 
-def _load_partition(runtime: WorkerRuntime, table: Any, partition: int) -> PartitionState:
-    """Rebuild a partition's state from the table records Faust recovered for it."""
+async def _load_partition(runtime: WorkerRuntime, table: Any, partition: int) -> PartitionState:
+    """Rebuild a partition's state from the table records Faust recovered for it.
+
+    A partition never checkpointed expects its messages from the start of the log: none
+    was acknowledged, and a consumer that delivers a later one first has skipped some.
+    """
     n = runtime.settings.partitions
     records = [
         (key, value)
@@ -333,6 +363,15 @@ def _load_partition(runtime: WorkerRuntime, table: Any, partition: int) -> Parti
     state = PartitionState(
         partition, runtime.config, runtime.rules, records, loaded_ms=int(time.time() * 1000)
     )
+    if not state.checkpointed:
+        topic = by_visitor_topic(runtime.settings)
+        try:
+            start = await asyncio.wait_for(
+                runtime.repair.log_start(topic, partition), REPAIR_TIMEOUT_S
+            )
+        except (StreamError, KafkaError, TimeoutError):
+            _exit_unrecoverable(f"the log start of {topic}[{partition}] could not be read")
+        state.expect_from(start)
     runtime.partitions[partition] = state
     return state
 
@@ -363,10 +402,14 @@ async def _repair(
         # lock and with it the worker; a crash-restart recovers, a hang does not.
         await asyncio.wait_for(fetch_and_apply(), REPAIR_TIMEOUT_S)
     except (StreamError, KafkaError, TimeoutError):
-        # Continuing would lose these events: stop the way a crash does (see _flush).
-        log.critical("skipped messages could not be read; exiting", exc_info=True)
-        logging.shutdown()
-        os._exit(EXIT_OUTPUT_LOST)
+        _exit_unrecoverable("skipped messages could not be read")
+
+
+def _exit_unrecoverable(what: str) -> NoReturn:
+    """Stop the way a crash does: continuing would lose events (see _flush)."""
+    log.critical("%s; exiting without acknowledging input", what, exc_info=True)
+    logging.shutdown()
+    os._exit(EXIT_OUTPUT_LOST)
 
 
 async def _publish(runtime: WorkerRuntime, out: EngineOutput) -> None:
@@ -443,6 +486,8 @@ async def _flush(runtime: WorkerRuntime, table: Any, checkpoint: bool = False) -
     topic = runtime.settings.sessions_topic
     for row in rows:
         await runtime.output.send(topic, row.session_id.encode(), orjson.dumps(row))
+    if written - began >= SLOW_FLUSH_S:
+        runtime.resumed_ms = int(time.time() * 1000)
     if not (checkpoint or _checkpoint_due(runtime)):
         await runtime.output.submit()
         return
@@ -461,9 +506,7 @@ async def _flush(runtime: WorkerRuntime, table: Any, checkpoint: bool = False) -
         # them again, and acknowledging anything from now on could lose events. Stop the
         # way a crash does (no flush, no commit, nothing acknowledged); the restarted
         # worker recovers from the changelog and the redelivered input.
-        log.critical("output not delivered; exiting without acknowledging input", exc_info=True)
-        logging.shutdown()
-        os._exit(EXIT_OUTPUT_LOST)
+        _exit_unrecoverable("output not delivered")
     unacked, runtime.unacked = runtime.unacked, []
     runtime.unacked_events = 0
     runtime.last_checkpoint = time.monotonic()

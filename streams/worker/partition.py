@@ -108,8 +108,13 @@ class PartitionState:
         watermark: int | None = None
         #: Offset of the next message to apply; None until known (a partition never seen).
         self.next_offset: int | None = None
+        #: True when the table held this partition's own record: something was checkpointed.
+        #: Without one nothing of the partition was ever acknowledged (every checkpoint that
+        #: follows an applied message writes it), so every message in the log is still due.
+        self.checkpointed = False
         for raw_key, value in records:
             if raw_key == WATERMARK_KEY:
+                self.checkpointed = True
                 watermark = _OFFSET.unpack_from(value)[0]
                 if len(value) >= 2 * _OFFSET.size:
                     self.next_offset = _OFFSET.unpack_from(value, _OFFSET.size)[0]
@@ -125,11 +130,16 @@ class PartitionState:
         self._checkpointed_next = self.next_offset
         self.open_sessions = sum(len(state.sessions) for state in states.values())
         self.redelivered = 0
-        #: Offset of the last message applied (None before the first one).
-        self.last_offset: int | None = None
+        #: Wall time of the last message applied (loading counts as one).
+        self.applied_ms: int | None = loaded_ms
         self._idle_grace_ms = config.idle_grace_ms
         #: Wall time the partition last had work: a message applied or a backlog seen.
         self._busy_ms: int | None = loaded_ms
+
+    def expect_from(self, offset: int) -> None:
+        """Set the first offset to apply when none is known (the log start, for a new partition)."""
+        if self.next_offset is None:
+            self.next_offset = offset
 
     def gap(self, offset: int) -> range | None:
         """The offsets missing before ``offset`` (apply those first), or None if there are none.
@@ -152,8 +162,7 @@ class PartitionState:
         applied = self._applied
         fresh = [ev for ev in events if applied.get(ev.visitor_key, -1) < offset]
         self.redelivered += len(events) - len(fresh)
-        self.last_offset = offset
-        self._busy_ms = now_ms
+        self.applied_ms = self._busy_ms = now_ms
         if not fresh:
             # A message redelivered after a crash, already applied in full. Handing the
             # sessionizer an empty batch with the clock would let it judge the partition idle

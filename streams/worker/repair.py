@@ -36,6 +36,32 @@ class GapFetcher:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self._settings.brokers.split(","),
+            client_id=f"{self._settings.app_id}-repair",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+
+    async def log_start(self, topic: str, partition: int) -> int:
+        """The first offset still in ``topic[partition]`` (0 until retention deletes some).
+
+        Raises ``StreamError`` when Kafka does not answer within ``FETCH_TIMEOUT_S``.
+        """
+        consumer = self._consumer()
+        tp = TopicPartition(topic, partition)
+        try:
+            await asyncio.wait_for(consumer.start(), FETCH_TIMEOUT_S)
+            offsets = await asyncio.wait_for(consumer.beginning_offsets([tp]), FETCH_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise StreamError(f"Kafka did not answer for the log start of {tp}") from exc
+        finally:
+            await consumer.stop()
+        return int(offsets[tp])
+
     async def fetch(self, topic: str, partition: int, offsets: range) -> list[tuple[int, bytes]]:
         """(offset, value) of the records at ``offsets``, in order (see :meth:`batches`)."""
         return [record async for batch in self.batches(topic, partition, offsets)
@@ -50,14 +76,7 @@ class GapFetcher:
         record arrives for ``FETCH_TIMEOUT_S``; every wait on the client is bounded too.
         Offsets that hold no record (none in our topics, but Kafka allows it) are skipped.
         """
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.brokers.split(","),
-            client_id=f"{self._settings.app_id}-repair",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
+        consumer = self._consumer()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FETCH_TIMEOUT_S
         found = 0

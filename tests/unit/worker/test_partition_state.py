@@ -217,3 +217,24 @@ def test_gap_reports_skipped_offsets_and_survives_a_restart() -> None:
     legacy = PartitionState(0, CONFIG, RULES, [(WATERMARK_KEY, (T0).to_bytes(8, "big"))])
     assert legacy.next_offset is None
     assert legacy.sessionizer.watermark_ms == T0
+    assert legacy.checkpointed
+    assert restarted.next_offset is not None
+
+
+def test_partition_never_checkpointed_expects_every_message_from_the_log_start() -> None:
+    """The crash-test orphans: a first delivered message past the log start is a gap.
+
+    A worker killed before its first checkpoint acknowledged nothing, so the next one must
+    apply the partition from its first message. Accepting a later first message left the
+    rows written from the earlier ones (by the killed worker) without a tombstone.
+    """
+    state = PartitionState(2, CONFIG, RULES)
+    assert not state.checkpointed
+    state.expect_from(0)
+    assert state.gap(37) == range(0, 37)
+    state.expect_from(5)  # a known offset is never replaced
+    assert state.next_offset == 0
+    state.apply([Event("a1", "page_view", T0, "a", anonymous_id="a")], 0, now_ms=0)
+    restarted = PartitionState(2, CONFIG, RULES, _records([state.checkpoint().writes]))
+    assert restarted.checkpointed
+    assert restarted.next_offset == 1
