@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from streams.settings import Settings
 
@@ -80,9 +80,11 @@ class IntakeConsumer:
                 self._next.update(offsets)
                 try:
                     await consumer.commit(offsets)
-                except CommitFailedError:
-                    # The group rebalanced while we worked: these records go to the new
-                    # owner again, and downstream drops them as duplicates by event id.
+                except (CommitFailedError, IllegalStateError):
+                    # The group rebalanced while we worked (IllegalStateError: a partition
+                    # of the batch was revoked before the commit; once this crashed the
+                    # worker). These records go to the new owner again, and downstream
+                    # drops them as duplicates by event id.
                     log.warning("intake commit failed after a rebalance; batch will be redelivered")
                 self.busy = bool(self.lag())
         finally:
