@@ -35,15 +35,6 @@ def _processing(worker: WorkerProcess) -> bool:
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "KNOWN BUG (issue 4): intermittent after SIGKILLs. Losses from Faust skipping "
-        "by-visitor messages around rebalances are now detected and repaired, but the last "
-        "fresh-clone run still failed once: 16,105/15,000 events (counted twice) with 227 "
-        "sessions left open. JOURNEY_TEST_KEEP_DATA=1 keeps topics and databases."
-    ),
-)
 def test_sigkill_and_sigterm_mid_run_lose_and_double_nothing(
     tmp_path: Path,
     names: Names,

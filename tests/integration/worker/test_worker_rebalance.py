@@ -32,15 +32,6 @@ def _accepted(worker: WorkerProcess) -> float:
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "KNOWN BUG (issue 4): intermittent. Skipped by-visitor messages are repaired and "
-        "stale messages no longer load partitions this worker does not own, but one repair "
-        "in ~5 runs (10-s checkpoints) once hung the worker; repairs are now bounded. "
-        "JOURNEY_TEST_KEEP_DATA=1 keeps topics and databases."
-    ),
-)
 @pytest.mark.parametrize("names", [4], indirect=True)
 def test_survivor_takes_over_a_killed_workers_partitions(
     tmp_path: Path,
