@@ -139,7 +139,7 @@ def replay_files(
     report.duplicates = out.duplicates
     report.sessions = len(out.sessions)
     report.orders = len(out.orders)
-    writer.write(out.sessions, out.removed_session_ids, out.orders)
+    writer.write(out.sessions, out.removed_session_ids, out.orders, out.removed_starts)
     if raw_events:
         writer.write_raw_events(events)
     report.seconds = time.perf_counter() - started

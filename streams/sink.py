@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,8 +34,12 @@ class RowWriter(Protocol):
         sessions: Sequence[SessionRow],
         removed_session_ids: Sequence[str],
         orders: Sequence[OrderRow],
+        removed_starts: Mapping[str, int] | None = None,
     ) -> object:
-        """Write (replace) sessions, tombstone removed ids and write orders, in one batch."""
+        """Write (replace) sessions, tombstone removed ids and write orders, in one batch.
+
+        ``removed_starts`` maps removed ids to their start (epoch ms) where known.
+        """
 
 
 @dataclass(slots=True)
@@ -62,7 +66,8 @@ class PendingRows:
     """Rows waiting for the next flush, coalesced by key (latest state wins)."""
 
     sessions: dict[str, SessionRow] = field(default_factory=dict)
-    removed: set[str] = field(default_factory=set)
+    #: Removed session id -> its start (epoch ms), or None when the caller did not say.
+    removed: dict[str, int | None] = field(default_factory=dict)
     orders: dict[str, OrderRow] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -106,15 +111,17 @@ class ClickHouseSink:
         sessions: Iterable[SessionRow] = (),
         removed_session_ids: Iterable[str] = (),
         orders: Iterable[OrderRow] = (),
+        removed_starts: Mapping[str, int] | None = None,
     ) -> None:
         """Buffer rows; a later row for the same key replaces the earlier one."""
         pending = self._pending
+        starts = removed_starts or {}
         for row in sessions:
             pending.sessions[row.session_id] = row
-            pending.removed.discard(row.session_id)
+            pending.removed.pop(row.session_id, None)
         for session_id in removed_session_ids:
             pending.sessions.pop(session_id, None)
-            pending.removed.add(session_id)
+            pending.removed[session_id] = starts.get(session_id)
         for order in orders:
             pending.orders[order.order_key] = order
         if self._metrics is not None:
@@ -139,6 +146,7 @@ class ClickHouseSink:
                 list(pending.sessions.values()),
                 sorted(pending.removed),
                 list(pending.orders.values()),
+                {sid: start for sid, start in pending.removed.items() if start is not None},
             )
         except StorageError:
             if self._metrics is not None:

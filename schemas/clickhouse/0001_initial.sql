@@ -3,9 +3,11 @@
 -- rewritten is a ReplacingMergeTree(version) read with FINAL; deleted = 1 is a tombstone.
 
 -- One row per session (SessionRow); rewritten as the session grows, tombstoned when merged
--- into another. Partitioned by start month: a session_id always keeps its start_ms (the id is
--- derived from the first event), so every version of a session lands in the same partition,
--- which ReplacingMergeTree needs to replace it.
+-- into another. Partitioned by start month and sorted by (start_ms, session_id): a session_id
+-- always keeps its start_ms (the id is derived from the first event), so every version of a
+-- session lands in the same partition with the same sort key, which ReplacingMergeTree needs
+-- to replace it. Sorting by start lets the rollup refresh read only the minutes it touched
+-- (sorted by session_id alone, it scanned the month: 0.8 s per flush with 1M sessions).
 CREATE TABLE IF NOT EXISTS sessions (
     session_id String,
     visitor_key String,
@@ -54,7 +56,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     deleted UInt8
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(toDateTime(intDiv(start_ms, 1000)))
-ORDER BY session_id;
+ORDER BY (start_ms, session_id);
 
 -- One row per order (OrderRow). Not partitioned: an order's time may move earlier when a late
 -- duplicate purchase event arrives, and versions in different partitions would never replace.

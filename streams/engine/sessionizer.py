@@ -72,12 +72,15 @@ class EngineOutput:
     ``sessions`` holds the latest row of every session created, changed or closed in the
     call (``closed == 1`` for final rows); ``removed_session_ids`` are sessions that ceased
     to exist (merged into another or re-identified) and must be deleted downstream; never
-    both for one id. ``opened`` counts new session ids (a re-identified session counts
-    again, with its old id in ``removed_session_ids``), ``closed`` counts final rows.
+    both for one id. ``removed_starts`` gives each removed id its start (epoch ms), so a
+    store sorted by start finds the row to delete without a scan. ``opened`` counts new
+    session ids (a re-identified session counts again, with its old id in
+    ``removed_session_ids``), ``closed`` counts final rows.
     """
 
     sessions: list[SessionRow] = field(default_factory=list)
     removed_session_ids: list[str] = field(default_factory=list)
+    removed_starts: dict[str, int] = field(default_factory=dict)
     orders: list[OrderRow] = field(default_factory=list)
     transitions: list[StageTransition] = field(default_factory=list)
     late: list[Event] = field(default_factory=list)
@@ -95,21 +98,22 @@ class _Collector:
     def __init__(self) -> None:
         self.out = EngineOutput()
         self.rows: dict[str, SessionRow] = {}
-        self.removed: set[str] = set()
+        self.removed: dict[str, int] = {}
         self.orders: dict[str, OrderRow] = {}
 
     def row(self, row: SessionRow) -> None:
         self.rows[row.session_id] = row
-        self.removed.discard(row.session_id)
+        self.removed.pop(row.session_id, None)
 
-    def remove(self, sid: str) -> None:
+    def remove(self, sid: str, start_ms: int) -> None:
         self.rows.pop(sid, None)
-        self.removed.add(sid)
+        self.removed[sid] = start_ms
 
     def finish(self, watermark: int) -> EngineOutput:
         out = self.out
         out.sessions = list(self.rows.values())
         out.removed_session_ids = sorted(self.removed)
+        out.removed_starts = self.removed
         out.orders = list(self.orders.values())
         out.watermark_ms = watermark
         return out
@@ -300,7 +304,7 @@ class Sessionizer:
         for (f_ts, f_id), mask in old.items():
             # A vanished session lives on inside the new session holding its first event;
             # that session inherits what was already announced, so nothing is announced twice.
-            col.remove(session_id(key, f_ts, f_id))
+            col.remove(session_id(key, f_ts, f_id), f_ts)
             idx = bisect_right(firsts, (f_ts, f_id)) - 1
             masks[idx] = max(masks[idx], 0) | mask
         prior = Prior(state.closed_sessions > 0, state.purchased, state.user_id)

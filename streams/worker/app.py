@@ -417,7 +417,7 @@ async def _publish(runtime: WorkerRuntime, out: EngineOutput) -> None:
     metrics = runtime.metrics
     settings = runtime.settings
     output = runtime.output
-    runtime.sink.add(out.sessions, out.removed_session_ids, out.orders)
+    runtime.sink.add(out.sessions, out.removed_session_ids, out.orders, out.removed_starts)
     if out.duplicates:
         metrics.duplicates.inc(out.duplicates)
     if out.opened:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from prometheus_client import CollectorRegistry
@@ -34,17 +34,20 @@ class RecordingWriter:
     def __init__(self, failures: int = 0) -> None:
         self.failures = failures
         self.calls: list[tuple[list[SessionRow], list[str], list[OrderRow]]] = []
+        self.starts: list[dict[str, int]] = []
 
     def write(
         self,
         sessions: Sequence[SessionRow],
         removed_session_ids: Sequence[str],
         orders: Sequence[OrderRow],
+        removed_starts: Mapping[str, int] | None = None,
     ) -> None:
         if self.failures:
             self.failures -= 1
             raise StorageError("ClickHouse unreachable (simulated by the test writer)")
         self.calls.append((list(sessions), list(removed_session_ids), list(orders)))
+        self.starts.append(dict(removed_starts or {}))
 
 
 def test_rows_are_coalesced_latest_state_wins() -> None:
@@ -68,11 +71,12 @@ def test_tombstone_replaces_a_pending_row_and_a_rewrite_revives_it() -> None:
     writer = RecordingWriter()
     sink = ClickHouseSink(writer)
     sink.add(sessions=[_session("a", 1), _session("b", 1)])
-    sink.add(removed_session_ids=["b"])
+    sink.add(removed_session_ids=["b", "d"], removed_starts={"b": 1234})
     sink.flush_once()
     sessions, removed, _ = writer.calls[0]
     assert [row.session_id for row in sessions] == ["a"]
-    assert removed == ["b"]
+    assert removed == ["b", "d"]
+    assert writer.starts[0] == {"b": 1234}  # "d" came without a start: none is made up
     sink.add(removed_session_ids=["c"])
     sink.add(sessions=[_session("c", 2)])
     sink.flush_once()

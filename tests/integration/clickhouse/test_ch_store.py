@@ -143,14 +143,20 @@ def test_rewriting_a_session_replaces_it(backend: ClickHouse) -> None:
     assert (summary["bounce_rate"], summary["engagement_rate"]) == (0.0, 1.0)
 
 
-def test_tombstone_removes_a_merged_session(backend: ClickHouse) -> None:
-    """A removed session id is rewritten with deleted=1 and no longer counts anywhere."""
+@pytest.mark.parametrize("with_starts", [False, True], ids=["scan", "by-start"])
+def test_tombstone_removes_a_merged_session(backend: ClickHouse, with_starts: bool) -> None:
+    """A removed session id is rewritten with deleted=1 and no longer counts anywhere.
+
+    With the starts the engine gives, the stored row is found by the sort key; without,
+    by scanning: the same result.
+    """
     writer = ClickHouseWriter(backend)
     early = session_row("late-merge", "v1", T0 + 1_000)
     keep = session_row("keep", "v1", T0 + 120_000)
     writer.write([early, keep])
     merged = dataclasses.replace(keep, events=2, page_views=2)
-    writer.write([merged], ["late-merge", "never-written"])
+    starts = {"late-merge": T0 + 1_000, "never-written": T0 + 7_000} if with_starts else None
+    writer.write([merged], ["late-merge", "never-written"], [], starts)
     summary = compute_summary(backend)
     assert (summary["sessions"], summary["events"]) == (1, 2)
     rows = backend.query(
@@ -205,6 +211,21 @@ def test_rollups_follow_rewrites_and_tombstones(backend: ClickHouse) -> None:
     writer.write([dataclasses.replace(a, channel="Email")], ["c"])
     writer.refresh_rollups([T0, T0 + 60_000])  # re-running a refresh changes nothing
     assert _rollup(backend) == [(T0, "Email", "desktop", "awareness", 2, 0, 0, 0, 0)]
+
+
+def test_rollup_refresh_of_scattered_minutes_reads_each_of_them(backend: ClickHouse) -> None:
+    """Minutes far apart (several start_ms ranges) are each recomputed; others left alone."""
+    writer = ClickHouseWriter(backend)
+    minutes = [T0, T0 + 60_000, T0 + 10 * 60_000, T0 + 300 * 60_000]
+    rows = [session_row(f"s{i}", f"v{i}", minute + 30_000) for i, minute in enumerate(minutes)]
+    writer.write(rows)
+    assert [(r[0], r[4]) for r in _rollup(backend)] == [(m, 1) for m in minutes]
+    # Grow the sessions of the 1st, 3rd and 4th minutes; the 2nd is not touched.
+    grown = [dataclasses.replace(rows[i], channel="Email") for i in (0, 2, 3)]
+    writer.write(grown)
+    assert [(r[0], r[1]) for r in _rollup(backend)] == [
+        (T0, "Email"), (T0 + 60_000, "Direct"), (T0 + 600_000, "Email"), (T0 + 18_000_000, "Email")
+    ]  # fmt: skip
 
 
 def test_rollup_totals_match_the_summary(backend: ClickHouse) -> None:

@@ -123,6 +123,7 @@ def test_gap_filling_event_merges_two_open_sessions() -> None:
     later_id = session_id("v1", T0 + 50 * MINUTE, "c")
     out = s.process([ev("b", T0 + 25 * MINUTE)])
     assert out.removed_session_ids == [later_id]
+    assert out.removed_starts == {later_id: T0 + 50 * MINUTE}
     assert [r.events for r in out.sessions] == [3]
     assert out.sessions[0].session_id == session_id("v1", T0, "a")
 
@@ -132,7 +133,9 @@ def test_event_before_first_event_renames_session() -> None:
     s = Sessionizer(CFG, RULES)
     s.process([ev("b", T0 + 5 * MINUTE)])
     out = s.process([ev("a", T0)])
-    assert out.removed_session_ids == [session_id("v1", T0 + 5 * MINUTE, "b")]
+    old_id = session_id("v1", T0 + 5 * MINUTE, "b")
+    assert out.removed_session_ids == [old_id]
+    assert out.removed_starts == {old_id: T0 + 5 * MINUTE}
     assert out.sessions[0].session_id == session_id("v1", T0, "a")
     assert out.sessions[0].landing_page == "/a"
 
