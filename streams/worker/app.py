@@ -96,7 +96,7 @@ COUNTED_ORDERS_MAX = 200_000
 #: Largest forwarded message: well under the broker's default message.max.bytes (1 MiB); an
 #: intake batch for one partition is split into as many messages as it takes.
 FORWARD_MAX_BYTES = 512 * 1024
-#: Bound of one repair of skipped messages (fetch and apply); beyond it the worker exits.
+#: Bound of each fetch of a repair of skipped messages; beyond it the worker exits.
 REPAIR_TIMEOUT_S = 180.0
 #: Messages waiting in Kafka with none delivered nor flushed for this long are read directly.
 STALL_REPAIR_S = 15.0
@@ -221,7 +221,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                 offset = event.message.offset
                 skipped = state.gap(offset)
                 if skipped is not None:
-                    await _repair(runtime, by_visitor.get_topic_name(), state, skipped)
+                    await _repair(runtime, visitors, by_visitor.get_topic_name(), state, skipped)
                 out = state.apply(events, offset, int(time.time() * 1000))
                 await _publish(runtime, out)
                 runtime.unacked.append((manual, event))
@@ -250,7 +250,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                 ):
                     # Messages wait in Kafka but none came for a while: the consumer skipped
                     # them (at the end of a partition no later message reveals the gap).
-                    await _repair(runtime, by_visitor_name, state, waiting)
+                    await _repair(runtime, visitors, by_visitor_name, state, waiting)
                     waiting = None
                 backlog = input_backlog or waiting is not None
                 out = state.advance(now_ms, backlog)
@@ -382,27 +382,37 @@ def _watermark_key(partition: int) -> bytes:
 
 
 async def _repair(
-    runtime: WorkerRuntime, topic: str, state: PartitionState, skipped: range
+    runtime: WorkerRuntime, table: Any, topic: str, state: PartitionState, skipped: range
 ) -> None:
-    """Fetch and apply, in order, messages the consumer skipped before the current one."""
+    """Fetch and apply, in order, messages the consumer skipped before the current one.
+
+    A long range (a partition never checkpointed applies its whole retained log) is
+    flushed as it goes, like delivered messages, so its rows do not pile up in memory.
+    """
     log.warning(
         "consumer skipped messages %d-%d of %s[%d]; fetching and applying them",
         skipped.start, skipped.stop - 1, topic, state.partition,
     )  # fmt: skip
-
-    async def fetch_and_apply() -> None:
-        async for batch in runtime.repair.batches(topic, state.partition, skipped):
+    batches = runtime.repair.batches(topic, state.partition, skipped)
+    try:
+        while True:
+            # Every fetch is bounded: a repair once never returned (cause not found),
+            # holding the lock and with it the worker; a crash-restart recovers, a hang
+            # does not. Flushes are not: a ClickHouse outage is waited out as anywhere.
+            try:
+                batch = await asyncio.wait_for(anext(batches), REPAIR_TIMEOUT_S)
+            except StopAsyncIteration:
+                break
             for offset, value in batch:
                 out = state.apply(decode_forwarded(value), offset, int(time.time() * 1000))
                 await _publish(runtime, out)
             runtime.metrics.skipped_messages.inc(len(batch))
-
-    try:
-        # Bounded as a whole: a repair once never returned (cause not found), holding the
-        # lock and with it the worker; a crash-restart recovers, a hang does not.
-        await asyncio.wait_for(fetch_and_apply(), REPAIR_TIMEOUT_S)
+            if runtime.sink.due():
+                await _flush(runtime, table)
     except (StreamError, KafkaError, TimeoutError):
         _exit_unrecoverable("skipped messages could not be read")
+    finally:
+        await asyncio.wait_for(batches.aclose(), REPAIR_TIMEOUT_S)
 
 
 def _exit_unrecoverable(what: str) -> NoReturn:

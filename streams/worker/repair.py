@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -69,7 +69,7 @@ class GapFetcher:
 
     async def batches(
         self, topic: str, partition: int, offsets: range
-    ) -> AsyncIterator[list[tuple[int, bytes]]]:
+    ) -> AsyncGenerator[list[tuple[int, bytes]], None]:
         """The records at ``offsets`` as (offset, value), in order, one fetched batch at a time.
 
         Batches keep memory bounded when the gap is long. Raises ``StreamError`` when no
