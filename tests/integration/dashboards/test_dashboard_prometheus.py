@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,13 +28,14 @@ import urllib.parse
 import urllib.request
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dashboard_support import JOURNEY, clean_env, fresh_server_url, open_server
 from grafana_queries import PROMETHEUS_TYPE, ROOT, PanelQuery, expand_promql, queries
+from support import free_port, poll
 
 with warnings.catch_warnings():
     # kafka-python 3.0 uses a deprecated importlib.resources call at import time.
@@ -74,26 +74,6 @@ BACKFILL_PER_MINUTE: tuple[tuple[str, str, int], ...] = (
     ("journey_sessions_closed", 'furthest_stage="consideration",', 55),
     ("journey_sessions_closed", 'furthest_stage="purchase",', 15),
 )
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def poll(check: Callable[[], Any], *, timeout_s: float, what: str, interval_s: float = 1.0) -> Any:
-    """Call ``check`` until it returns something truthy; fail after ``timeout_s`` seconds."""
-    deadline = time.monotonic() + timeout_s
-    for _ in range(int(timeout_s / interval_s) + 2):
-        result = check()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval_s)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def http_json(url: str, timeout_s: float = 10.0) -> Any:
