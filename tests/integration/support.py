@@ -18,10 +18,12 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.clickhouse.server import ServerBackend
 from streams.errors import StorageError
@@ -210,3 +212,125 @@ def drop_database(url: str) -> None:
             backend.drop_database()
         finally:
             backend.close()
+
+
+# ---------------------------------------------------------------- a worker process
+
+
+@dataclass
+class WorkerProcess:
+    """One ``journey worker`` subprocess: start, SIGKILL, SIGTERM, metrics, RSS, log."""
+
+    env: dict[str, str]
+    log_path: Path
+    metrics_port: int
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    _log: Any = field(default=None, repr=False)
+
+    def start(self) -> WorkerProcess:
+        """Start the worker (its own process group); the log is appended to ``log_path``."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        journey = journey_executable()
+        self._close_log()
+        self._log = self.log_path.open("ab")
+        self.starts += 1
+        self._log.write(f"\n===== start #{self.starts} =====\n".encode())
+        self._log.flush()
+        self.proc = subprocess.Popen(
+            [str(journey), "worker", "--loglevel", "info"],
+            env=clean_env(**self.env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        """Process id of the running worker."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        """True while the current process runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the worker (a crash: nothing is flushed or committed) and reap it."""
+        if self.alive:
+            assert self.proc is not None
+            kill_process_group(self.proc)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited after ``timeout_s``."""
+        if self.alive:
+            assert self.proc is not None
+            stop_process_group(self.proc, timeout_s)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the worker log (for failure messages)."""
+        if not self.log_path.exists():
+            return "(no log)"
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+        """Every sample of the /metrics endpoint, or None when it does not answer."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+            ) as response:
+                text = response.read().decode()
+        except (urllib.error.URLError, OSError):
+            return None
+        samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return samples
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of /metrics; fails when the endpoint does not answer."""
+        samples = self.scrape()
+        if samples is None:
+            pytest.fail(
+                f"worker /metrics on port {self.metrics_port} does not answer "
+                f"(alive: {self.alive})\n{self.log_tail()}"
+            )
+        return samples
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Until /metrics answers (settings valid, ClickHouse migrated, Faust starting)."""
+
+        def ready() -> bool:
+            self.assert_alive("while starting")
+            return self.scrape() is not None
+
+        poll(ready, timeout_s=timeout_s, what="the worker's /metrics endpoint",
+             describe=self.log_tail)  # fmt: skip
+
+    def assert_alive(self, when: str) -> None:
+        """Fail with the log when the worker has exited."""
+        if not self.alive:
+            code = self.proc.returncode if self.proc is not None else None
+            pytest.fail(f"the worker exited ({code}) {when}:\n{self.log_tail(60)}")
+
+    def rss_bytes(self) -> int:
+        """Resident set size of the worker (VmRSS from /proc)."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmRSS in /proc/{self.pid}/status")

@@ -38,10 +38,9 @@ from support import (
     ROOT,
     STACK,
     free_port,
-    journey_executable,
     poll,
-    stop_process_group,
 )
+from support import WorkerProcess as WorkerProcess  # re-exported: the tests import it from here
 
 with warnings.catch_warnings():
     # kafka-python 3.0 uses a deprecated importlib.resources call at import time.
@@ -433,48 +432,6 @@ class RunNames:
     def input_topic(self) -> str:
         """The topic the feed writes and the worker reads."""
         return f"{self.prefix}-in"
-
-
-@dataclass
-class WorkerProcess:
-    """One ``journey worker`` subprocess in its own process group, log in a file."""
-
-    env: dict[str, str]
-    log_path: Path
-    metrics_port: int
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WorkerProcess:
-        """Start the worker."""
-        journey = journey_executable()
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(journey), "worker", "--loglevel", "info"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        return self
-
-    @property
-    def alive(self) -> bool:
-        """True while the process runs."""
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM its process group, SIGKILL after ``timeout_s``."""
-        if not self.alive:
-            return
-        assert self.proc is not None
-        stop_process_group(self.proc, timeout_s)
-
-    def log_tail(self, lines: int = 25) -> str:
-        """The end of the worker's log, for failure messages."""
-        if not self.log_path.exists():
-            return "(no worker log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @dataclass
