@@ -7,7 +7,8 @@
 -- always keeps its start_ms (the id is derived from the first event), so every version of a
 -- session lands in the same partition with the same sort key, which ReplacingMergeTree needs
 -- to replace it. Sorting by start lets the rollup refresh read only the minutes it touched
--- (sorted by session_id alone, it scanned the month: 0.8 s per flush with 1M sessions).
+-- (sorted by session_id alone it scanned the month: 0.8-1.2 s per flush with 1M sessions;
+-- benchmarks/bench_rollup_refresh.py).
 CREATE TABLE IF NOT EXISTS sessions (
     session_id String,
     visitor_key String,
