@@ -19,6 +19,7 @@ holds and ClickHouse rows are replaced, not added: nothing lost, nothing counted
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -77,8 +78,12 @@ class WorkerRuntime:
     unacked_events: int = 0
     #: Monotonic time of the last checkpoint (state to the changelog, input acknowledged).
     last_checkpoint: float = field(default_factory=time.monotonic)
-    #: Wall time (ms) a slow ClickHouse write (an outage) last ended: the agent waited in it.
+    #: Wall time (ms) the agent last applied a message, of any partition.
+    applied_ms: int = 0
+    #: Wall time (ms) the last flush or repair ended: the agent may have waited for it.
     resumed_ms: int = 0
+    #: Set when a revocation waits for the lock: a long repair stops for it (see _repair).
+    revoking: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     stopping: bool = False
     #: True between the table's recovery for an assignment and the next revocation.
@@ -222,7 +227,9 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                 skipped = state.gap(offset)
                 if skipped is not None:
                     await _repair(runtime, visitors, by_visitor.get_topic_name(), state, skipped)
-                out = state.apply(events, offset, int(time.time() * 1000))
+                now_ms = int(time.time() * 1000)
+                out = state.apply(events, offset, now_ms)
+                runtime.applied_ms = now_ms
                 await _publish(runtime, out)
                 runtime.unacked.append((manual, event))
                 runtime.unacked_events += len(events)
@@ -282,7 +289,9 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: Iterable[Any], **kwargs: Any) -> None:
         # Everything applied so far becomes durable before another worker takes over.
+        runtime.revoking = True
         async with runtime.lock:
+            runtime.revoking = False
             await _flush(runtime, visitors, checkpoint=True)
             for tp in revoked:
                 if tp.topic == by_visitor.get_topic_name():
@@ -332,14 +341,16 @@ def _waiting(consumer: Any, tp: TP, expected: int | None) -> range | None:
 
 
 def _stalled(runtime: WorkerRuntime, state: PartitionState, now_ms: int) -> bool:
-    """True when no message was applied for ``STALL_REPAIR_S`` while the agent was free.
+    """True when the agent applied no message at all for ``STALL_REPAIR_S`` while free.
 
-    Time spent in a slow ClickHouse write does not count: while ClickHouse is down the agent
-    waits there, and the messages it did not take meanwhile were not skipped.
+    Only then can messages waiting in Kafka have been skipped rather than be on their way:
+    an agent busy with other partitions (a deep buffer while catching up) or waiting for
+    the lock (a flush through a ClickHouse outage, another repair) is not stalled. While
+    messages keep coming, a skip shows as a gap at the partition's next message anyway.
     """
     if state.next_offset is None:
         return False
-    last = max(state.applied_ms or 0, runtime.resumed_ms)
+    last = max(state.applied_ms or 0, runtime.applied_ms, runtime.resumed_ms)
     return now_ms - last >= STALL_REPAIR_S * 1000
 
 
@@ -388,6 +399,8 @@ async def _repair(
 
     A long range (a partition never checkpointed applies its whole retained log) is
     flushed as it goes, like delivered messages, so its rows do not pile up in memory.
+    It holds the lock throughout, so a revocation or a shutdown waiting for it makes the
+    worker exit instead (as a crash: nothing past the last checkpoint was acknowledged).
     """
     log.warning(
         "consumer skipped messages %d-%d of %s[%d]; fetching and applying them",
@@ -396,23 +409,31 @@ async def _repair(
     batches = runtime.repair.batches(topic, state.partition, skipped)
     try:
         while True:
-            # Every fetch is bounded: a repair once never returned (cause not found),
-            # holding the lock and with it the worker; a crash-restart recovers, a hang
-            # does not. Flushes are not: a ClickHouse outage is waited out as anywhere.
+            if runtime.revoking or runtime.stopping:
+                _exit_unrecoverable(
+                    f"a repair of {topic}[{state.partition}] was interrupted by a "
+                    f"{'rebalance' if runtime.revoking else 'shutdown'}"
+                )
             try:
+                # Every fetch is bounded: a repair once never returned (cause not found),
+                # holding the lock and with it the worker; a crash-restart recovers, a
+                # hang does not. Flushes are not: an outage is waited out as anywhere.
                 batch = await asyncio.wait_for(anext(batches), REPAIR_TIMEOUT_S)
             except StopAsyncIteration:
                 break
+            except (StreamError, KafkaError, TimeoutError):
+                _exit_unrecoverable("skipped messages could not be read")
             for offset, value in batch:
                 out = state.apply(decode_forwarded(value), offset, int(time.time() * 1000))
                 await _publish(runtime, out)
             runtime.metrics.skipped_messages.inc(len(batch))
             if runtime.sink.due():
                 await _flush(runtime, table)
-    except (StreamError, KafkaError, TimeoutError):
-        _exit_unrecoverable("skipped messages could not be read")
     finally:
-        await asyncio.wait_for(batches.aclose(), REPAIR_TIMEOUT_S)
+        # Already closed after a normal end or a timeout; bounded for any other exit.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(batches.aclose(), REPAIR_TIMEOUT_S)
+    runtime.resumed_ms = int(time.time() * 1000)
 
 
 def _exit_unrecoverable(what: str) -> NoReturn:
@@ -496,8 +517,7 @@ async def _flush(runtime: WorkerRuntime, table: Any, checkpoint: bool = False) -
     topic = runtime.settings.sessions_topic
     for row in rows:
         await runtime.output.send(topic, row.session_id.encode(), orjson.dumps(row))
-    if written - began >= SLOW_FLUSH_S:
-        runtime.resumed_ms = int(time.time() * 1000)
+    runtime.resumed_ms = int(time.time() * 1000)
     if not (checkpoint or _checkpoint_due(runtime)):
         await runtime.output.submit()
         return
@@ -520,6 +540,7 @@ async def _flush(runtime: WorkerRuntime, table: Any, checkpoint: bool = False) -
     unacked, runtime.unacked = runtime.unacked, []
     runtime.unacked_events = 0
     runtime.last_checkpoint = time.monotonic()
+    runtime.resumed_ms = int(time.time() * 1000)
     for stream, event in unacked:
         await stream.ack(event)
     took = time.monotonic() - began

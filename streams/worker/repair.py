@@ -97,6 +97,8 @@ class GapFetcher:
                 )
                 records = fetched.get(tp, [])
                 if not records:
+                    if await consumer.position(tp) >= offsets.stop:
+                        break  # the last offsets hold no record (Kafka allows it)
                     continue
                 reached = max(reached, records[-1].offset + 1)
                 batch = [

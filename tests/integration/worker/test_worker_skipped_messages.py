@@ -94,11 +94,15 @@ def test_messages_skipped_by_the_consumer_group_are_read_and_applied(
         {TopicPartition(topic, 0): middle, TopicPartition(topic, 1): counts[1]},
     )
 
-    # Small batches: repairs flush (and checkpoint) part-way through, as a long one does.
+    # Small batches: a repair flushes (and checkpoints) before it returns, as long ones do.
     worker = workers(names, "skipped", flush_rows=50).start()
     worker.wait_ready()
     wait_complete([worker], names.url, run.expected_events, timeout_s=120)
     assert_same_as_replay(names)
-    # Exactly the messages the group jumped over were read by the worker itself.
+    # Exactly the messages the group jumped over were read by the worker itself: partition
+    # 0's first half when its first message arrived, all of partition 1 once idle.
     repaired = total(worker.metrics(), "journey_repaired_messages_total")
     assert repaired == middle + counts[1], (repaired, middle, counts, worker.log_tail(20))
+    log = worker.log_path.read_text(errors="replace")
+    for partition, last in ((0, middle - 1), (1, counts[1] - 1)):
+        assert f"consumer skipped messages 0-{last} of {topic}[{partition}]" in log
