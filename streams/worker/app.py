@@ -78,8 +78,6 @@ class WorkerRuntime:
     unacked_events: int = 0
     #: Monotonic time of the last checkpoint (state to the changelog, input acknowledged).
     last_checkpoint: float = field(default_factory=time.monotonic)
-    #: Wall time (ms) the agent last applied a message, of any partition.
-    applied_ms: int = 0
     #: Wall time (ms) the last flush or repair ended: the agent may have waited for it.
     resumed_ms: int = 0
     #: Set when a revocation waits for the lock: a long repair stops for it (see _repair).
@@ -227,9 +225,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                 skipped = state.gap(offset)
                 if skipped is not None:
                     await _repair(runtime, visitors, by_visitor.get_topic_name(), state, skipped)
-                now_ms = int(time.time() * 1000)
-                out = state.apply(events, offset, now_ms)
-                runtime.applied_ms = now_ms
+                out = state.apply(events, offset, int(time.time() * 1000))
                 await _publish(runtime, out)
                 runtime.unacked.append((manual, event))
                 runtime.unacked_events += len(events)
@@ -350,7 +346,8 @@ def _stalled(runtime: WorkerRuntime, state: PartitionState, now_ms: int) -> bool
     """
     if state.next_offset is None:
         return False
-    last = max(state.applied_ms or 0, runtime.applied_ms, runtime.resumed_ms)
+    applied = max((other.applied_ms or 0) for other in runtime.partitions.values())
+    last = max(applied, runtime.resumed_ms)
     return now_ms - last >= STALL_REPAIR_S * 1000
 
 
