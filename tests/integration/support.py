@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,13 +23,15 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.bench.processes import BenchError, wait_for
+from streams.bench.processes import free_port as free_port  # re-exported for the kits
 from streams.clickhouse.server import ServerBackend
 from streams.errors import StorageError
 
 with warnings.catch_warnings():
     # kafka-python 3.0 uses a deprecated importlib.resources call at import time.
     warnings.simplefilter("ignore", DeprecationWarning)
-    from kafka import KafkaAdminClient
+    from kafka import KafkaAdminClient, KafkaConsumer
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError, UnknownTopicOrPartitionError
 
@@ -51,13 +51,6 @@ START_CLICKHOUSE = (
 # ---------------------------------------------------------------- processes and polling
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def poll(
     check: Callable[[], Any],
     *,
@@ -72,15 +65,10 @@ def poll(
     Bounded twice: by the deadline and by the number of polls it allows. The failure reads
     "timed out after N s waiting for WHAT." then ``separator`` and what ``describe`` says.
     """
-    deadline = time.monotonic() + timeout_s
-    for _ in range(int(timeout_s / interval_s) + 2):
-        result = check()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval_s)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}.{separator}{describe()}")
+    try:
+        return wait_for(check, timeout_s=timeout_s, interval_s=interval_s, what=what)
+    except BenchError as timed_out:  # "timed out after N s waiting for WHAT"
+        pytest.fail(f"{timed_out}.{separator}{describe()}")
 
 
 def kill_process_group(proc: subprocess.Popen[bytes]) -> None:
@@ -156,6 +144,20 @@ def kafka_admin() -> Any:
             f"Kafka is not reachable at {BROKERS} ({exc}); start it with `make up` "
             "(deploy/stack.sh up) or set JOURNEY_TEST_BROKERS"
         )
+
+
+def topic_reader(topic: str) -> KafkaConsumer:
+    """A group-less consumer of every partition of ``topic`` from its first message.
+
+    The caller closes it.
+    """
+    return KafkaConsumer(
+        topic,
+        bootstrap_servers=BROKERS,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
 
 
 def create_topic(name: str, partitions: int) -> None:

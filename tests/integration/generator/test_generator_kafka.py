@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 import warnings
@@ -11,17 +10,17 @@ from datetime import datetime
 
 import orjson
 import pytest
+from support import BROKERS, topic_reader
 
 from streams.cli import main
 
 with warnings.catch_warnings():
     # kafka-python 3.0 uses a deprecated importlib.resources call at import time.
     warnings.simplefilter("ignore", DeprecationWarning)
-    from kafka import KafkaAdminClient, KafkaConsumer
+    from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError
 
-BROKERS = os.environ.get("JOURNEY_TEST_BROKERS", "127.0.0.1:9092")
 pytestmark = pytest.mark.integration
 
 
@@ -51,13 +50,7 @@ def read_all(
     topic: str, expected_events: int, timeout_s: float = 60.0
 ) -> list[tuple[bytes, bytes]]:
     """(key, value) of every message in ``topic``, until ``expected_events`` or the timeout."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=BROKERS,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
+    consumer = topic_reader(topic)
     messages: list[tuple[bytes, bytes]] = []
     seen = 0
     deadline = time.monotonic() + timeout_s
@@ -122,13 +115,7 @@ def test_paced_run_sends_each_event_at_its_time(
     summary = out.strip().splitlines()[-1]
     total = int(summary.split("journey generate: ")[1].split(" events")[0])
     elapsed = float(summary.split("elapsed ")[1].split(" s")[0])
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=BROKERS,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
+    consumer = topic_reader(topic)
     # Producer CreateTime (wall clock at send) minus event time, per message.
     offsets_ms: list[int] = []
     deadline = time.monotonic() + 60

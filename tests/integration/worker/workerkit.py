@@ -38,6 +38,7 @@ from support import (
     open_server,
     poll,
     run_journey,
+    topic_reader,
 )
 from support import WorkerProcess as WorkerProcess  # re-exported: the tests import it from here
 from support import free_port as free_port  # re-exported: the tests import it from here
@@ -47,7 +48,7 @@ from streams.clickhouse.server import ServerBackend
 with warnings.catch_warnings():
     # kafka-python 3.0 uses a deprecated importlib.resources call at import time.
     warnings.simplefilter("ignore", DeprecationWarning)
-    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import KafkaProducer
 
 #: Event time of every generated run: fixed and in the past, so that once the input is idle
 #: for JOURNEY_IDLE_GRACE_S the wall-clock watermark closes every session.
@@ -132,13 +133,7 @@ class PacedProducer(threading.Thread):
 
 def read_topic(topic: str, expected: int, timeout_s: float = 30.0) -> list[tuple[Any, Any]]:
     """(key, value) of every message in ``topic``: until ``expected`` arrived, then 2 s more."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=BROKERS,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
+    consumer = topic_reader(topic)
     messages: list[tuple[Any, Any]] = []
     try:
         deadline = time.monotonic() + timeout_s
