@@ -433,6 +433,7 @@ def format_table(result: dict[str, Any]) -> str:
         result["naive_faust_events_per_s"],
         result["raw_consume_events_per_s"],
     )
+    late = result.get("worker", {}).get("late")  # the in-order input must produce none
 
     def met(ok: bool | None) -> str:
         return "-" if ok is None else ("yes" if ok else "no")
@@ -453,6 +454,7 @@ def format_table(result: dict[str, Any]) -> str:
          met(at_least(result["ratio_worker_to_naive"], 5))),
         ("worker / raw", _fmt(result["ratio_worker_to_raw"], "x"), ">= 0.25x",
          met(at_least(result["ratio_worker_to_raw"], 0.25))),
+        ("late events, worker phase (in-order input)", _fmt(late), "0", met(at_most(late, 0))),
         ("replay into chdb (events/s)", _fmt(result["replay_events_per_s"]), ">= 100,000",
          met(at_least(result["replay_events_per_s"], 100_000))),
         ("replay into ClickHouse server (events/s)", _fmt(result["replay_server_events_per_s"]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,28 @@ class WorkerThroughput:
         return self.events / self.visible_s if self.visible_s > 0 else 0.0
 
 
+def completion_target(totals: Mapping[str, float], log_path: Path) -> int:
+    """``sum(events)`` of the visible sessions that means every event of the phase is stored.
+
+    ``totals`` are the worker's metric totals: the target is the accepted events
+    (``journey_events_total``) minus the duplicates it dropped
+    (``journey_events_duplicate_total``). Late events are never subtracted, as they never
+    count as done: the bench's input is in event-time order per partition, so a worker must
+    not call any of it late, and ``journey_events_late_total > 0`` raises BenchError naming
+    the count and the worker log ``log_path``.
+    """
+    late = int(totals.get("journey_events_late_total", 0))
+    if late > 0:
+        raise BenchError(
+            f"the worker counted {late} late event(s) (journey_events_late_total); the bench's"
+            " input is in event-time order per partition, and in-order input must never"
+            f" produce late events; worker log {log_path}"
+        )
+    return int(
+        totals.get("journey_events_total", 0) - totals.get("journey_events_duplicate_total", 0)
+    )
+
+
 def run_worker(
     res: BenchResources,
     topic: str,
@@ -116,21 +139,30 @@ def run_worker(
     ``consumed_s``: until every message was accepted or rejected at intake (/metrics polled
     every 250 ms: serving a scrape costs the worker's process CPU, so not more often).
     ``visible_s``: until ``sum(events)`` over ``sessions FINAL WHERE deleted = 0`` on the
-    server equals the accepted events minus late and duplicate ones (polled every 100 ms,
-    only once everything was consumed, so these queries do not compete with the worker's
-    inserts before).
+    server equals the accepted events minus duplicate ones (polled every 100 ms, only once
+    everything was consumed, so these queries do not compete with the worker's inserts
+    before).
+
+    The topic was filled before the worker starts, in event-time order per partition (the
+    traffic model emits events in event-time order, the bulk producer appends them in that
+    order to each partition's batches, keyed by visitor, and aiokafka keeps one batch per
+    partition in flight), so no event may be late: :func:`completion_target` raises
+    BenchError whenever ``journey_events_late_total`` is above 0, checked at every read of
+    /metrics and once more at the end.
     """
     began = time.monotonic()
     worker = start_worker(
         res, "worker", topic, partitions=partitions, flush_interval_s=flush_interval_s
     )
+    log_path = worker.process.log_path
     recorder: ProfileRecorder | None = None
     try:
-        worker.wait_ready(timeout_s=120)
+        completion_target(worker.wait_ready(timeout_s=120), log_path)
 
         def first_event() -> float | None:
             worker.process.ensure_alive()
             totals = worker.metrics() or {}
+            completion_target(totals, log_path)
             return time.monotonic() if totals.get("journey_events_total", 0) > 0 else None
 
         t0: float = wait_for(first_event, timeout_s=120, interval_s=0.02, what="a first event")
@@ -143,6 +175,7 @@ def run_worker(
         while time.monotonic() < deadline:
             worker.process.ensure_alive()
             totals = worker.metrics() or totals
+            completion_target(totals, log_path)
             handled = totals.get("journey_events_total", 0) + totals.get(
                 "journey_events_rejected_total", 0
             )
@@ -152,7 +185,7 @@ def run_worker(
         else:
             raise BenchError(
                 f"the worker handled {handled:.0f} of {expected} events within {timeout_s:.0f} s;"
-                f" worker log {worker.process.log_path}"
+                f" worker log {log_path}"
             )
         consumed = time.monotonic() - t0
         backend = ServerBackend(worker.url)
@@ -164,11 +197,7 @@ def run_worker(
                 if polls % 5 == 0:  # late/duplicate counts settle with the last batches
                     totals = worker.metrics() or totals
                 polls += 1
-                target = int(
-                    totals.get("journey_events_total", 0)
-                    - totals.get("journey_events_late_total", 0)
-                    - totals.get("journey_events_duplicate_total", 0)
-                )
+                target = completion_target(totals, log_path)
                 seen = visible_events(backend)
                 if seen >= target:
                     break
@@ -176,13 +205,16 @@ def run_worker(
             else:
                 raise BenchError(
                     f"only {seen} of {target} events became visible in ClickHouse within "
-                    f"{timeout_s:.0f} s; worker log {worker.process.log_path}"
+                    f"{timeout_s:.0f} s; worker log {log_path}"
                 )
         finally:
             backend.close()
         visible = time.monotonic() - t0
         cpu = worker.process.cpu_seconds() - cpu0
         profile = recorder.finish() if recorder is not None else []
+        # Once more after the interval: a late event may have been counted after the last read.
+        totals = worker.metrics() or totals
+        completion_target(totals, log_path)
         return WorkerThroughput(
             events=target,
             consumed_s=consumed,

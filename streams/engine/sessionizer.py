@@ -6,8 +6,11 @@ are re-sessionized from scratch; the result is therefore exactly what an in-orde
 whatever the arrival order, as long as no accepted event precedes a closed session.
 The watermark guarantees that:
 
-* watermark = max(event time seen) - allowed_lateness, never decreasing (it may also be
-  pushed by the wall clock when the input is idle, see ``Sessionizer.advance``);
+* watermark = event-time progress - allowed_lateness, never decreasing. The progress is
+  the highest event time seen (one ordered source; the wall clock may also push it when
+  the input is idle, see ``Sessionizer.advance``), or, in the worker, the progress of the
+  slowest input partition, given by the caller (``external_watermark``, see
+  ``streams.engine.progress``);
 * an event with ``ts_ms < watermark`` is late: returned in ``EngineOutput.late``, never merged;
 * a session closes once ``watermark > last_event + session_timeout``. Every event accepted
   afterwards has ``ts_ms >= watermark``, so its gap to the closed session exceeds the
@@ -125,6 +128,11 @@ class Sessionizer:
     Call ``process`` with batches of accepted events in arrival order, ``advance`` with the
     wall clock when idle, ``close_all`` at the end of a replay. The store maps visitor key
     to ``VisitorState``; the heap of close deadlines is rebuilt from it on construction.
+
+    With ``external_watermark`` the events never move the watermark: the caller tracks
+    event-time progress (over several input partitions, whose events interleave in any
+    order) and raises the watermark through ``process(..., watermark_ms=...)``; the wall
+    clock is then the caller's business too.
     """
 
     def __init__(
@@ -132,11 +140,13 @@ class Sessionizer:
         config: SessionConfig,
         rules: StageRules,
         store: MutableMapping[str, VisitorState] | None = None,
+        external_watermark: bool = False,
     ) -> None:
         """Create a sessionizer; an existing ``store`` (after a restart) is indexed."""
         self.config = config
         self.rules = rules
         self.store: MutableMapping[str, VisitorState] = {} if store is None else store
+        self.external_watermark = external_watermark
         self._deadlines: list[tuple[int, str]] = []
         self._max_ts = _NEVER
         self._watermark = _NEVER
@@ -147,7 +157,7 @@ class Sessionizer:
             if state.events:
                 self._max_ts = max(self._max_ts, state.events[-1].ts_ms)
         heapq.heapify(self._deadlines)
-        if self._max_ts != _NEVER:
+        if self._max_ts != _NEVER and not external_watermark:
             # Events in the store were accepted, so the watermark was at least this high.
             self._watermark = self._max_ts - config.allowed_lateness_ms
 
@@ -166,15 +176,20 @@ class Sessionizer:
             self._watermark = watermark_ms
             self._max_ts = max(self._max_ts, watermark_ms + self.config.allowed_lateness_ms)
 
-    def process(self, events: Iterable[Event], now_ms: int | None = None) -> EngineOutput:
+    def process(
+        self, events: Iterable[Event], now_ms: int | None = None, watermark_ms: int | None = None
+    ) -> EngineOutput:
         """Sessionize a batch of events (arrival order); ``now_ms`` is the wall clock, if known.
 
         Lateness is decided event by event in arrival order, so the result does not depend
-        on how the input is split into batches.
+        on how the input is split into batches. With ``external_watermark``, every event is
+        judged against the watermark before the call, and the watermark then rises to
+        ``watermark_ms`` (if given and higher), closing the sessions it passes.
         """
         col = _Collector()
         lateness = self.config.allowed_lateness_ms
         watermark, max_ts = self._watermark, self._max_ts
+        track = not self.external_watermark
         groups: dict[str, list[Event]] = {}
         late = col.out.late
         for ev in events:
@@ -182,7 +197,7 @@ class Sessionizer:
             if ts < watermark:
                 late.append(ev)
                 continue
-            if ts > max_ts:
+            if track and ts > max_ts:
                 max_ts = ts
                 if ts - lateness > watermark:
                     watermark = ts - lateness
@@ -196,8 +211,10 @@ class Sessionizer:
             self._last_event_wall = now_ms
         for key, group in groups.items():
             self._ingest(key, group, col)
-        if now_ms is not None:
+        if track and now_ms is not None:
             self._follow_clock(now_ms)
+        if watermark_ms is not None and watermark_ms > self._watermark:
+            self._watermark = watermark_ms
         self._close_due(col)
         return col.finish(self._watermark)
 
@@ -301,6 +318,9 @@ class Sessionizer:
         old = {(s.first_ts, s.first_id): s.announced for s in state.sessions}
         firsts = [(events[lo].ts_ms, events[lo].event_id) for lo, _ in bounds]
         masks = [old.pop(f, -1) for f in firsts]
+        # A session whose first event is new opens (again, under a new id, when an earlier
+        # event re-identified it: the old id is among the removed), whatever it inherits.
+        new = [mask < 0 for mask in masks]
         for (f_ts, f_id), mask in old.items():
             # A vanished session lives on inside the new session holding its first event;
             # that session inherits what was already announced, so nothing is announced twice.
@@ -324,10 +344,9 @@ class Sessionizer:
                 break
             summary = summarise(events, lo, hi, prior, self.rules, closing)
             row = summary.row
-            mask = masks[n]
-            if mask < 0:
+            mask = max(masks[n], 0)
+            if new[n]:
                 col.out.opened += 1
-                mask = 0
             for bit, ts, before in summary.reached:
                 if not mask & bit:
                     mask |= bit

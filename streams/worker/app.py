@@ -33,7 +33,7 @@ import orjson
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
-from streams.engine.intake import parse_payload
+from streams.engine.intake import IntakeResult, parse_payload
 from streams.engine.sessionizer import EngineOutput, SessionConfig
 from streams.engine.stages import StageRules
 from streams.errors import StreamError
@@ -44,6 +44,8 @@ from streams.worker.codec import (
     chunk_forwarded,
     decode_forwarded,
     encode_forwarded,
+    encode_report,
+    forwarded_message,
     rejection_record,
 )
 from streams.worker.intake import IntakeConsumer
@@ -90,6 +92,8 @@ class WorkerRuntime:
     #: visitor key -> partition, so the hash is computed once per visitor, not per event.
     partition_cache: dict[str, int] = field(default_factory=dict)
     lag_partitions: set[int] = field(default_factory=set)
+    #: By-visitor partition -> monotonic time a progress report was last sent to it.
+    reported: dict[int, float] = field(default_factory=dict)
     counted_orders: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
 
@@ -109,6 +113,9 @@ SLOW_FLUSH_S = 1.0
 EXIT_OUTPUT_LOST = 75
 #: Visitors whose partition is cached (cleared when full: a cache, not state).
 PARTITION_CACHE_MAX = 500_000
+#: Every by-visitor partition gets the intake's progress report at least this often, with
+#: events or alone: a partition hearing nothing would hold its watermark (and sessions).
+REPORT_INTERVAL_S = 1.0
 
 
 def build_app(runtime: WorkerRuntime) -> faust.App:
@@ -158,14 +165,20 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
     async def forward(batch: Sequence[Any]) -> None:
         """Validate a batch of input records and forward it, one message per partition.
 
-        Rejections go to the dead-letter topic; accepted events are grouped by the
-        partition their visitor hashes to. Metrics are counted once per batch and type.
+        Rejections go to the dead-letter topic; accepted events, each with its source
+        (input partition, offset, index in the message), are grouped by the partition
+        their visitor hashes to. The last message to each partition carries the intake's
+        progress report, which covers this batch; a partition that got no events hears
+        the report alone, at least every ``REPORT_INTERVAL_S`` (also when the batch is
+        empty: that is how idle input keeps the watermark moving). Metrics are counted
+        once per batch and type.
         """
         now_ms = int(time.time() * 1000)
         now_s = now_ms / 1000
         groups: dict[int, list[bytes]] = defaultdict(list)
         partition_of = runtime.partition_cache
         by_type: Counter[str] = Counter()
+        tops: dict[int, int | None] = {}
         sends = []
         observe_lag = metrics.event_lag.observe
         for record in batch:
@@ -174,9 +187,14 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
             for rejection in result.rejections:
                 metrics.rejected.labels(rejection.reason).inc()
                 sends.append(await dlq.send(value=rejection_record(rejection, record, now_ms)))
-            for ev in result.events:
+            source, offset = record.partition, record.offset
+            top = tops.get(source)
+            for ev, index in zip(result.events, _accepted_indices(result), strict=True):
                 by_type[ev.event_type] += 1
-                observe_lag(max(0.0, now_s - ev.ts_ms / 1000))
+                ts = ev.ts_ms
+                if top is None or ts > top:
+                    top = ts
+                observe_lag(max(0.0, now_s - ts / 1000))
                 key = ev.visitor_key
                 partition = partition_of.get(key)
                 if partition is None:
@@ -184,18 +202,39 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                     if len(partition_of) >= PARTITION_CACHE_MAX:
                         partition_of.clear()
                     partition_of[key] = partition
-                groups[partition].append(encode_forwarded(ev))
+                groups[partition].append(encode_forwarded(ev, source, offset, index))
+            tops[source] = top
         for event_type, count in by_type.items():
             metrics.events.labels(event_type).inc(count)
+        report = await intake.report(tops)
+        encoded_report = encode_report(report) if report is not None else None
+        reported = runtime.reported
+        sent_s = time.monotonic()
         for partition, encoded in groups.items():
             message_key = str(partition).encode()
-            for value in chunk_forwarded(encoded, FORWARD_MAX_BYTES):
+            chunks = chunk_forwarded(encoded, FORWARD_MAX_BYTES)
+            for n, chunk in enumerate(chunks, start=1):
+                value = forwarded_message(chunk, encoded_report if n == len(chunks) else None)
                 sends.append(
                     await by_visitor.send(key=message_key, value=value, partition=partition)
                 )
+            reported[partition] = sent_s
+        if encoded_report is not None:
+            for partition in range(n_partitions):
+                if partition not in groups and sent_s - reported.get(partition, 0.0) >= (
+                    REPORT_INTERVAL_S
+                ):
+                    value = forwarded_message(b"[]", encoded_report)
+                    sends.append(
+                        await by_visitor.send(
+                            key=str(partition).encode(), value=value, partition=partition
+                        )
+                    )
+                    reported[partition] = sent_s
         # Delivered before the batch's offsets are committed: a crash re-forwards, never loses.
         await asyncio.gather(*sends)
-        metrics.batches.inc()
+        if batch:
+            metrics.batches.inc()
 
     intake = runtime.intake = IntakeConsumer(settings, forward)
 
@@ -208,7 +247,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         manual = stream.noack()
         async for event in manual.events():
             partition = event.message.partition
-            events = decode_forwarded(event.value)
+            message = decode_forwarded(event.value)
             async with runtime.lock:
                 state = runtime.partitions.get(partition)
                 if state is None:
@@ -225,10 +264,10 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                 skipped = state.gap(offset)
                 if skipped is not None:
                     await _repair(runtime, visitors, by_visitor.get_topic_name(), state, skipped)
-                out = state.apply(events, offset, int(time.time() * 1000))
+                out = state.apply(message, offset, int(time.time() * 1000))
                 await _publish(runtime, out)
                 runtime.unacked.append((manual, event))
-                runtime.unacked_events += len(events)
+                runtime.unacked_events += len(message.events)
                 if sink.due():
                     await _flush(runtime, visitors)
 
@@ -238,10 +277,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
             # Read the clock only now: the lock may have been held through a long flush.
             now_ms = int(time.time() * 1000)
             consumer: Any = app.consumer
-            input_lag = _update_consumer_lag(runtime)
-            # Unknown counts as waiting: an intake with no partitions yet (a rebalance after
-            # a crash) may be sitting on a backlog it cannot see.
-            input_backlog = input_lag > 0 or intake.busy or not intake.assigned()
+            _update_consumer_lag(runtime)
             by_visitor_name = by_visitor.get_topic_name()
             for partition, state in runtime.partitions.items():
                 tp = TP(by_visitor_name, partition)
@@ -254,10 +290,6 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                     # Messages wait in Kafka but none came for a while: the consumer skipped
                     # them (at the end of a partition no later message reveals the gap).
                     await _repair(runtime, visitors, by_visitor_name, state, waiting)
-                    waiting = None
-                backlog = input_backlog or waiting is not None
-                out = state.advance(now_ms, backlog)
-                await _publish(runtime, out)
                 metrics.watermark_lag.set(
                     max(0.0, (now_ms - state.sessionizer.watermark_ms) / 1000)
                 )
@@ -307,6 +339,19 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         await runtime.output.stop()
 
     return app
+
+
+def _accepted_indices(result: IntakeResult) -> Iterable[int]:
+    """Index of each accepted event in its message's batch envelope (0 for a single event).
+
+    Rejected elements keep their index in their ``Rejection``; the accepted ones are the
+    rest, in order. The index is part of an event's source, so it must not depend on
+    which neighbours were accepted.
+    """
+    rejected = {r.index for r in result.rejections if r.index is not None}
+    if not rejected:
+        return range(len(result.events))
+    return [i for i in range(len(result.events) + len(rejected)) if i not in rejected]
 
 
 def _owned_and_recovered(runtime: WorkerRuntime, app: faust.App, tp: TP) -> bool:

@@ -1,9 +1,22 @@
-"""Wire formats of the worker's own topics: forwarded events and dead-letter records."""
+"""Wire formats of the worker's own topics: forwarded events and dead-letter records.
+
+A message of the by-visitor topic is a JSON object:
+
+* ``"e"``: the forwarded events, each a compact JSON array: its source in the input (input
+  partition, offset of the input message, index of the event in the message's batch
+  envelope, 0 for a single event) followed by the ``Event`` fields in declaration order;
+* ``"r"`` (optional, applied after the events): the sending intake's event-time progress
+  report, ``{"n": input partition count, "p": [[input partition, progress ms], ...]}``
+  (see ``streams.engine.progress``).
+
+A plain JSON array of events without sources (the format before sources and reports
+existed) still decodes.
+"""
 
 from __future__ import annotations
 
 import base64
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any
 
@@ -11,21 +24,56 @@ import orjson
 
 from streams.engine.events import Event, new_event
 from streams.engine.intake import Rejection
+from streams.engine.progress import ProgressReport
 
 #: Field order of a forwarded event: a JSON array in Event's declaration order.
 EVENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Event))
 _as_tuple = attrgetter(*EVENT_FIELDS)
+#: A forwarded event's source: (input partition, input offset, index in the message).
+Source = tuple[int, int, int]
 
 
-def encode_forwarded(event: Event) -> bytes:
-    """One accepted event as a compact JSON array (no re-validation needed downstream)."""
-    return orjson.dumps(_as_tuple(event))
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """One decoded by-visitor message: events with their sources, then a progress report."""
+
+    events: list[Event]
+    #: The source of each event, in the same order; empty for a message without sources.
+    sources: list[Source]
+    report: ProgressReport | None = None
 
 
-def decode_forwarded(value: bytes) -> list[Event]:
-    """A forwarded batch (JSON array of encoded events) back into events."""
+def encode_forwarded(event: Event, partition: int, offset: int, index: int) -> bytes:
+    """One accepted event and its source as a compact JSON array (no re-validation needed)."""
+    return b"[%d,%d,%d," % (partition, offset, index) + orjson.dumps(_as_tuple(event))[1:]
+
+
+def encode_report(report: ProgressReport) -> bytes:
+    """The JSON form of a progress report (the value of a message's ``"r"``)."""
+    return orjson.dumps({"n": report.partitions, "p": report.progress})
+
+
+def forwarded_message(chunk: bytes, report: bytes | None = None) -> bytes:
+    """A by-visitor message: a chunk from :func:`chunk_forwarded`, and an encoded report."""
+    if report is None:
+        return b'{"e":' + chunk + b"}"
+    return b'{"e":' + chunk + b',"r":' + report + b"}"
+
+
+def decode_forwarded(value: bytes) -> Forwarded:
+    """A by-visitor message back into events, their sources and the progress report."""
+    obj = orjson.loads(value)
+    if isinstance(obj, list):
+        return Forwarded([new_event(*row) for row in obj], [])
+    rows = obj["e"]
     # new_event builds the same frozen Event without the per-field frozen-setattr cost.
-    return [new_event(*row) for row in orjson.loads(value)]
+    events = [new_event(*row[3:]) for row in rows]
+    sources: list[Source] = [(row[0], row[1], row[2]) for row in rows]
+    raw = obj.get("r")
+    report = None
+    if raw is not None:
+        report = ProgressReport(raw["n"], tuple((p, ms) for p, ms in raw["p"]))
+    return Forwarded(events, sources, report)
 
 
 def chunk_forwarded(encoded: list[bytes], max_bytes: int) -> list[bytes]:

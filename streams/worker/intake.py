@@ -11,25 +11,35 @@ sessionize agent, which is a Faust agent with its table and changelog.
 
 Offsets: committed only after every message produced for the batch (forwarded events and
 dead-letter records) is acknowledged by Kafka, so a crash re-forwards, never loses. A
-re-forwarded event is a duplicate downstream, dropped by event id in its open session.
+re-forwarded event is dropped downstream by its source (input partition, offset, index).
+
+Event-time progress: the consumer keeps a ``SourceProgress`` over its input partitions;
+:meth:`IntakeConsumer.report` folds a batch's highest event times into it and says which
+partitions are read to their end, so idle ones can be told apart from ones with a backlog
+(see ``streams.engine.progress``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from streams.engine.progress import ProgressReport, SourceProgress
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Handles one batch of records (any partitions); returns once its output is delivered.
+#: Handles one batch of records (any partitions, possibly none); returns once its output is
+#: delivered.
 BatchHandler = Callable[[Sequence[Any]], Awaitable[None]]
+#: Longest wait for the consumer's position of a partition whose high watermark is known.
+POSITION_TIMEOUT_S = 1.0
 
 
 class IntakeConsumer:
@@ -40,7 +50,8 @@ class IntakeConsumer:
         self._handle = handle
         self._consumer: AIOKafkaConsumer | None = None
         self._next: dict[TopicPartition, int] = {}
-        self.busy = False
+        #: Event-time progress and idleness of the owned input partitions.
+        self.progress = SourceProgress(round(settings.idle_grace_s * 1000))
         self.stopped = asyncio.Event()
 
     def _new_consumer(self) -> AIOKafkaConsumer:
@@ -71,9 +82,9 @@ class IntakeConsumer:
                     timeout_ms=200, max_records=self._settings.intake_batch
                 )
                 if not records:
-                    self.busy = False
+                    # Nothing to forward, but progress reports still go out on time.
+                    await self._handle([])
                     continue
-                self.busy = True
                 batch = [record for messages in records.values() for record in messages]
                 await self._handle(batch)
                 offsets = {tp: messages[-1].offset + 1 for tp, messages in records.items()}
@@ -84,29 +95,56 @@ class IntakeConsumer:
                     # The group rebalanced while we worked (IllegalStateError: a partition
                     # of the batch was revoked before the commit; once this crashed the
                     # worker). These records go to the new owner again, and downstream
-                    # drops them as duplicates by event id.
+                    # drops them by their source (input partition, offset, index).
                     log.warning("intake commit failed after a rebalance; batch will be redelivered")
-                self.busy = bool(self.lag())
         finally:
-            self.busy = False
             try:
                 await consumer.stop()
             except KafkaError:  # pragma: no cover - broker gone while stopping
                 log.warning("intake consumer did not stop cleanly", exc_info=True)
             self.stopped.set()
 
-    def assigned(self) -> bool:
-        """True once the consumer owns input partitions (False while a rebalance is pending).
+    async def report(self, tops: Mapping[int, int | None]) -> ProgressReport | None:
+        """Fold a batch into the progress and report every owned partition; None if none.
 
-        Until then the input's backlog is unknown, not zero: after a crash the group waits
-        for the dead member's session to expire before handing its partitions out.
+        ``tops``: per input partition that had records in the batch, the highest event
+        time accepted from it (None when every record was rejected).
         """
         consumer = self._consumer
-        return consumer is not None and bool(consumer.assignment())
+        if consumer is None:
+            return None
+        now_ms = int(time.time() * 1000)
+        progress = self.progress
+        assignment = consumer.assignment()
+        progress.assign((tp.partition for tp in assignment), now_ms)
+        progress.observe(tops, now_ms)
+        if not assignment:
+            return None
+        known = consumer.partitions_for_topic(self._settings.input_topic)
+        if known:
+            progress.partitions = len(known)
+        return progress.report(await self._caught_up(assignment), now_ms)
 
-    def lag(self) -> int:
-        """Messages between the next offset to read and the end, over assigned partitions."""
-        return sum(self.lag_by_partition().values())
+    async def _caught_up(self, assignment: Any) -> set[int]:
+        """The assigned partitions whose every record up to the high watermark was handed out.
+
+        A partition whose high watermark is not known yet (nothing fetched) is not caught up.
+        """
+        consumer = self._consumer
+        assert consumer is not None
+        caught_up: set[int] = set()
+        for tp in assignment:
+            try:
+                highwater = consumer.highwater(tp)
+                if highwater is None:
+                    continue
+                # Known at once after a fetch; bounded in case a reset is under way.
+                position = await asyncio.wait_for(consumer.position(tp), POSITION_TIMEOUT_S)
+            except (AssertionError, IllegalStateError, TimeoutError):
+                continue  # revoked meanwhile, or the position is being reset
+            if position >= highwater:
+                caught_up.add(tp.partition)
+        return caught_up
 
     def lag_by_partition(self) -> dict[int, int]:
         """Per input partition: high watermark minus the next offset to read."""

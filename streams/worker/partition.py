@@ -7,22 +7,30 @@ crashes harmless, and nothing about Kafka itself:
 * every visitor record carries the offset of the last message applied to it, so a message
   redelivered after a crash is skipped for the visitors it already reached (exactly once
   per visitor, whatever was or was not persisted before the crash);
+* per input partition, the source (input offset, index in the message) of the last event
+  taken from it: the intake forwards each input partition's events in order, so an event
+  at or before that source was forwarded twice (the intake re-read its input after a
+  crash or a rebalance) and is dropped, never called late;
+* the event-time progress of every input partition (``InputProgress``), merged from the
+  reports that come with the forwarded events. The watermark is the slowest input
+  partition's progress minus the allowed lateness, so how unevenly the input partitions
+  are read never makes an event late (docs/architecture.md, "Event time across
+  partitions");
 * the visitor records changed since the last checkpoint are tracked, so a checkpoint writes
   only those (batched state updates), after the rows they produced reached ClickHouse;
-* the watermark is part of the checkpoint, so a restarted worker calls the same events late;
+* the watermark, the input progress and sources are part of the checkpoint, so a
+  restarted worker calls the same events late and drops the same re-forwarded ones;
 * so is the next message offset the partition expects: every message is applied in offset
   order, and a message arriving past a gap (the consumer skipped offsets, which Faust's
   commit bookkeeping can do around a rebalance) is reported by :meth:`gap` so the adapter
-  fetches and applies the missing ones first;
-* the wall clock may move the watermark only after the partition has had neither a message
-  nor a backlog for the idle grace period (the adapter says when messages are waiting), so
-  a worker catching up, restarting, or stalled by a ClickHouse outage never turns its own
-  backlog late.
+  fetches and applies the missing ones first.
 
 Record layout (the value stored in the Faust table): 8-byte big-endian signed offset of
 the last applied message, then ``VisitorState.to_bytes()``. The partition's own record
-(key ``WATERMARK_KEY``): the 8-byte watermark, then the 8-byte next expected offset (absent
-in records written before it existed).
+(key ``WATERMARK_KEY``): the 8-byte watermark, the 8-byte next expected offset (-1:
+unknown), then a JSON object ``{"n": input partitions, "p": [[input partition, progress
+ms], ...], "s": [[input partition, offset, index], ...]}``. Records written before the
+JSON existed (8 or 16 bytes) still load.
 """
 
 from __future__ import annotations
@@ -31,10 +39,14 @@ import struct
 from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 
+import orjson
+
 from streams.engine.events import Event
+from streams.engine.progress import InputProgress
 from streams.engine.sessionizer import EngineOutput, SessionConfig, Sessionizer
 from streams.engine.stages import StageRules
 from streams.engine.state import VisitorState
+from streams.worker.codec import Forwarded
 
 _OFFSET = struct.Struct(">q")
 #: Table key holding a partition's watermark (visitor keys are never empty).
@@ -86,7 +98,7 @@ class Checkpoint:
 
 
 class PartitionState:
-    """The sessionizer of one partition plus offsets, dirty tracking and checkpoints."""
+    """The sessionizer of one partition plus offsets, sources, input progress and checkpoints."""
 
     def __init__(
         self,
@@ -98,9 +110,7 @@ class PartitionState:
     ) -> None:
         """Rebuild from the table records of this partition (empty for a new partition).
 
-        ``loaded_ms`` (wall clock) counts as activity: a partition loaded after a restart
-        waits a full idle grace before the clock may move its watermark, so messages still
-        on their way are not called late.
+        ``loaded_ms`` (wall clock) counts as the time a message was last applied.
         """
         self.partition = partition
         self._applied: dict[str, int] = {}
@@ -112,29 +122,29 @@ class PartitionState:
         #: Without one nothing of the partition was ever acknowledged (every checkpoint that
         #: follows an applied message writes it), so every message in the log is still due.
         self.checkpointed = False
+        #: Event-time progress of every input partition, as reported with the messages.
+        self.input = InputProgress()
+        #: Input partition -> (offset, index) of the last event taken from it.
+        self.sources: dict[int, tuple[int, int]] = {}
         for raw_key, value in records:
             if raw_key == WATERMARK_KEY:
                 self.checkpointed = True
-                watermark = _OFFSET.unpack_from(value)[0]
-                if len(value) >= 2 * _OFFSET.size:
-                    self.next_offset = _OFFSET.unpack_from(value, _OFFSET.size)[0]
+                watermark = self._load_own_record(value)
                 continue
             key = raw_key.decode()
             self._applied[key] = _OFFSET.unpack_from(value)[0]
             states[key] = VisitorState.from_bytes(value[_OFFSET.size :])
         self.store = TrackedStore(states)
-        self.sessionizer = Sessionizer(config, rules, self.store)
+        self.sessionizer = Sessionizer(config, rules, self.store, external_watermark=True)
         if watermark is not None:
             self.sessionizer.restore_watermark(watermark)
-        self._checkpointed_watermark = self.sessionizer.watermark_ms
-        self._checkpointed_next = self.next_offset
+        self._lateness_ms = config.allowed_lateness_ms
+        self._checkpointed_record = self._own_record() if self.checkpointed else None
         self.open_sessions = sum(len(state.sessions) for state in states.values())
+        #: Events skipped because their visitor's record already held their message.
         self.redelivered = 0
         #: Wall time of the last message applied (loading counts as one).
         self.applied_ms: int | None = loaded_ms
-        self._idle_grace_ms = config.idle_grace_ms
-        #: Wall time the partition last had work: a message applied or a backlog seen.
-        self._busy_ms: int | None = loaded_ms
 
     def expect_from(self, offset: int) -> None:
         """Set the first offset to apply when none is known (the log start, for a new partition)."""
@@ -152,49 +162,51 @@ class PartitionState:
             return None
         return range(expected, offset)
 
-    def apply(self, events: list[Event], offset: int, now_ms: int) -> EngineOutput:
-        """Apply the events of the message at ``offset``; skip visitors it already reached.
+    def apply(self, message: Forwarded, offset: int, now_ms: int) -> EngineOutput:
+        """Apply the message at ``offset``: its new events, then its progress report.
 
-        Messages must come in offset order apart from redeliveries: call :meth:`gap` first.
+        Skipped: events of visitors whose record already holds this message (a redelivery
+        after a crash), and events whose source is not past the last one taken from their
+        input partition (forwarded twice; counted in ``EngineOutput.duplicates``). Then
+        the report raises the watermark to the slowest input partition's progress minus
+        the allowed lateness. Messages must come in offset order apart from redeliveries:
+        call :meth:`gap` first.
         """
         if self.next_offset is None or offset >= self.next_offset:
             self.next_offset = offset + 1
+        self.applied_ms = now_ms
         applied = self._applied
-        fresh = [ev for ev in events if applied.get(ev.visitor_key, -1) < offset]
-        self.redelivered += len(events) - len(fresh)
-        self.applied_ms = self._busy_ms = now_ms
-        if not fresh:
-            # A message redelivered after a crash, already applied in full. Handing the
-            # sessionizer an empty batch with the clock would let it judge the partition idle
-            # (it has seen no event in this process yet) and move the watermark to the wall
-            # clock, turning the rest of the backlog late.
-            return EngineOutput(watermark_ms=self.sessionizer.watermark_ms)
-        out = self.sessionizer.process(fresh, now_ms)
+        events = message.events
+        fresh: list[Event] = []
+        reforwarded = 0
+        if message.sources:
+            sources = self.sources
+            for ev, (part, in_offset, index) in zip(events, message.sources, strict=True):
+                if applied.get(ev.visitor_key, -1) >= offset:
+                    continue
+                last = sources.get(part)
+                if last is not None and (in_offset, index) <= last:
+                    reforwarded += 1
+                    continue
+                sources[part] = (in_offset, index)
+                fresh.append(ev)
+        else:
+            fresh = [ev for ev in events if applied.get(ev.visitor_key, -1) < offset]
+        self.redelivered += len(events) - len(fresh) - reforwarded
+        watermark: int | None = None
+        if message.report is not None:
+            self.input.update(message.report)
+            low = self.input.low_ms()
+            if low is not None:
+                watermark = low - self._lateness_ms
+        out = self.sessionizer.process(fresh, now_ms, watermark)
+        out.duplicates += reforwarded
         for ev in fresh:
             applied[ev.visitor_key] = offset
+        for ev in events:
             # The visitor's record must be rewritten even when its state did not change
             # (duplicates, late events): its applied offset did.
             self.store.dirty.add(ev.visitor_key)
-        self._count(out)
-        return out
-
-    def advance(self, now_ms: int, backlog: bool = False) -> EngineOutput:
-        """Let the wall clock close sessions when the partition is idle.
-
-        ``backlog`` says that messages for this partition are waiting to be applied. The
-        sessionizer alone judges idleness by the time since the last event it was given,
-        which a stalled consumer (slow producer sends, a ClickHouse outage, a rebalance)
-        also reaches while its input piles up, and which a restarted worker reaches at once
-        (it has been given no event yet); moving the watermark to the wall clock then would
-        call the whole backlog late. So the clock is consulted only once the partition has
-        had neither a message nor a backlog for the idle grace period.
-        """
-        if backlog:
-            self._busy_ms = now_ms
-        busy = self._busy_ms
-        if busy is not None and now_ms - busy < self._idle_grace_ms:
-            return EngineOutput(watermark_ms=self.sessionizer.watermark_ms)
-        out = self.sessionizer.advance(now_ms)
         self._count(out)
         return out
 
@@ -210,17 +222,37 @@ class PartitionState:
                 continue
             offset = self._applied.get(key, -1)
             writes.append((key.encode(), _OFFSET.pack(offset) + state.to_bytes()))
-        watermark = self.sessionizer.watermark_ms
-        if watermark != self._checkpointed_watermark or self.next_offset != self._checkpointed_next:
-            # An unknown next offset (nothing applied yet) is not written: -1 would read back
-            # as "expect offset -1", which every message passes anyway, so the form is moot.
-            record = _OFFSET.pack(watermark)
-            if self.next_offset is not None:
-                record += _OFFSET.pack(self.next_offset)
+        record = self._own_record()
+        if record != self._checkpointed_record:
             writes.append((WATERMARK_KEY, record))
-            self._checkpointed_watermark = watermark
-            self._checkpointed_next = self.next_offset
+            self._checkpointed_record = record
         return Checkpoint(self.partition, writes)
+
+    def _own_record(self) -> bytes:
+        """The partition's record: watermark, next offset, input progress and sources."""
+        extra = {
+            "n": self.input.partitions,
+            "p": sorted(self.input.progress.items()),
+            "s": [(part, *source) for part, source in sorted(self.sources.items())],
+        }
+        next_offset = -1 if self.next_offset is None else self.next_offset
+        return (
+            _OFFSET.pack(self.sessionizer.watermark_ms)
+            + _OFFSET.pack(next_offset)
+            + orjson.dumps(extra)
+        )
+
+    def _load_own_record(self, value: bytes) -> int:
+        """Restore next offset, progress and sources from the partition's record; its watermark."""
+        watermark: int = _OFFSET.unpack_from(value)[0]
+        if len(value) >= 2 * _OFFSET.size:
+            next_offset = _OFFSET.unpack_from(value, _OFFSET.size)[0]
+            self.next_offset = next_offset if next_offset >= 0 else None
+        if len(value) > 2 * _OFFSET.size:
+            extra = orjson.loads(value[2 * _OFFSET.size :])
+            self.input = InputProgress(extra["n"], {part: ms for part, ms in extra["p"]})
+            self.sources = {part: (offset, index) for part, offset, index in extra["s"]}
+        return watermark
 
     def _count(self, out: EngineOutput) -> None:
         self.open_sessions += out.opened - out.closed - len(out.removed_session_ids)

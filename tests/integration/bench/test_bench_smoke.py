@@ -88,6 +88,8 @@ def test_bench_small_run_reports_every_figure(tmp_path: Path) -> None:
     }  # fmt: skip
     assert result["machine"]["cores"] >= 1
     assert result["naive"]["complete"] is True
+    # The input is in event-time order per partition: the worker must call nothing late.
+    assert result["worker"]["late"] == 0
     assert result["memory"]["open_after"] - result["memory"]["open_before"] >= 2000
     # Everything the run created is gone: topics, databases, the work folder.
     assert leftover_topics(result["run_tag"]) == []

@@ -27,8 +27,14 @@ from workerkit import (
 )
 
 from streams.engine.intake import parse_payload
+from streams.engine.progress import ProgressReport
 from streams.worker.app import FORWARD_MAX_BYTES, partition_for
-from streams.worker.codec import chunk_forwarded, encode_forwarded
+from streams.worker.codec import (
+    chunk_forwarded,
+    encode_forwarded,
+    encode_report,
+    forwarded_message,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -42,23 +48,30 @@ PER_MESSAGE = 25
 
 
 def _fill_by_visitor_topic(topic: str, lines: list[bytes]) -> dict[int, int]:
-    """Forward the events as the intake would; returns messages per partition."""
+    """Forward the events as the intake would; returns messages per partition.
+
+    Each line is one message of input partition 0 (its offset: the line number); every
+    forwarded message carries a progress report of everything forwarded before it.
+    """
     now_ms = int(time.time() * 1000)
-    by_partition: dict[int, list[bytes]] = defaultdict(list)
-    for line in lines:
+    by_partition: dict[int, list[tuple[bytes, int]]] = defaultdict(list)
+    top = 0
+    for offset, line in enumerate(lines):
         for event in parse_payload(line, now_ms).events:
+            top = max(top, event.ts_ms)
             by_partition[partition_for(event.visitor_key, PARTITIONS)].append(
-                encode_forwarded(event)
+                (encode_forwarded(event, 0, offset, 0), top)
             )
     producer = KafkaProducer(bootstrap_servers=BROKERS, acks="all")
     counts: dict[int, int] = {}
     try:
-        for partition, encoded in sorted(by_partition.items()):
-            values = [
-                value
-                for i in range(0, len(encoded), PER_MESSAGE)
-                for value in chunk_forwarded(encoded[i : i + PER_MESSAGE], FORWARD_MAX_BYTES)
-            ]
+        for partition, forwarded in sorted(by_partition.items()):
+            values = []
+            for i in range(0, len(forwarded), PER_MESSAGE):
+                group = forwarded[i : i + PER_MESSAGE]
+                report = encode_report(ProgressReport(1, ((0, group[-1][1]),)))
+                chunks = chunk_forwarded([encoded for encoded, _ in group], FORWARD_MAX_BYTES)
+                values += [forwarded_message(chunk, report) for chunk in chunks]
             for value in values:
                 producer.send(topic, key=str(partition).encode(), value=value, partition=partition)
             counts[partition] = len(values)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from streams.engine.events import Event
+from streams.engine.progress import ProgressReport
 from streams.engine.rows import SessionRow
 from streams.engine.sessionizer import EngineOutput, SessionConfig, sessionize_all
 from streams.engine.stages import StageRules
+from streams.worker.codec import Forwarded
 from streams.worker.partition import WATERMARK_KEY, PartitionState
 
 T0 = 1_700_000_000_000
@@ -34,8 +37,35 @@ def _traffic(seed: int, visitors: int = 12, per_visitor: int = 15) -> list[Event
     return events
 
 
-def _messages(events: list[Event], size: int) -> list[list[Event]]:
-    return [events[i : i + size] for i in range(0, len(events), size)]
+class _Intake:
+    """Forwards events as the worker's intake does: sources in order, then a report.
+
+    Each event is one input message of ``partition`` (the next offset there); the report
+    holds the highest event time forwarded from every input partition so far.
+    """
+
+    def __init__(self, partitions: int = 1) -> None:
+        self.partitions = partitions
+        self.offsets = [0] * partitions
+        self.tops: dict[int, int] = {}
+
+    def forward(self, events: Sequence[Event], partition: int = 0) -> Forwarded:
+        sources = []
+        for ev in events:
+            sources.append((partition, self.offsets[partition], 0))
+            self.offsets[partition] += 1
+            self.tops[partition] = max(self.tops.get(partition, ev.ts_ms), ev.ts_ms)
+        report = ProgressReport(self.partitions, tuple(sorted(self.tops.items())))
+        return Forwarded(list(events), sources, report)
+
+
+def _messages(events: list[Event], size: int) -> list[Forwarded]:
+    intake = _Intake()
+    return [intake.forward(events[i : i + size]) for i in range(0, len(events), size)]
+
+
+def _one(*events: Event, intake: _Intake | None = None) -> Forwarded:
+    return (intake or _Intake()).forward(events)
 
 
 def _fold(outputs: list[EngineOutput]) -> dict[str, SessionRow]:
@@ -88,7 +118,7 @@ def test_crash_after_checkpoint_before_ack_skips_redelivered_messages() -> None:
         for off, msg in enumerate(messages[redeliver_from:], start=redeliver_from)
     ]
     outputs.append(restarted.sessionizer.close_all())
-    assert restarted.redelivered == sum(len(m) for m in messages[redeliver_from:crash_at])
+    assert restarted.redelivered == sum(len(m.events) for m in messages[redeliver_from:crash_at])
     expected = {row.session_id: row for row in sessionize_all(events, CONFIG, RULES).sessions}
     assert _fold(outputs) == expected
 
@@ -114,13 +144,14 @@ def test_crash_before_checkpoint_reprocesses_from_the_last_one() -> None:
 
 
 def test_checkpoint_writes_only_changed_visitors_and_the_watermark() -> None:
-    """A checkpoint holds the visitors touched since the previous one, plus a moved watermark."""
+    """A checkpoint holds the visitors touched since the previous one, plus a changed own record."""
     state = PartitionState(0, CONFIG, RULES)
-    state.apply([Event("a1", "page_view", T0, "a", anonymous_id="a")], 0, now_ms=0)
-    state.apply([Event("b1", "page_view", T0 + 1, "b", anonymous_id="b")], 1, now_ms=0)
+    intake = _Intake()
+    state.apply(_one(Event("a1", "page_view", T0, "a", anonymous_id="a"), intake=intake), 0, 0)
+    state.apply(_one(Event("b1", "page_view", T0 + 1, "b", anonymous_id="b"), intake=intake), 1, 0)
     keys = [key for key, _ in state.checkpoint().writes]
     assert keys == [b"a", b"b", WATERMARK_KEY]
-    state.apply([Event("a2", "page_view", T0 + 2, "a", anonymous_id="a")], 2, now_ms=0)
+    state.apply(_one(Event("a2", "page_view", T0 + 2, "a", anonymous_id="a"), intake=intake), 2, 0)
     assert [key for key, _ in state.checkpoint().writes] == [b"a", WATERMARK_KEY]
     assert state.checkpoint().writes == []
 
@@ -129,11 +160,14 @@ def test_restored_watermark_keeps_late_events_late() -> None:
     """After a restart, an event the first run called late is still late."""
     lateness = CONFIG.allowed_lateness_ms
     first = PartitionState(0, CONFIG, RULES)
-    first.apply([Event("a1", "page_view", T0, "a", anonymous_id="a")], 0, now_ms=0)
-    first.apply([Event("b1", "page_view", T0 + 3 * 3_600_000, "b", anonymous_id="b")], 1, 0)
+    intake = _Intake()
+    first.apply(_one(Event("a1", "page_view", T0, "a", anonymous_id="a"), intake=intake), 0, 0)
+    hours_later = Event("b1", "page_view", T0 + 3 * 3_600_000, "b", anonymous_id="b")
+    first.apply(_one(hours_later, intake=intake), 1, 0)
     restarted = PartitionState(0, CONFIG, RULES, _records([first.checkpoint().writes]))
     assert restarted.sessionizer.watermark_ms == T0 + 3 * 3_600_000 - lateness
-    out = restarted.apply([Event("c1", "page_view", T0 + 60_000, "c", anonymous_id="c")], 2, 0)
+    late = Event("c1", "page_view", T0 + 60_000, "c", anonymous_id="c")
+    out = restarted.apply(_one(late, intake=intake), 2, 0)
     assert [ev.event_id for ev in out.late] == ["c1"]
 
 
@@ -141,14 +175,23 @@ def test_open_session_count_follows_opens_closes_and_merges() -> None:
     """The open-session gauge source counts opened minus closed minus merged away."""
     # 30 min of allowed lateness, so the gap-filling event below is accepted, not late.
     state = PartitionState(0, SessionConfig(allowed_lateness_ms=30 * MINUTE), RULES)
-    state.apply([Event("a1", "page_view", T0, "a", anonymous_id="a")], 0, 0)
-    state.apply([Event("a2", "page_view", T0 + 40 * MINUTE, "a", anonymous_id="a")], 1, 0)
+    intake = _Intake()
+    state.apply(_one(Event("a1", "page_view", T0, "a", anonymous_id="a"), intake=intake), 0, 0)
+    # An earlier event re-identifies the session (a new id, the old one removed): still one.
+    a0 = Event("a0", "page_view", T0 - 5 * MINUTE, "a", anonymous_id="a")
+    out = state.apply(_one(a0, intake=intake), 1, 0)
+    assert (out.opened, len(out.removed_session_ids)) == (1, 1)
+    assert state.open_sessions == 1
+    a2 = Event("a2", "page_view", T0 + 40 * MINUTE, "a", anonymous_id="a")
+    state.apply(_one(a2, intake=intake), 2, 0)
     assert state.open_sessions == 2
     # A gap-filling event merges the two sessions into one.
-    state.apply([Event("a3", "page_view", T0 + 20 * MINUTE, "a", anonymous_id="a")], 2, 0)
+    a3 = Event("a3", "page_view", T0 + 20 * MINUTE, "a", anonymous_id="a")
+    state.apply(_one(a3, intake=intake), 3, 0)
     assert state.open_sessions == 1
     # An event hours later moves the watermark past the session: it closes, z opens.
-    state.apply([Event("z", "page_view", T0 + 10 * 3_600_000, "z", anonymous_id="z")], 3, 0)
+    z = Event("z", "page_view", T0 + 10 * 3_600_000, "z", anonymous_id="z")
+    state.apply(_one(z, intake=intake), 4, 0)
     assert state.open_sessions == 1
 
 
@@ -167,32 +210,14 @@ def test_forwarded_batches_are_split_under_the_size_limit() -> None:
     assert _chunks([b"[1]"], 2) == [b"[[1]]"]  # a lone oversized event still goes out
 
 
-def test_clock_does_not_move_the_watermark_while_a_backlog_waits() -> None:
-    """With messages waiting, the wall clock never closes sessions; after the grace it may."""
-    config = SessionConfig(idle_grace_ms=5_000)
-    state = PartitionState(0, config, RULES)
-    state.apply([Event("a1", "page_view", T0, "a", anonymous_id="a")], 0, now_ms=1_000)
-    wall = T0 + 10 * 3_600_000  # hours after the event: an idle advance would close it
-    for step in range(10):
-        out = state.advance(wall + step * 1_000, backlog=True)
-        assert out.sessions == []
-        assert state.open_sessions == 1
-    # No backlog, but the grace since the last backlog has not passed yet.
-    assert state.advance(wall + 12_000, backlog=False).sessions == []
-    closed = state.advance(wall + 9_000 + 5_000 + 1, backlog=False)
-    assert [row.closed for row in closed.sessions] == [1]
-    assert state.open_sessions == 0
-
-
 def test_fully_redelivered_message_leaves_the_watermark_alone() -> None:
     """A restarted partition given only already-applied events keeps its watermark."""
     first = PartitionState(0, CONFIG, RULES)
-    first.apply([Event("a1", "page_view", T0, "a", anonymous_id="a")], 5, now_ms=0)
+    message = _one(Event("a1", "page_view", T0, "a", anonymous_id="a"))
+    first.apply(message, 5, now_ms=0)
     restarted = PartitionState(0, CONFIG, RULES, _records([first.checkpoint().writes]))
     before = restarted.sessionizer.watermark_ms
-    out = restarted.apply(
-        [Event("a1", "page_view", T0, "a", anonymous_id="a")], 5, now_ms=T0 + 10 * 3_600_000
-    )
+    out = restarted.apply(message, 5, now_ms=T0 + 10 * 3_600_000)
     assert restarted.redelivered == 1
     assert out.late == []
     assert out.sessions == []
@@ -202,13 +227,14 @@ def test_fully_redelivered_message_leaves_the_watermark_alone() -> None:
 def test_gap_reports_skipped_offsets_and_survives_a_restart() -> None:
     """Offsets are applied in order; a message past a gap names the offsets to fetch first."""
     state = PartitionState(0, CONFIG, RULES)
+    intake = _Intake()
     assert state.gap(7) is None  # nothing known yet: any first offset is accepted
-    state.apply([Event("a1", "page_view", T0, "a", anonymous_id="a")], 7, now_ms=0)
+    state.apply(_one(Event("a1", "page_view", T0, "a", anonymous_id="a"), intake=intake), 7, 0)
     assert state.gap(8) is None
     assert state.gap(5) is None  # a redelivery, not a gap
     assert state.gap(11) == range(8, 11)
-    state.apply([Event("a2", "page_view", T0 + 1, "a", anonymous_id="a")], 8, now_ms=0)
-    state.apply([Event("a0", "page_view", T0 - 1, "a", anonymous_id="a")], 3, now_ms=0)
+    state.apply(_one(Event("a2", "page_view", T0 + 1, "a", anonymous_id="a"), intake=intake), 8, 0)
+    state.apply(_one(Event("a0", "page_view", T0 - 1, "a", anonymous_id="a"), intake=intake), 3, 0)
     assert state.next_offset == 9  # a redelivered lower offset does not move it back
     restarted = PartitionState(0, CONFIG, RULES, _records([state.checkpoint().writes]))
     assert restarted.next_offset == 9
@@ -234,7 +260,114 @@ def test_partition_never_checkpointed_expects_every_message_from_the_log_start()
     assert state.gap(37) == range(0, 37)
     state.expect_from(5)  # a known offset is never replaced
     assert state.next_offset == 0
-    state.apply([Event("a1", "page_view", T0, "a", anonymous_id="a")], 0, now_ms=0)
+    state.apply(_one(Event("a1", "page_view", T0, "a", anonymous_id="a")), 0, now_ms=0)
     restarted = PartitionState(2, CONFIG, RULES, _records([state.checkpoint().writes]))
     assert restarted.checkpointed
     assert restarted.next_offset == 1
+
+
+def _split_by_input(events: list[Event], partitions: int) -> list[list[Event]]:
+    """The events of each input partition (visitor number modulo ``partitions``), in order."""
+    parts: list[list[Event]] = [[] for _ in range(partitions)]
+    for ev in events:
+        parts[int(ev.visitor_key[1:]) % partitions].append(ev)
+    return parts
+
+
+def test_input_partitions_read_unevenly_make_nothing_late() -> None:
+    """One input partition read to its end before another starts: no event late, rows exact.
+
+    The catch-up case of issue 11: a single watermark from the highest event time seen
+    called most of the slower partition late.
+    """
+    events = _traffic(5, visitors=16, per_visitor=20)
+    first, second = _split_by_input(events, 2)
+    intake = _Intake(partitions=2)
+    messages = [intake.forward(first[i : i + 6], partition=0) for i in range(0, len(first), 6)]
+    messages += [intake.forward(second[i : i + 6], partition=1) for i in range(0, len(second), 6)]
+    state = PartitionState(0, CONFIG, RULES)
+    outputs = [state.apply(msg, offset, now_ms=0) for offset, msg in enumerate(messages)]
+    reading_first = outputs[: len(first) // 6]
+    assert not any(out.closed for out in reading_first), "partition 1 unknown: nothing closes"
+    assert sum(len(out.late) for out in outputs) == 0
+    assert sum(out.closed for out in outputs) > 0, "the watermark moved once both reported"
+    outputs.append(state.sessionizer.close_all())
+    expected = {row.session_id: row for row in sessionize_all(events, CONFIG, RULES).sessions}
+    assert _fold(outputs) == expected
+
+
+def test_reforwarded_events_are_dropped_by_source_never_late() -> None:
+    """Events the intake forwards again (re-read input) are duplicates, even once closed."""
+    events = _traffic(6)
+    messages = _messages(events, 5)
+    state = PartitionState(0, CONFIG, RULES)
+    outputs = [state.apply(msg, off, now_ms=0) for off, msg in enumerate(messages[:-1])]
+    assert sum(out.closed for out in outputs) > 0
+    # The intake crashed before committing, re-read from message 2 on, and this time its
+    # batch also reaches the last, new message: new by-visitor offsets, old sources.
+    offset = len(messages)
+    for msg in messages[2:-2]:
+        outputs.append(state.apply(msg, offset, now_ms=0))
+        offset += 1
+    straddling = Forwarded(
+        messages[-2].events + messages[-1].events,
+        messages[-2].sources + messages[-1].sources,
+        messages[-1].report,
+    )
+    outputs.append(state.apply(straddling, offset, now_ms=0))
+    assert sum(len(out.late) for out in outputs) == 0
+    reforwarded = sum(len(m.events) for m in messages[2:-1])
+    assert sum(out.duplicates for out in outputs) == reforwarded
+    outputs.append(state.sessionizer.close_all())
+    expected = {row.session_id: row for row in sessionize_all(events, CONFIG, RULES).sessions}
+    assert _fold(outputs) == expected
+
+
+def test_input_progress_and_sources_survive_a_restart() -> None:
+    """After a restart the watermark waits for the same input partitions, and drops the same."""
+    events = _traffic(7)
+    first, second = _split_by_input(events, 2)
+    intake = _Intake(partitions=2)
+    early = intake.forward(first[:10], partition=0)
+    state = PartitionState(0, CONFIG, RULES)
+    state.apply(early, 0, now_ms=0)
+    restarted = PartitionState(0, CONFIG, RULES, _records([state.checkpoint().writes]))
+    assert restarted.input.partitions == 2
+    assert restarted.input.progress == {0: max(ev.ts_ms for ev in first[:10])}
+    assert restarted.input.low_ms() is None  # input partition 1 still unknown
+    assert restarted.sources == {0: (9, 0)}
+    again = restarted.apply(early, 1, now_ms=0)  # re-forwarded after the restart
+    assert again.duplicates == 10
+    assert again.sessions == []
+    restarted.apply(intake.forward(second[:1], partition=1), 2, now_ms=0)
+    assert restarted.input.low_ms() == min(first[9].ts_ms, second[0].ts_ms)
+
+
+def test_forwarded_message_round_trip_and_legacy_arrays() -> None:
+    """Events, sources and the report survive the wire; a plain event array still decodes."""
+    import orjson
+
+    from streams.engine.progress import ProgressReport as Report
+    from streams.worker.codec import (
+        EVENT_FIELDS,
+        chunk_forwarded,
+        decode_forwarded,
+        encode_forwarded,
+        encode_report,
+        forwarded_message,
+    )
+
+    events = _traffic(8, visitors=3, per_visitor=4)
+    encoded = [encode_forwarded(ev, 3, 100 + n, n % 2) for n, ev in enumerate(events)]
+    report = Report(8, ((0, T0), (3, T0 + 5)))
+    (chunk,) = chunk_forwarded(encoded, 1 << 20)
+    decoded = decode_forwarded(forwarded_message(chunk, encode_report(report)))
+    assert decoded.events == events
+    assert decoded.sources == [(3, 100 + n, n % 2) for n in range(len(events))]
+    assert decoded.report == report
+    assert decode_forwarded(forwarded_message(chunk)).report is None
+    legacy = orjson.dumps([[getattr(ev, name) for name in EVENT_FIELDS] for ev in events])
+    old = decode_forwarded(legacy)
+    assert old.events == events
+    assert old.sources == []
+    assert old.report is None

@@ -1,0 +1,251 @@
+"""Exact under backlog (issue 11): input waiting on several partitions when the worker starts.
+
+Every test here produces days of generated traffic to a multi-partition input topic
+*before* the worker starts, so the worker reads it as a backlog, partitions unevenly (one
+fetch can hold days of one partition and minutes of another). The worker must call no
+event late (its counter and the late topic stay empty) and end with exactly the rows and
+figures of ``journey replay`` over the same events (the reference, computed without Kafka).
+Before per-partition event time, 66% of a 3-partition backlog of real data went late.
+
+Traffic density: ``sparse`` is 1 event per minute per input partition over three days
+(the case that turned events late); ``dense`` is the bench's default density (about 140
+events per second of event time).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+import warnings
+import zlib
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from workerkit import (
+    BROKERS,
+    GeneratedRun,
+    Names,
+    WorkerProcess,
+    assert_same_as_replay,
+    poll,
+    prepare_run,
+    progress,
+    read_topic,
+    seeded_delays,
+    total,
+    visitor_key,
+    wait_complete,
+)
+
+with warnings.catch_warnings():
+    # kafka-python 3.0 uses a deprecated importlib.resources call at import time.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka import KafkaProducer
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+#: Three days at one event per minute per input partition.
+SPARSE_DAYS = 3
+#: The bench's default: 1,000,000 events over 2 hours of event time.
+DENSE_RATE = 140.0
+DENSE_EVENTS = 60_000
+#: Half the allowed lateness (JOURNEY_ALLOWED_LATENESS_S default 600 s), in milliseconds.
+HALF_LATENESS_MS = 300_000
+#: Wait for a backlog to be complete (the worker processes ~10k events/s here).
+COMPLETE_S = 180.0
+
+#: A Kafka record to produce: key, value and the partition (None: by key, Kafka's hash).
+Record = tuple[bytes | None, bytes, int | None]
+
+
+def generate_backlog(
+    tmp_path: Path,
+    names: Names,
+    partitions: int,
+    density: str,
+    seed: int,
+    days: int = SPARSE_DAYS,
+) -> GeneratedRun:
+    """Generated traffic for ``partitions`` input partitions, and its replay reference."""
+    if density == "sparse":
+        events = partitions * 60 * 24 * days
+        rate = partitions / 60
+    else:
+        events, rate = DENSE_EVENTS, DENSE_RATE
+    return prepare_run(tmp_path, names, events, seed, "--sim-rate", f"{rate:.6f}")
+
+
+def event_ms(line: bytes) -> int:
+    """Event time (epoch ms) of a generated line: RFC 3339 text or epoch milliseconds."""
+    stamp = json.loads(line)["timestamp"]
+    if isinstance(stamp, int):
+        return stamp
+    return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def by_visitor(lines: Sequence[bytes]) -> list[Record]:
+    """Keyed by visitor, as a store's collector would: Kafka's partitioner places them."""
+    return [(visitor_key(line), line, None) for line in lines]
+
+
+def produce_records(topic: str, records: Sequence[Record]) -> None:
+    """Send ``records`` in order and wait until Kafka has every one."""
+    producer = KafkaProducer(bootstrap_servers=BROKERS, acks=1, linger_ms=20)
+    try:
+        futures = [
+            producer.send(topic, key=key, value=value, partition=partition)
+            for key, value, partition in records
+        ]
+        producer.flush(timeout=120)
+        for future in futures:
+            future.get(timeout=60)
+    finally:
+        producer.close(timeout=10)
+
+
+def assert_nothing_late(names: Names, worker: WorkerProcess) -> None:
+    """No event went late: the live worker's counter is 0 and the late topic is empty.
+
+    The topic is what every incarnation wrote (counters restart with a process).
+    """
+    samples = worker.metrics()
+    assert total(samples, "journey_events_late_total") == 0, worker.log_tail(20)
+    late = read_topic(names.late_topic, expected=0, timeout_s=5)
+    assert late == [], f"{len(late)} events on the late topic, e.g. {late[:2]}"
+
+
+def run_backlog(
+    names: Names,
+    workers: Callable[..., WorkerProcess],
+    run: GeneratedRun,
+    records: Sequence[Record],
+) -> WorkerProcess:
+    """Produce the whole backlog, then start a worker; wait until it equals replay."""
+    produce_records(names.topic, records)
+    worker = workers(names, "backlog").start()
+    worker.wait_ready()
+    wait_complete([worker], names.url, run.expected_events, timeout_s=COMPLETE_S)
+    assert total(worker.metrics(), "journey_events_total") == len(run.lines)
+    assert_nothing_late(names, worker)
+    assert_same_as_replay(names)
+    return worker
+
+
+@pytest.mark.parametrize(
+    ("names", "partitions", "density"),
+    [(4, 4, "sparse"), (8, 8, "sparse"), (4, 4, "dense"), (8, 8, "dense")],
+    indirect=["names"],
+    ids=["4-sparse", "8-sparse", "4-dense", "8-dense"],
+)
+def test_backlog_across_partitions_in_time_order(
+    tmp_path: Path,
+    names: Names,
+    workers: Callable[..., WorkerProcess],
+    partitions: int,
+    density: str,
+) -> None:
+    """Days of traffic in time order on 4 and 8 partitions: nothing late, rows equal replay."""
+    run = generate_backlog(tmp_path, names, partitions, density, seed=41 + partitions)
+    run_backlog(names, workers, run, by_visitor(run.lines))
+
+
+@pytest.mark.parametrize("names", [8], indirect=True)
+def test_backlog_with_disorder_of_half_the_allowed_lateness(
+    tmp_path: Path, names: Names, workers: Callable[..., WorkerProcess]
+) -> None:
+    """Each event produced up to 5 minutes after its place in time: still none late."""
+    run = generate_backlog(tmp_path, names, 8, "sparse", seed=51)
+    rng = random.Random(51)
+    shuffled = sorted(run.lines, key=lambda line: event_ms(line) + rng.randrange(HALF_LATENESS_MS))
+    assert shuffled != run.lines
+    run_backlog(names, workers, run, by_visitor(shuffled))
+
+
+@pytest.mark.parametrize("names", [4], indirect=True)
+def test_backlog_keyed_at_random(
+    tmp_path: Path, names: Names, workers: Callable[..., WorkerProcess]
+) -> None:
+    """Input keyed by a random id (a visitor's events over every partition): the same."""
+    run = generate_backlog(tmp_path, names, 4, "sparse", seed=61)
+    rng = random.Random(61)
+    records: list[Record] = [
+        (uuid.UUID(int=rng.getrandbits(128)).bytes, line, None) for line in run.lines
+    ]
+    run_backlog(names, workers, run, records)
+
+
+@pytest.mark.parametrize("names", [4], indirect=True)
+def test_backlog_with_an_empty_partition_and_one_that_stops_halfway(
+    tmp_path: Path, names: Names, workers: Callable[..., WorkerProcess]
+) -> None:
+    """Partition 3 never gets traffic, partition 2 none after the first half: sessions close.
+
+    Both hold the watermark back only until they have been read to their end and idle for
+    JOURNEY_IDLE_GRACE_S (4 s in these tests), then drop out (docs/architecture.md).
+    """
+    run = generate_backlog(tmp_path, names, 3, "sparse", seed=71)
+    times = [event_ms(line) for line in run.lines]
+    halfway = (min(times) + max(times)) // 2
+    records: list[Record] = []
+    for line, ts in zip(run.lines, times, strict=True):
+        key = visitor_key(line)
+        assert key is not None
+        bucket = zlib.crc32(key)
+        partition = bucket % 3
+        if partition == 2 and ts >= halfway:
+            partition = bucket % 2  # the visitor's later events move to partition 0 or 1
+        records.append((key, line, partition))
+    assert {p for _, _, p in records} == {0, 1, 2}
+    assert all(ts < halfway for (_, _, p), ts in zip(records, times, strict=True) if p == 2)
+    run_backlog(names, workers, run, records)
+
+
+@pytest.mark.parametrize("names", [4], indirect=True)
+def test_backlog_with_three_sigkills_during_the_catch_up(
+    tmp_path: Path, names: Names, workers: Callable[..., WorkerProcess]
+) -> None:
+    """Three SIGKILLs while the backlog is read: nothing late, lost or doubled.
+
+    Each restart re-reads the input from the intake's last commit: the events it forwards
+    again are dropped by their source, not called late once their sessions have closed.
+    """
+    run = generate_backlog(tmp_path, names, 4, "sparse", seed=81, days=2 * SPARSE_DAYS)
+    produce_records(names.topic, by_visitor(run.lines))
+    worker = workers(names, "killed").start()
+    worker.wait_ready()
+    for number, delay in enumerate(seeded_delays(20261127, 3, 0.2, 0.8), start=1):
+        poll(lambda: _processing(worker), timeout_s=90, what=f"incarnation {number} to process",
+             describe=worker.log_tail)  # fmt: skip
+        time.sleep(delay)
+        _, events_in_clickhouse, _ = progress(names.url)
+        assert events_in_clickhouse < run.expected_events, (
+            f"kill {number} would land after the catch-up completed; add events"
+        )
+        worker.kill()
+        worker.start()
+        worker.wait_ready()
+    wait_complete([worker], names.url, run.expected_events, timeout_s=COMPLETE_S)
+    assert_nothing_late(names, worker)
+    assert_same_as_replay(names)
+
+
+def _processing(worker: WorkerProcess) -> bool:
+    """True once this incarnation works on the backlog (its counters start at 0).
+
+    Its intake may have nothing left to read (an earlier one forwarded the whole input),
+    so sessions started or closed count as well as events taken in.
+    """
+    worker.assert_alive("before it could be killed")
+    samples = worker.scrape()
+    return samples is not None and any(
+        total(samples, name) > 0
+        for name in (
+            "journey_events_total",
+            "journey_sessions_started_total",
+            "journey_sessions_closed_total",
+        )
+    )
