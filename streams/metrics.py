@@ -71,16 +71,21 @@ class JourneyMetrics:
             ),
             late=Counter(
                 "journey_events_late_total",
-                "Events beyond the allowed lateness, routed to the late topic.",
+                "Events older than the slowest input partition's event time minus the allowed"
+                " lateness, routed to the late topic.",
                 registry=reg,
             ),
             duplicates=Counter(
                 "journey_events_duplicate_total",
-                "Events dropped because their event_id was already seen.",
+                "Events dropped as already seen: an event_id repeated in an open session, or an"
+                " event the intake forwarded again (re-read input).",
                 registry=reg,
             ),
             sessions_started=Counter(
-                "journey_sessions_started_total", "Sessions opened.", registry=reg
+                "journey_sessions_started_total",
+                "Sessions opened (a session an earlier event re-identifies opens again under its"
+                " new id).",
+                registry=reg,
             ),
             sessions_closed=Counter(
                 "journey_sessions_closed_total",

@@ -92,7 +92,10 @@ class Settings:
     max_session_s: float = _setting(86400.0, _positive_float, "maximum session length")
     allowed_lateness_s: float = _setting(600.0, _positive_float, "how late an event may arrive")
     idle_grace_s: float = _setting(
-        60.0, _positive_float, "idle wall time after which the watermark follows the clock"
+        60.0,
+        _positive_float,
+        "an input partition read to its end and without records this long is idle: it stops "
+        "holding back event time, and once all are idle the watermark follows the clock",
     )
     split_on_campaign: bool = _setting(
         False, _flag, "start a new session when the campaign changes"

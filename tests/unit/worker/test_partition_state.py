@@ -78,6 +78,11 @@ def _fold(outputs: list[EngineOutput]) -> dict[str, SessionRow]:
     return rows
 
 
+def _replayed(events: list[Event]) -> dict[str, SessionRow]:
+    """The session rows of a replay of ``events`` (the reference), by id."""
+    return {row.session_id: row for row in sessionize_all(events, CONFIG, RULES).sessions}
+
+
 def _records(checkpoints: list[list[tuple[bytes, bytes | None]]]) -> list[tuple[bytes, bytes]]:
     """What a compacted changelog holds after these checkpoint writes (latest per key)."""
     table: dict[bytes, bytes] = {}
@@ -98,8 +103,7 @@ def test_uninterrupted_run_equals_replay() -> None:
         state.apply(msg, offset, now_ms=0) for offset, msg in enumerate(_messages(events, 7))
     ]
     outputs.append(state.sessionizer.close_all())
-    expected = {row.session_id: row for row in sessionize_all(events, CONFIG, RULES).sessions}
-    assert _fold(outputs) == expected
+    assert _fold(outputs) == _replayed(events)
 
 
 def test_crash_after_checkpoint_before_ack_skips_redelivered_messages() -> None:
@@ -119,8 +123,7 @@ def test_crash_after_checkpoint_before_ack_skips_redelivered_messages() -> None:
     ]
     outputs.append(restarted.sessionizer.close_all())
     assert restarted.redelivered == sum(len(m.events) for m in messages[redeliver_from:crash_at])
-    expected = {row.session_id: row for row in sessionize_all(events, CONFIG, RULES).sessions}
-    assert _fold(outputs) == expected
+    assert _fold(outputs) == _replayed(events)
 
 
 def test_crash_before_checkpoint_reprocesses_from_the_last_one() -> None:
@@ -139,8 +142,7 @@ def test_crash_before_checkpoint_reprocesses_from_the_last_one() -> None:
     restarted = PartitionState(0, CONFIG, RULES, _records(checkpoints))
     outputs += [restarted.apply(msg, off, now_ms=0) for off, msg in enumerate(messages) if off > 10]
     outputs.append(restarted.sessionizer.close_all())
-    expected = {row.session_id: row for row in sessionize_all(events, CONFIG, RULES).sessions}
-    assert _fold(outputs) == expected
+    assert _fold(outputs) == _replayed(events)
 
 
 def test_checkpoint_writes_only_changed_visitors_and_the_watermark() -> None:
@@ -292,8 +294,7 @@ def test_input_partitions_read_unevenly_make_nothing_late() -> None:
     assert sum(len(out.late) for out in outputs) == 0
     assert sum(out.closed for out in outputs) > 0, "the watermark moved once both reported"
     outputs.append(state.sessionizer.close_all())
-    expected = {row.session_id: row for row in sessionize_all(events, CONFIG, RULES).sessions}
-    assert _fold(outputs) == expected
+    assert _fold(outputs) == _replayed(events)
 
 
 def test_reforwarded_events_are_dropped_by_source_never_late() -> None:
@@ -319,8 +320,7 @@ def test_reforwarded_events_are_dropped_by_source_never_late() -> None:
     reforwarded = sum(len(m.events) for m in messages[2:-1])
     assert sum(out.duplicates for out in outputs) == reforwarded
     outputs.append(state.sessionizer.close_all())
-    expected = {row.session_id: row for row in sessionize_all(events, CONFIG, RULES).sessions}
-    assert _fold(outputs) == expected
+    assert _fold(outputs) == _replayed(events)
 
 
 def test_input_progress_and_sources_survive_a_restart() -> None:
