@@ -80,15 +80,30 @@ class SourceProgress:
                 self._sources[partition] = _Source(None, now_ms)
 
     def observe(self, tops: Mapping[int, int | None], now_ms: int) -> None:
-        """Records were read: per partition, the highest accepted event time (None: none)."""
+        """Records were read: per partition, the highest accepted event time (None: none).
+
+        Only accepted events count as traffic: a partition that gets nothing but rejected
+        records (tombstones, health checks) still goes idle, or it would hold the
+        watermark for ever.
+        """
         sources = self._sources
         for partition, top in tops.items():
             source = sources.get(partition)
             if source is None:
                 source = sources[partition] = _Source(None, now_ms)
+            if top is None:
+                continue
             source.last_record_ms = now_ms
-            if top is not None and (source.top_ms is None or top > source.top_ms):
+            if source.top_ms is None or top > source.top_ms:
                 source.top_ms = top
+
+    def quiet(self, now_ms: int) -> list[int]:
+        """The owned partitions without an accepted event for ``idle_ms``: idle if caught up."""
+        return [
+            partition
+            for partition, source in self._sources.items()
+            if now_ms - source.last_record_ms >= self.idle_ms
+        ]
 
     def report(self, caught_up: Collection[int], now_ms: int) -> ProgressReport:
         """Progress of every owned partition; ``caught_up``: those read up to their end."""

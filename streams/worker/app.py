@@ -45,12 +45,13 @@ from streams.worker.codec import (
     decode_forwarded,
     encode_forwarded,
     encode_report,
+    encode_topic,
     forwarded_message,
     rejection_record,
 )
 from streams.worker.intake import IntakeConsumer
 from streams.worker.output import OutputProducer
-from streams.worker.partition import WATERMARK_KEY, Checkpoint, PartitionState
+from streams.worker.partition import WATERMARK_KEY, PartitionState
 from streams.worker.partitioning import partition_for_key
 from streams.worker.repair import GapFetcher
 from streams.worker.topics import by_visitor_topic
@@ -154,6 +155,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         **raw,
     )
     dlq = app.topic(settings.dlq_topic, **raw)
+    input_topic = encode_topic(settings.input_topic)
     visitors = app.Table(
         "visitors",
         partitions=n_partitions,
@@ -214,7 +216,12 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
             message_key = str(partition).encode()
             chunks = chunk_forwarded(encoded, FORWARD_MAX_BYTES)
             for n, chunk in enumerate(chunks, start=1):
-                value = forwarded_message(chunk, encoded_report if n == len(chunks) else None)
+                if n > 1:
+                    # One chunk at a time: a later chunk delivered after an earlier one failed
+                    # would make the re-read copies of the earlier one look forwarded twice.
+                    await sends[-1]
+                report_bytes = encoded_report if n == len(chunks) else None
+                value = forwarded_message(input_topic, chunk, report_bytes)
                 sends.append(
                     await by_visitor.send(key=message_key, value=value, partition=partition)
                 )
@@ -224,7 +231,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                 if partition not in groups and sent_s - reported.get(partition, 0.0) >= (
                     REPORT_INTERVAL_S
                 ):
-                    value = forwarded_message(b"[]", encoded_report)
+                    value = forwarded_message(input_topic, b"[]", encoded_report)
                     sends.append(
                         await by_visitor.send(
                             key=str(partition).encode(), value=value, partition=partition
@@ -563,22 +570,21 @@ async def _flush(runtime: WorkerRuntime, table: Any, checkpoint: bool = False) -
     if not (checkpoint or _checkpoint_due(runtime)):
         await runtime.output.submit()
         return
+    checkpoints = [state.checkpoint() for state in runtime.partitions.values()]
     checkpointed = 0
-    for state in runtime.partitions.values():
-        writes = state.checkpoint()
-        checkpointed += len(writes.writes)
-        await _write_checkpoint(runtime, table, writes)
+    for cp in checkpoints:
+        checkpointed += len(cp.writes)
+        await _write_checkpoint(runtime, table, cp.partition, cp.visitors)
+    owns = [(cp.partition, cp.own) for cp in checkpoints if cp.own is not None]
+    if owns:
+        # A partition's record (its sources) must not be durable without the visitor
+        # records before it: delivered first, then the partition records.
+        await _deliver_output(runtime)
+        for partition, own in owns:
+            await _write_checkpoint(runtime, table, partition, [(WATERMARK_KEY, own)])
     encoded = time.monotonic()
     # Output records and changelog writes are acknowledged before the input is.
-    try:
-        await runtime.output.flush()
-    except StreamError:
-        # Kafka refused checkpoint or output records even after the client's retries. The
-        # changed visitors were drained from the dirty set, so no later flush would write
-        # them again, and acknowledging anything from now on could lose events. Stop the
-        # way a crash does (no flush, no commit, nothing acknowledged); the restarted
-        # worker recovers from the changelog and the redelivered input.
-        _exit_unrecoverable("output not delivered")
+    await _deliver_output(runtime)
     unacked, runtime.unacked = runtime.unacked, []
     runtime.unacked_events = 0
     runtime.last_checkpoint = time.monotonic()
@@ -595,7 +601,25 @@ async def _flush(runtime: WorkerRuntime, table: Any, checkpoint: bool = False) -
         )  # fmt: skip
 
 
-async def _write_checkpoint(runtime: WorkerRuntime, table: Any, checkpoint: Checkpoint) -> None:
+async def _deliver_output(runtime: WorkerRuntime) -> None:
+    """Wait until Kafka has every output and changelog record sent so far, or exit."""
+    try:
+        await runtime.output.flush()
+    except StreamError:
+        # Kafka refused checkpoint or output records even after the client's retries. The
+        # changed visitors were drained from the dirty set, so no later flush would write
+        # them again, and acknowledging anything from now on could lose events. Stop the
+        # way a crash does (no flush, no commit, nothing acknowledged); the restarted
+        # worker recovers from the changelog and the redelivered input.
+        _exit_unrecoverable("output not delivered")
+
+
+async def _write_checkpoint(
+    runtime: WorkerRuntime,
+    table: Any,
+    partition: int,
+    writes: Sequence[tuple[bytes, bytes | None]],
+) -> None:
     """Write records to the table store and its changelog, in the partition they belong to.
 
     The changelog records go through the output producer with an explicit partition: the
@@ -603,13 +627,13 @@ async def _write_checkpoint(runtime: WorkerRuntime, table: Any, checkpoint: Chec
     delete), without its per-record bookkeeping. Faust recovers the table from them.
     """
     changelog = table.changelog_topic.get_topic_name()
-    for key, value in checkpoint.writes:
-        store_key = _watermark_key(checkpoint.partition) if key == b"" else key
+    for key, value in writes:
+        store_key = _watermark_key(partition) if key == WATERMARK_KEY else key
         if value is None:
             table.data.pop(store_key, None)
         else:
             table.data[store_key] = value
-        await runtime.output.send(changelog, store_key, value, partition=checkpoint.partition)
+        await runtime.output.send(changelog, store_key, value, partition=partition)
 
 
 def _update_consumer_lag(runtime: WorkerRuntime) -> int:

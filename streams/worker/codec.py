@@ -2,6 +2,7 @@
 
 A message of the by-visitor topic is a JSON object:
 
+* ``"t"``: the input topic the events were read from;
 * ``"e"``: the forwarded events, each a compact JSON array: its source in the input (input
   partition, offset of the input message, index of the event in the message's batch
   envelope, 0 for a single event) followed by the ``Event`` fields in declaration order;
@@ -41,6 +42,8 @@ class Forwarded:
     #: The source of each event, in the same order; empty for a message without sources.
     sources: list[Source]
     report: ProgressReport | None = None
+    #: The input topic of the sources (None for a message without sources).
+    topic: str | None = None
 
 
 def encode_forwarded(event: Event, partition: int, offset: int, index: int) -> bytes:
@@ -53,11 +56,17 @@ def encode_report(report: ProgressReport) -> bytes:
     return orjson.dumps({"n": report.partitions, "p": report.progress})
 
 
-def forwarded_message(chunk: bytes, report: bytes | None = None) -> bytes:
-    """A by-visitor message: a chunk from :func:`chunk_forwarded`, and an encoded report."""
+def encode_topic(topic: str) -> bytes:
+    """The JSON form of the input topic's name (the value of a message's ``"t"``)."""
+    return orjson.dumps(topic)
+
+
+def forwarded_message(topic: bytes, chunk: bytes, report: bytes | None = None) -> bytes:
+    """A by-visitor message: encoded topic, a chunk from :func:`chunk_forwarded`, a report."""
+    head = b'{"t":' + topic + b',"e":' + chunk
     if report is None:
-        return b'{"e":' + chunk + b"}"
-    return b'{"e":' + chunk + b',"r":' + report + b"}"
+        return head + b"}"
+    return head + b',"r":' + report + b"}"
 
 
 def decode_forwarded(value: bytes) -> Forwarded:
@@ -73,7 +82,7 @@ def decode_forwarded(value: bytes) -> Forwarded:
     report = None
     if raw is not None:
         report = ProgressReport(raw["n"], tuple((p, ms) for p, ms in raw["p"]))
-    return Forwarded(events, sources, report)
+    return Forwarded(events, sources, report, obj.get("t"))
 
 
 def chunk_forwarded(encoded: list[bytes], max_bytes: int) -> list[bytes]:

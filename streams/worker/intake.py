@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 BatchHandler = Callable[[Sequence[Any]], Awaitable[None]]
 #: Longest wait for the consumer's position of a partition whose high watermark is known.
 POSITION_TIMEOUT_S = 1.0
+#: A partition counts as read to its end only if a fetch response came this recently: with
+#: its leader unreachable, the last high watermark known would be stale.
+FETCH_FRESH_MS = 10_000
 
 
 class IntakeConsumer:
@@ -123,27 +126,33 @@ class IntakeConsumer:
         known = consumer.partitions_for_topic(self._settings.input_topic)
         if known:
             progress.partitions = len(known)
-        return progress.report(await self._caught_up(assignment), now_ms)
+        quiet = progress.quiet(now_ms)
+        caught_up = await self._caught_up(quiet, now_ms) if quiet else set()
+        return progress.report(caught_up, now_ms)
 
-    async def _caught_up(self, assignment: Any) -> set[int]:
-        """The assigned partitions whose every record up to the high watermark was handed out.
+    async def _caught_up(self, partitions: list[int], now_ms: int) -> set[int]:
+        """Those of ``partitions`` whose every record up to the high watermark was handed out.
 
-        A partition whose high watermark is not known yet (nothing fetched) is not caught up.
+        Not caught up: a partition whose high watermark is not known yet (nothing fetched),
+        or was last fetched more than ``FETCH_FRESH_MS`` ago (its leader unreachable).
         """
         consumer = self._consumer
         assert consumer is not None
+        topic = self._settings.input_topic
         caught_up: set[int] = set()
-        for tp in assignment:
+        for partition in partitions:
+            tp = TopicPartition(topic, partition)
             try:
                 highwater = consumer.highwater(tp)
-                if highwater is None:
+                fetched_ms = consumer.last_poll_timestamp(tp)
+                if highwater is None or fetched_ms is None or now_ms - fetched_ms > FETCH_FRESH_MS:
                     continue
                 # Known at once after a fetch; bounded in case a reset is under way.
                 position = await asyncio.wait_for(consumer.position(tp), POSITION_TIMEOUT_S)
             except (AssertionError, IllegalStateError, TimeoutError):
                 continue  # revoked meanwhile, or the position is being reset
             if position >= highwater:
-                caught_up.add(tp.partition)
+                caught_up.add(partition)
         return caught_up
 
     def lag_by_partition(self) -> dict[int, int]:

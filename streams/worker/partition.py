@@ -28,13 +28,19 @@ crashes harmless, and nothing about Kafka itself:
 Record layout (the value stored in the Faust table): 8-byte big-endian signed offset of
 the last applied message, then ``VisitorState.to_bytes()``. The partition's own record
 (key ``WATERMARK_KEY``): the 8-byte watermark, the 8-byte next expected offset (-1:
-unknown), then a JSON object ``{"n": input partitions, "p": [[input partition, progress
-ms], ...], "s": [[input partition, offset, index], ...]}``. Records written before the
-JSON existed (8 or 16 bytes) still load.
+unknown), then a JSON object ``{"t": input topic, "n": input partitions, "p": [[input
+partition, progress ms], ...], "s": [[input partition, offset, index], ...]}``. Records
+written before the JSON existed (8 or 16 bytes) still load.
+
+The partition's record must never be durable without the visitor records written before
+it (the sources it holds would drop the redelivered events of a visitor whose record was
+lost): the adapter delivers the visitor records of a checkpoint before its own record
+(``Checkpoint.visitors``, then ``Checkpoint.own``).
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
@@ -47,6 +53,8 @@ from streams.engine.sessionizer import EngineOutput, SessionConfig, Sessionizer
 from streams.engine.stages import StageRules
 from streams.engine.state import VisitorState
 from streams.worker.codec import Forwarded
+
+log = logging.getLogger(__name__)
 
 _OFFSET = struct.Struct(">q")
 #: Table key holding a partition's watermark (visitor keys are never empty).
@@ -91,10 +99,22 @@ class TrackedStore(MutableMapping[str, VisitorState]):
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """Table writes of one partition: (key, value or None to delete), watermark last."""
+    """Table writes of one partition: (key, value or None to delete).
+
+    ``visitors`` must be durable before ``own`` (the partition's record, None when it did
+    not change) is written.
+    """
 
     partition: int
-    writes: list[tuple[bytes, bytes | None]]
+    visitors: list[tuple[bytes, bytes | None]]
+    own: bytes | None = None
+
+    @property
+    def writes(self) -> list[tuple[bytes, bytes | None]]:
+        """Every write in order: the visitors, then the partition's record."""
+        if self.own is None:
+            return self.visitors
+        return [*self.visitors, (WATERMARK_KEY, self.own)]
 
 
 class PartitionState:
@@ -126,6 +146,8 @@ class PartitionState:
         self.input = InputProgress()
         #: Input partition -> (offset, index) of the last event taken from it.
         self.sources: dict[int, tuple[int, int]] = {}
+        #: The input topic ``sources`` and ``input`` refer to (None until a message says).
+        self.input_topic: str | None = None
         for raw_key, value in records:
             if raw_key == WATERMARK_KEY:
                 self.checkpointed = True
@@ -167,14 +189,18 @@ class PartitionState:
 
         Skipped: events of visitors whose record already holds this message (a redelivery
         after a crash), and events whose source is not past the last one taken from their
-        input partition (forwarded twice; counted in ``EngineOutput.duplicates``). Then
-        the report raises the watermark to the slowest input partition's progress minus
-        the allowed lateness. Messages must come in offset order apart from redeliveries:
-        call :meth:`gap` first.
+        input partition (forwarded twice; counted in ``EngineOutput.duplicates``). Every
+        source seen moves the last one, skipped or not: after a restore from a checkpoint
+        older than some visitor records, a redelivered message skipped for its visitor
+        must still let a later copy of it be recognised. Then the report raises the
+        watermark to the slowest input partition's progress minus the allowed lateness.
+        Messages must come in offset order apart from redeliveries: call :meth:`gap` first.
         """
         if self.next_offset is None or offset >= self.next_offset:
             self.next_offset = offset + 1
         self.applied_ms = now_ms
+        if message.topic is not None and message.topic != self.input_topic:
+            self._switch_topic(message.topic)
         applied = self._applied
         events = message.events
         fresh: list[Event] = []
@@ -182,13 +208,16 @@ class PartitionState:
         if message.sources:
             sources = self.sources
             for ev, (part, in_offset, index) in zip(events, message.sources, strict=True):
+                source = (in_offset, index)
+                last = sources.get(part)
+                seen = last is not None and source <= last
+                if not seen:
+                    sources[part] = source
                 if applied.get(ev.visitor_key, -1) >= offset:
                     continue
-                last = sources.get(part)
-                if last is not None and (in_offset, index) <= last:
+                if seen:
                     reforwarded += 1
                     continue
-                sources[part] = (in_offset, index)
                 fresh.append(ev)
         else:
             fresh = [ev for ev in events if applied.get(ev.visitor_key, -1) < offset]
@@ -201,14 +230,29 @@ class PartitionState:
                 watermark = low - self._lateness_ms
         out = self.sessionizer.process(fresh, now_ms, watermark)
         out.duplicates += reforwarded
+        dirty = self.store.dirty
         for ev in fresh:
             applied[ev.visitor_key] = offset
-        for ev in events:
             # The visitor's record must be rewritten even when its state did not change
             # (duplicates, late events): its applied offset did.
-            self.store.dirty.add(ev.visitor_key)
+            dirty.add(ev.visitor_key)
         self._count(out)
         return out
+
+    def _switch_topic(self, topic: str) -> None:
+        """Messages now come from another input topic: its offsets and progress start afresh.
+
+        The watermark stays (it never goes back). Without this, a worker pointed at a new
+        topic would take its low offsets for copies of the old topic's and drop them.
+        """
+        if self.input_topic is not None:
+            log.warning(
+                "partition %d: input topic changed from %r to %r; input progress and sources "
+                "start afresh", self.partition, self.input_topic, topic,
+            )  # fmt: skip
+            self.sources = {}
+            self.input = InputProgress()
+        self.input_topic = topic
 
     def checkpoint(self) -> Checkpoint:
         """Records changed since the last checkpoint, to write after the rows are durable."""
@@ -222,15 +266,17 @@ class PartitionState:
                 continue
             offset = self._applied.get(key, -1)
             writes.append((key.encode(), _OFFSET.pack(offset) + state.to_bytes()))
-        record = self._own_record()
-        if record != self._checkpointed_record:
-            writes.append((WATERMARK_KEY, record))
+        record: bytes | None = self._own_record()
+        if record == self._checkpointed_record:
+            record = None
+        else:
             self._checkpointed_record = record
-        return Checkpoint(self.partition, writes)
+        return Checkpoint(self.partition, writes, record)
 
     def _own_record(self) -> bytes:
         """The partition's record: watermark, next offset, input progress and sources."""
         extra = {
+            "t": self.input_topic,
             "n": self.input.partitions,
             "p": sorted(self.input.progress.items()),
             "s": [(part, *source) for part, source in sorted(self.sources.items())],
@@ -252,6 +298,7 @@ class PartitionState:
             extra = orjson.loads(value[2 * _OFFSET.size :])
             self.input = InputProgress(extra["n"], {part: ms for part, ms in extra["p"]})
             self.sources = {part: (offset, index) for part, offset, index in extra["s"]}
+            self.input_topic = extra.get("t")
         return watermark
 
     def _count(self, out: EngineOutput) -> None:

@@ -33,6 +33,7 @@ from streams.worker.codec import (
     chunk_forwarded,
     encode_forwarded,
     encode_report,
+    encode_topic,
     forwarded_message,
 )
 
@@ -47,13 +48,14 @@ PARTITIONS = 4
 PER_MESSAGE = 25
 
 
-def _fill_by_visitor_topic(topic: str, lines: list[bytes]) -> dict[int, int]:
+def _fill_by_visitor_topic(topic: str, input_topic: str, lines: list[bytes]) -> dict[int, int]:
     """Forward the events as the intake would; returns messages per partition.
 
     Each line is one message of input partition 0 (its offset: the line number); every
     forwarded message carries a progress report of everything forwarded before it.
     """
     now_ms = int(time.time() * 1000)
+    source_topic = encode_topic(input_topic)
     by_partition: dict[int, list[tuple[bytes, int]]] = defaultdict(list)
     top = 0
     for offset, line in enumerate(lines):
@@ -71,7 +73,7 @@ def _fill_by_visitor_topic(topic: str, lines: list[bytes]) -> dict[int, int]:
                 group = forwarded[i : i + PER_MESSAGE]
                 report = encode_report(ProgressReport(1, ((0, group[-1][1]),)))
                 chunks = chunk_forwarded([encoded for encoded, _ in group], FORWARD_MAX_BYTES)
-                values += [forwarded_message(chunk, report) for chunk in chunks]
+                values += [forwarded_message(source_topic, chunk, report) for chunk in chunks]
             for value in values:
                 producer.send(topic, key=str(partition).encode(), value=value, partition=partition)
             counts[partition] = len(values)
@@ -98,7 +100,7 @@ def test_messages_skipped_by_the_consumer_group_are_read_and_applied(
     run = prepare_run(tmp_path, names, EVENTS, 5)
     topic = f"{names.app_id}-events-by-visitor"
     create_topic(topic, PARTITIONS)
-    counts = _fill_by_visitor_topic(topic, run.lines)
+    counts = _fill_by_visitor_topic(topic, names.topic, run.lines)
     assert len(counts) == PARTITIONS, counts
     assert min(counts.values()) > 4, counts
     middle = counts[0] // 2

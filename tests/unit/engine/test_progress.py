@@ -54,6 +54,17 @@ def test_partition_is_idle_only_when_caught_up_and_quiet_for_the_timeout() -> No
     assert idle == {0: now + 66 * SECOND - IDLE, 1: now + 66 * SECOND - IDLE}
 
 
+def test_partition_with_only_rejected_records_still_goes_idle() -> None:
+    """Tombstones or health checks (all rejected) are no traffic: they must not hold it."""
+    source = SourceProgress(IDLE)
+    source.assign([0], now_ms=0)
+    source.observe({0: T0}, now_ms=0)
+    for now in range(1_000, 20_000, 1_000):
+        source.observe({0: None}, now_ms=now)
+    assert source.quiet(now_ms=19_000) == [0]
+    assert source.report(caught_up={0}, now_ms=19_000).progress == ((0, max(T0, 19_000 - IDLE)),)
+
+
 def test_empty_partition_counts_from_its_assignment() -> None:
     """A partition that never had a record is unknown until idle_ms after it was assigned."""
     source = SourceProgress(IDLE)
@@ -212,3 +223,29 @@ def test_one_partition_days_ahead_of_another_in_one_batch() -> None:
     assert late == []
     sessions, _ = apply_outputs(outputs)
     assert sessions == {row.session_id: row for row in sessionize_all(events, CFG, RULES).sessions}
+
+
+def test_when_traffic_stops_the_clock_closes_sessions() -> None:
+    """Every partition idle: the watermark follows the clock, idle grace + lateness behind."""
+    source = SourceProgress(IDLE)
+    source.partitions = 2
+    source.assign([0, 1], now_ms=T0)
+    receiver = InputProgress()
+    sessionizer = Sessionizer(CFG, RULES, external_watermark=True)
+
+    def step(now: int, events: list[Event], partition: int = 0) -> int:
+        if events:
+            source.observe({partition: max(e.ts_ms for e in events)}, now)
+        receiver.update(source.report(caught_up={0, 1}, now_ms=now))
+        low = receiver.low_ms()
+        out = sessionizer.process(events, now, None if low is None else low - LATENESS)
+        return out.closed
+
+    # Live traffic: event time is the wall clock; partition 1 never gets any.
+    assert step(T0, [ev("a", T0, visitor="x")]) == 0
+    assert step(T0 + SECOND, [ev("b", T0 + SECOND, visitor="x")]) == 0
+    last = T0 + SECOND
+    due = last + CFG.session_timeout_ms + LATENESS + IDLE
+    # Nothing more arrives: the session stays open until the clock passes its deadline.
+    assert step(due - SECOND, []) == 0
+    assert step(due + SECOND, []) == 1

@@ -354,6 +354,7 @@ def test_forwarded_message_round_trip_and_legacy_arrays() -> None:
         decode_forwarded,
         encode_forwarded,
         encode_report,
+        encode_topic,
         forwarded_message,
     )
 
@@ -361,13 +362,68 @@ def test_forwarded_message_round_trip_and_legacy_arrays() -> None:
     encoded = [encode_forwarded(ev, 3, 100 + n, n % 2) for n, ev in enumerate(events)]
     report = Report(8, ((0, T0), (3, T0 + 5)))
     (chunk,) = chunk_forwarded(encoded, 1 << 20)
-    decoded = decode_forwarded(forwarded_message(chunk, encode_report(report)))
+    topic = encode_topic('click"stream')
+    decoded = decode_forwarded(forwarded_message(topic, chunk, encode_report(report)))
+    assert decoded.topic == 'click"stream'
     assert decoded.events == events
     assert decoded.sources == [(3, 100 + n, n % 2) for n in range(len(events))]
     assert decoded.report == report
-    assert decode_forwarded(forwarded_message(chunk)).report is None
+    assert decode_forwarded(forwarded_message(topic, chunk)).report is None
     legacy = orjson.dumps([[getattr(ev, name) for name in EVENT_FIELDS] for ev in events])
     old = decode_forwarded(legacy)
     assert old.events == events
     assert old.sources == []
     assert old.report is None
+
+
+def test_copy_of_a_closed_session_stays_dropped_after_a_partial_checkpoint() -> None:
+    """A crash after a visitor's record reached the changelog but not the partition's own.
+
+    The restored sources are older than the visitor's record; the redelivered message is
+    skipped for that visitor, yet its source must still count, or the intake's copy of the
+    same event (re-read input) would reopen a session that had already closed.
+    """
+    intake = _Intake()
+    state = PartitionState(0, CONFIG, RULES)
+    state.apply(intake.forward([Event("u1", "page_view", T0 - 1, "u", anonymous_id="u")]), 0, 0)
+    base = _records([state.checkpoint().writes])  # the last complete checkpoint
+    original = intake.forward([Event("v1", "page_view", T0, "v", anonymous_id="v")])
+    copy = Forwarded(original.events, original.sources, original.report)  # re-read input
+    later = intake.forward([Event("w1", "page_view", T0 + 3 * 3_600_000, "w", anonymous_id="w")])
+    state.apply(original, 1, 0)
+    assert state.apply(copy, 2, 0).duplicates == 1
+    assert state.apply(later, 3, 0).closed == 2  # u's and v's sessions close
+    partial = state.checkpoint()
+    v_record = [(key, value) for key, value in partial.visitors if key == b"v"]
+    assert v_record
+    # Crash: v's record was delivered; w's, u's and the partition's own record were not.
+    restarted = PartitionState(0, CONFIG, RULES, _merge(base, v_record))
+    redone = [restarted.apply(msg, off, 0) for off, msg in ((1, original), (2, copy), (3, later))]
+    assert redone[1].duplicates == 1
+    assert sum(len(out.late) for out in redone) == 0
+    assert [row for out in redone for row in out.sessions if row.visitor_key == "v"] == []
+    assert restarted.store["v"].closed_sessions == 1
+
+
+def _merge(
+    records: list[tuple[bytes, bytes]], newer: list[tuple[bytes, bytes | None]]
+) -> list[tuple[bytes, bytes]]:
+    """A compacted changelog after ``records`` and then the ``newer`` writes."""
+    return _records([[*records], newer])
+
+
+def test_a_new_input_topic_starts_sources_and_progress_afresh() -> None:
+    """Offsets of a new input topic start low again: not copies of the old topic's events."""
+    state = PartitionState(0, CONFIG, RULES)
+    old = _Intake()
+    message = old.forward([Event(f"a{i}", "page_view", T0 + i, "a", anonymous_id="a")
+                           for i in range(5)])  # fmt: skip
+    state.apply(Forwarded(message.events, message.sources, message.report, "clicks"), 0, 0)
+    assert state.sources == {0: (4, 0)}
+    new = _Intake()
+    fresh = new.forward([Event("b0", "page_view", T0 + 10, "b", anonymous_id="b")])
+    out = state.apply(Forwarded(fresh.events, fresh.sources, fresh.report, "clicks-v2"), 1, 0)
+    assert out.duplicates == 0
+    assert state.sources == {0: (0, 0)}
+    restarted = PartitionState(0, CONFIG, RULES, _records([state.checkpoint().writes]))
+    assert restarted.input_topic == "clicks-v2"
