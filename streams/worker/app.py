@@ -570,21 +570,16 @@ async def _flush(runtime: WorkerRuntime, table: Any, checkpoint: bool = False) -
     if not (checkpoint or _checkpoint_due(runtime)):
         await runtime.output.submit()
         return
-    checkpoints = [state.checkpoint() for state in runtime.partitions.values()]
-    checkpointed = 0
-    for cp in checkpoints:
-        checkpointed += len(cp.writes)
-        await _write_checkpoint(runtime, table, cp.partition, cp.visitors)
-    owns = [(cp.partition, cp.own) for cp in checkpoints if cp.own is not None]
-    if owns:
-        # A partition's record (its sources) must not be durable without the visitor
-        # records before it: delivered first, then the partition records.
+    try:
+        checkpointed = await _write_checkpoints(runtime, table)
+        encoded = time.monotonic()
+        # Output records and changelog writes are acknowledged before the input is.
         await _deliver_output(runtime)
-        for partition, own in owns:
-            await _write_checkpoint(runtime, table, partition, [(WATERMARK_KEY, own)])
-    encoded = time.monotonic()
-    # Output records and changelog writes are acknowledged before the input is.
-    await _deliver_output(runtime)
+    except Exception:
+        # Any failure here (a send timing out with the broker away, a record too large)
+        # leaves the drained visitors unwritten: acknowledging anything later could lose
+        # them, so stop the way a crash does.
+        _exit_unrecoverable("checkpoint not written")
     unacked, runtime.unacked = runtime.unacked, []
     runtime.unacked_events = 0
     runtime.last_checkpoint = time.monotonic()
@@ -599,6 +594,25 @@ async def _flush(runtime: WorkerRuntime, table: Any, checkpoint: bool = False) -
             took, written - began, len(rows), encoded - written, checkpointed,
             time.monotonic() - encoded, len(unacked),
         )  # fmt: skip
+
+
+async def _write_checkpoints(runtime: WorkerRuntime, table: Any) -> int:
+    """Every partition's changed visitor records, delivered, then the partition records.
+
+    A partition's record (its sources) must not be durable without the visitor records
+    written before it. Returns the number of records written.
+    """
+    checkpoints = [state.checkpoint() for state in runtime.partitions.values()]
+    written = 0
+    for cp in checkpoints:
+        written += len(cp.writes)
+        await _write_checkpoint(runtime, table, cp.partition, cp.visitors)
+    owns = [(cp.partition, cp.own) for cp in checkpoints if cp.own is not None]
+    if owns:
+        await _deliver_output(runtime)
+        for partition, own in owns:
+            await _write_checkpoint(runtime, table, partition, [(WATERMARK_KEY, own)])
+    return written
 
 
 async def _deliver_output(runtime: WorkerRuntime) -> None:
