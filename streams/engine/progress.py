@@ -99,11 +99,10 @@ class SourceProgress:
 
     def quiet(self, now_ms: int) -> list[int]:
         """The owned partitions without an accepted event for ``idle_ms``: idle if caught up."""
-        return [
-            partition
-            for partition, source in self._sources.items()
-            if now_ms - source.last_record_ms >= self.idle_ms
-        ]
+        return [p for p, source in self._sources.items() if self._quiet(source, now_ms)]
+
+    def _quiet(self, source: _Source, now_ms: int) -> bool:
+        return now_ms - source.last_record_ms >= self.idle_ms
 
     def report(self, caught_up: Collection[int], now_ms: int) -> ProgressReport:
         """Progress of every owned partition; ``caught_up``: those read up to their end."""
@@ -111,7 +110,7 @@ class SourceProgress:
         for partition in sorted(self._sources):
             source = self._sources[partition]
             value = source.top_ms
-            if partition in caught_up and now_ms - source.last_record_ms >= self.idle_ms:
+            if partition in caught_up and self._quiet(source, now_ms):
                 clock = now_ms - self.idle_ms
                 value = clock if value is None else max(value, clock)
             if value is not None:

@@ -212,31 +212,27 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         encoded_report = encode_report(report) if report is not None else None
         reported = runtime.reported
         sent_s = time.monotonic()
+
+        async def send(partition: int, chunk: bytes, report: bytes | None) -> None:
+            value = forwarded_message(input_topic, chunk, report)
+            key = str(partition).encode()
+            sends.append(await by_visitor.send(key=key, value=value, partition=partition))
+
         for partition, encoded in groups.items():
-            message_key = str(partition).encode()
             chunks = chunk_forwarded(encoded, FORWARD_MAX_BYTES)
             for n, chunk in enumerate(chunks, start=1):
                 if n > 1:
                     # One chunk at a time: a later chunk delivered after an earlier one failed
                     # would make the re-read copies of the earlier one look forwarded twice.
                     await sends[-1]
-                report_bytes = encoded_report if n == len(chunks) else None
-                value = forwarded_message(input_topic, chunk, report_bytes)
-                sends.append(
-                    await by_visitor.send(key=message_key, value=value, partition=partition)
-                )
+                await send(partition, chunk, encoded_report if n == len(chunks) else None)
             reported[partition] = sent_s
         if encoded_report is not None:
             for partition in range(n_partitions):
                 if partition not in groups and sent_s - reported.get(partition, 0.0) >= (
                     REPORT_INTERVAL_S
                 ):
-                    value = forwarded_message(input_topic, b"[]", encoded_report)
-                    sends.append(
-                        await by_visitor.send(
-                            key=str(partition).encode(), value=value, partition=partition
-                        )
-                    )
+                    await send(partition, b"[]", encoded_report)
                     reported[partition] = sent_s
         # Delivered before the batch's offsets are committed: a crash re-forwards, never loses.
         await asyncio.gather(*sends)
@@ -650,12 +646,11 @@ async def _write_checkpoint(
         await runtime.output.send(changelog, store_key, value, partition=partition)
 
 
-def _update_consumer_lag(runtime: WorkerRuntime) -> int:
+def _update_consumer_lag(runtime: WorkerRuntime) -> None:
     """Consumer lag per input partition (high watermark minus the next offset to read).
 
-    Sets the gauge of every assigned input partition, removes the gauges of partitions
-    this worker no longer owns (a stale value would hold ConsumerLagHigh up), and returns
-    the total, so the caller can tell a caught-up intake from one with input waiting.
+    Sets the gauge of every assigned input partition and removes the gauges of partitions
+    this worker no longer owns (a stale value would hold ConsumerLagHigh up).
     """
     intake = runtime.intake
     lags = intake.lag_by_partition() if intake is not None else {}
@@ -665,4 +660,3 @@ def _update_consumer_lag(runtime: WorkerRuntime) -> int:
     for partition, lag in lags.items():
         gauge.labels(str(partition)).set(lag)
     runtime.lag_partitions = set(lags)
-    return sum(lags.values())
