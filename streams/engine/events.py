@@ -7,9 +7,9 @@ nested JSON is walked exactly once per event.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, fields, make_dataclass
 from typing import Any
+
+import msgspec
 
 #: Event types counted as page views (SPEC section 5).
 PAGE_VIEW_TYPES = frozenset({"page_view", "product_view"})
@@ -17,8 +17,7 @@ PAGE_VIEW_TYPES = frozenset({"page_view", "product_view"})
 NON_INTERACTION_TYPES = frozenset({"page_view", "product_view", "page_ping"})
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """One accepted clickstream event, flattened from the v1 contract.
 
     ``ts_ms`` is UTC epoch milliseconds. ``visitor_key`` is ``anonymous_id``, else
@@ -26,6 +25,11 @@ class Event:
     the external referrer only: a referrer on the page's own host is internal navigation and
     is blanked at intake. Campaign fields come from ``campaign``, else from ``utm_*`` in the
     page URL. ``product_id`` and ``order_id`` are strings even when sent as integers.
+
+    A msgspec Struct: built in C (a frozen dataclass's ``__init__`` cost more than decoding
+    the JSON), without a garbage-collector header (it holds only strings and numbers, so
+    it can be in no cycle), and encoded by msgspec as a JSON array of its fields in
+    declaration order (``array_like``), the form the by-visitor topic carries.
     """
 
     event_id: str
@@ -69,33 +73,11 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as a flat mapping (for debugging, JSONL dumps and the late topic)."""
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in EVENT_FIELDS}
 
 
-def _relabel_as_event(self: Any) -> None:
-    self.__class__ = Event
-
-
-# A frozen dataclass's __init__ sets each of the 28 slots through object.__setattr__, which
-# costs about 5 us per Event, more than decoding the JSON. Intake builds events through an
-# unfrozen twin with the identical slot layout (its __init__ stores slots directly) whose
-# __post_init__ re-labels the instance as an Event: the result is indistinguishable from
-# Event(*values) (same class, fields, equality, hash, frozenness) at a seventh of the cost.
-_EventBuilder: Any = make_dataclass(
-    "_EventBuilder",
-    [(f.name, f.type) for f in fields(Event)],
-    namespace={"__post_init__": _relabel_as_event},
-    slots=True,
-    eq=False,
-    repr=False,
-    match_args=False,
-)
-if _EventBuilder.__slots__ != Event.__slots__:  # pragma: no cover - a guard, not a branch
-    raise TypeError("the Event builder must share Event's slot layout")
-
-#: ``new_event(*values)`` equals ``Event(*values)`` when every field is given positionally,
-#: in order; only intake's hot path needs it. Its result is an ordinary, frozen ``Event``.
-new_event: Callable[..., Event] = _EventBuilder
+#: Field names in declaration order (the order of the array form).
+EVENT_FIELDS: tuple[str, ...] = Event.__struct_fields__
 
 
 def device_from_user_agent(user_agent: str) -> str:

@@ -1,23 +1,29 @@
 """Intake: one Kafka message payload in, accepted events and machine-readable rejections out.
 
-Validation is hand-written for speed but follows ``schemas/event.v1.json`` rule for rule
-(``tests/unit/engine/test_intake_schema.py`` checks the two agree); the limits that JSON
-Schema cannot express (message size, batch size, nesting depth, future timestamps) are
-enforced here too. Bad input is never fatal: every problem becomes a ``Rejection`` whose
+One pass per message: msgspec decodes and type-checks the JSON into structs generated from
+one field table (``_FIELDS``), which also names each rejection's reason, and ``_finish``
+applies what types cannot say (timestamps, identity, integral numbers, the URL's path,
+referrer and campaign) while flattening the result into an ``Event``. It follows
+``schemas/event.v1.json`` rule for rule (``tests/unit/engine/test_intake_schema.py`` checks
+the two agree, ``test_intake_decoder.py`` that every reason is given as an independent
+reference gives it); the limits that JSON Schema cannot express (message size, batch
+size, nesting depth, future timestamps) are enforced here too. Bad input is never fatal: every problem becomes a ``Rejection`` whose
 ``reason`` is a stable string for the dead-letter topic and its counter.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlsplit
 
+import msgspec
 import orjson
+from msgspec import UNSET, UnsetType
 
-from streams.engine.events import Event, new_event
+from streams.engine.events import Event
 from streams.errors import JourneyError
 
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -47,8 +53,6 @@ _NO_CAMPAIGN = ("", "", "", "", "")
 _URL_INFO: dict[str, tuple[bool, str, str, tuple[str, str, str, str, str]]] = {}
 #: "YYYY-MM-DDTHH:MM" (separator T, t or space) -> epoch ms of that UTC minute
 _MINUTE_MS: dict[str, int] = {}
-_SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
-_EMPTY: dict[str, Any] = {}  # shared default for an absent section; never mutated
 
 
 class InvalidEvent(JourneyError):
@@ -81,50 +85,151 @@ class IntakeResult:
     rejections: list[Rejection] = field(default_factory=list)
 
 
+# -- the field table -------------------------------------------------------------------------
+#
+# Every field of the v1 contract, once: (section or None for the top level, key, kind). The
+# kind gives the field's msgspec type and default (``_KINDS``), and so its rejection
+# reasons (``_reason``); the decoding structs below are generated from this table, and
+# ``_finish`` applies the rules msgspec cannot express. JSON Schema counts 2.0 as an
+# integer, so fields that take integers also decode floats, and ``_finish`` keeps the
+# integral ones.
+_FIELDS: tuple[tuple[str | None, str, str], ...] = (
+    (None, "event_id", "id"),
+    (None, "event_type", "id"),
+    (None, "timestamp", "timestamp"),
+    (None, "anonymous_id", "text"),
+    (None, "user_id", "text"),
+    ("page", "url", "text"),
+    ("page", "path", "text"),
+    ("page", "title", "text"),
+    ("page", "referrer", "text"),
+    ("campaign", "source", "text"),
+    ("campaign", "medium", "text"),
+    ("campaign", "name", "text"),
+    ("campaign", "term", "text"),
+    ("campaign", "content", "text"),
+    ("properties", "product_id", "text_or_int"),
+    ("properties", "category", "text"),
+    ("properties", "price", "amount"),
+    ("properties", "quantity", "count"),
+    ("properties", "currency", "text"),
+    ("properties", "order_id", "text_or_int"),
+    ("properties", "revenue", "amount"),
+    ("properties", "cart_id", "text_or_int"),
+    ("properties", "score", "number"),
+    ("properties", "scale", "scale"),
+    ("context", "user_agent", "text"),
+    ("context", "locale", "text"),
+    ("context", "device_type", "text"),
+)
+_Text = Annotated[str, msgspec.Meta(max_length=MAX_STRING_CHARS)]
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STRING_CHARS)]
+_Amount = Annotated[float, msgspec.Meta(ge=0)]
+#: kind -> (msgspec type, default). UNSET marks "absent", which JSON null is not: a null
+#: where a value is expected is a type error (``bad_field``), as in the schema.
+_KINDS: dict[str, tuple[Any, Any]] = {
+    "id": (_Id | UnsetType, UNSET),
+    "timestamp": (str | int | float | UnsetType, UNSET),
+    "text": (_Text, ""),
+    "text_or_int": (_Text | int | float, ""),
+    "amount": (_Amount | UnsetType, UNSET),
+    "number": (float | UnsetType, UNSET),
+    "count": (int | float | UnsetType, UNSET),
+    "scale": (int | float | UnsetType, UNSET),
+}
+#: Reasons other than ``bad_field:<path>`` for a value failing its kind's constraint.
+_CONSTRAINT_REASONS = {
+    "properties.price": "negative_price",
+    "properties.revenue": "negative_revenue",
+}
+_KIND_OF = {f"{section}.{key}" if section else key: kind for section, key, kind in _FIELDS}
+
+
+def _struct(name: str, fields: list[tuple[str, str]], extra: Sequence[Any] = ()) -> Any:
+    spec = [(key, *_KINDS[kind]) for key, kind in fields]
+    # frozen: an empty section is a shared default; gc: the decoded values hold no cycles.
+    return msgspec.defstruct(name, [*spec, *extra], frozen=True, gc=False)
+
+
+_SECTIONS = {
+    section: _struct(f"_{section.title()}", [(k, kind) for s, k, kind in _FIELDS if s == section])
+    for section in ("page", "campaign", "properties", "context")
+}
+_PAGE_NONE = _SECTIONS["page"]()
+_PROPERTIES_NONE = _SECTIONS["properties"]()
+_CONTEXT_NONE = _SECTIONS["context"]()
+_TOP = [(k, kind) for s, k, kind in _FIELDS if s is None]
+_SECTION_FIELDS = [
+    ("page", _SECTIONS["page"], _PAGE_NONE),
+    # Present, a campaign replaces utm_* of the URL even when empty, so absent is UNSET.
+    ("campaign", _SECTIONS["campaign"] | UnsetType, UNSET),
+    ("properties", _SECTIONS["properties"], _PROPERTIES_NONE),
+    ("context", _SECTIONS["context"], _CONTEXT_NONE),
+]
+_EventDoc = _struct("_EventDoc", _TOP, _SECTION_FIELDS)
+#: A message: one event, or an envelope whose ``batch`` holds the elements undecoded.
+_Message = _struct(
+    "_Message", _TOP, [*_SECTION_FIELDS, ("batch", list[msgspec.Raw] | UnsetType, UNSET)]
+)
+
+
+class _Envelope(msgspec.Struct, frozen=True, gc=False):
+    """A batch envelope whose other members do not matter (they may be anything)."""
+
+    batch: list[msgspec.Raw]
+
+
+_decode_message = msgspec.json.Decoder(_Message).decode
+_decode_event = msgspec.json.Decoder(_EventDoc).decode
+_decode_envelope = msgspec.json.Decoder(_Envelope).decode
+#: ``msgspec: message - at `$.path``` (the path is absent for the document itself).
+_AT = " - at `$"
+
+
 def parse_payload(payload: bytes, now_ms: int) -> IntakeResult:
     """Decode one Kafka message (one event or ``{"batch": [...]}``) and validate each event.
 
     ``now_ms`` is the injected wall clock used only for the future-timestamp check.
+    One pass: msgspec decodes and type-checks the message into structs generated from
+    the field table, then :func:`_finish` applies the remaining rules.
     """
     if len(payload) > MAX_MESSAGE_BYTES:
         return IntakeResult([], [Rejection("message_too_large", payload)])
+    error: msgspec.DecodeError | None = None
     try:
-        obj = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return IntakeResult([], [Rejection("invalid_json", payload)])
-    if not isinstance(obj, dict):
-        return IntakeResult([], [Rejection("not_an_object", payload)])
-    # Counting brackets (in C) bounds the depth from above; walk only when it might matter.
-    shallow = payload.count(b"{") + payload.count(b"[") <= MAX_DEPTH
-    if "batch" not in obj:
+        doc = _decode_message(payload)
+    except msgspec.DecodeError as exc:
+        doc, error = None, exc
+    if doc is not None and doc.batch is not UNSET:
+        elements: list[msgspec.Raw] | str | None = doc.batch
+    else:
+        # An envelope is an envelope whatever its other members hold.
+        elements = None if error is None else _envelope(payload)
+    if isinstance(elements, str):
+        return IntakeResult([], [Rejection(elements, payload)])
+    if elements is None:  # one event
         try:
-            if not shallow and _depth(obj) > MAX_DEPTH:
-                raise InvalidEvent("too_deep")
-            # A JSON string of n characters takes more than n bytes, so in a message this
-            # small no string can exceed the limit and the fast path skips those checks.
-            event = _fast_build(obj, now_ms, len(payload) > MAX_STRING_CHARS)
-            return IntakeResult([_build(obj, now_ms) if event is None else event], [])
+            if not _shallow(payload, MAX_DEPTH):
+                _check_depth(payload, MAX_DEPTH)
+            if doc is None:
+                raise InvalidEvent(_reason(error))  # type: ignore[arg-type]
+            return IntakeResult([_finish(doc, now_ms)], [])
         except InvalidEvent as exc:
             return IntakeResult([], [Rejection(exc.reason, payload)])
+    if len(elements) > MAX_BATCH_EVENTS:
+        return IntakeResult([], [Rejection("batch_too_large", payload)])
     result = IntakeResult()
-    batch = obj["batch"]
-    if not isinstance(batch, list):
-        result.rejections.append(Rejection("bad_field:batch", payload))
-        return result
-    if len(batch) > MAX_BATCH_EVENTS:
-        result.rejections.append(Rejection("batch_too_large", payload))
-        return result
-    for index, element in enumerate(batch):
+    for index, element in enumerate(elements):
+        raw = bytes(element)
         try:
-            if not isinstance(element, dict):
-                raise InvalidEvent("not_an_object")
             # The envelope object and its list are two levels above each element.
-            if not shallow and not _within_two_levels(element) and _depth(element) > MAX_DEPTH - 2:
-                raise InvalidEvent("too_deep")
-            event = _fast_build(element, now_ms, True) if type(element) is dict else None
-            result.events.append(_build(element, now_ms) if event is None else event)
+            if not _shallow(raw, MAX_DEPTH - 2):
+                _check_depth(raw, MAX_DEPTH - 2)
+            result.events.append(_finish(_decode_event(raw), now_ms))
         except InvalidEvent as exc:
-            result.rejections.append(Rejection(exc.reason, _reserialise(element, payload), index))
+            result.rejections.append(Rejection(exc.reason, raw, index))
+        except msgspec.DecodeError as exc:
+            result.rejections.append(Rejection(_reason(exc), raw, index))
     return result
 
 
@@ -135,10 +240,164 @@ def parse_event_dict(obj: Mapping[str, Any], now_ms: int) -> Event:
     """
     if not isinstance(obj, Mapping):
         raise InvalidEvent("not_an_object")
-    if (type(obj) is not dict or not _within_two_levels(obj)) and _depth(obj) > MAX_DEPTH:
+    if _depth(obj) > MAX_DEPTH:
         raise InvalidEvent("too_deep")
-    event = _fast_build(obj, now_ms, True) if type(obj) is dict else None
-    return _build(obj, now_ms) if event is None else event
+    try:
+        doc = msgspec.convert(obj if type(obj) is dict else dict(obj), _EventDoc)
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent(_reason(exc)) from None
+    return _finish(doc, now_ms)
+
+
+def _shallow(payload: bytes, limit: int) -> bool:
+    """True when the JSON cannot nest deeper than ``limit`` (counted in C, an upper bound)."""
+    return payload.count(b"{") + payload.count(b"[") <= limit
+
+
+def _check_depth(payload: bytes, limit: int) -> None:
+    """Raise ``too_deep`` when the JSON nests deeper than ``limit`` (invalid JSON passes)."""
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return  # the decoder reports it
+    if _depth(obj) > limit:
+        raise InvalidEvent("too_deep")
+
+
+def _envelope(payload: bytes) -> list[msgspec.Raw] | str | None:
+    """The elements of an envelope whose other members failed to decode, a reason, or None.
+
+    None: not an envelope. A reason: an envelope whose ``batch`` is not a list.
+    """
+    if b'"batch"' not in payload:
+        return None
+    try:
+        return list(_decode_envelope(payload).batch)
+    except msgspec.ValidationError as exc:
+        return "bad_field:batch" if _path(exc) == "batch" else None
+    except msgspec.DecodeError:
+        return None
+
+
+def _path(exc: msgspec.DecodeError) -> str | None:
+    """The dotted path msgspec names in its error (``page.url``), ``""`` for the document."""
+    text = str(exc)
+    at = text.rfind(_AT)
+    if at < 0:
+        return "" if isinstance(exc, msgspec.ValidationError) else None
+    return text[at + len(_AT) :].strip("`.")
+
+
+def _reason(exc: msgspec.DecodeError) -> str:
+    """The dead-letter reason of a msgspec error, from the field table."""
+    if not isinstance(exc, msgspec.ValidationError) or str(exc).startswith("Number out of range"):
+        return "invalid_json"  # as an integer or a float, the number cannot be held
+    path = _path(exc)
+    if not path:
+        return "not_an_object"
+    kind = _KIND_OF.get(path)
+    if kind is None:  # a section that is not an object
+        return f"bad_field:{path}"
+    if kind == "timestamp":
+        return "bad_timestamp"
+    text = str(exc)
+    if "of length <=" in text:
+        return f"field_too_long:{path}"
+    if "of length >=" in text:
+        return f"missing_field:{path}"
+    if kind == "amount" and ">=" in text:
+        return _CONSTRAINT_REASONS[path]
+    return f"bad_field:{path}"
+
+
+def _whole(value: int | float, name: str) -> int:
+    """An integer field's value; a float only when integral (JSON Schema's integer)."""
+    if type(value) is float:
+        if not value.is_integer():
+            raise InvalidEvent(f"bad_field:{name}")
+        return int(value)
+    return value  # type: ignore[return-value]
+
+
+def _id_text(value: str | int | float, name: str) -> str:
+    """A text-or-integer id as text."""
+    if isinstance(value, str):
+        return value
+    return str(_whole(value, name))
+
+
+def _finish(doc: Any, now_ms: int) -> Event:
+    """The rules msgspec cannot express, then the flat ``Event``; raises ``InvalidEvent``."""
+    event_id = doc.event_id
+    if event_id is UNSET:
+        raise InvalidEvent("missing_field:event_id")
+    event_type = doc.event_type
+    if event_type is UNSET:
+        raise InvalidEvent("missing_field:event_type")
+    ts = doc.timestamp
+    if ts is UNSET:
+        raise InvalidEvent("missing_field:timestamp")
+    if type(ts) is str:
+        ts_ms = _utc_timestamp(ts)
+        if ts_ms < 0:  # another spelling (or invalid): the full parser decides
+            ts_ms = parse_timestamp(ts)
+    else:
+        ts_ms = parse_timestamp(ts)
+    anonymous_id = doc.anonymous_id
+    user_id = doc.user_id
+    if not anonymous_id and not user_id:
+        raise InvalidEvent("missing_identity")
+
+    page = doc.page
+    url, path, referrer = page.url, page.path, page.referrer
+    campaign = doc.campaign
+    if campaign is UNSET:
+        source = medium = name = term = content = ""
+    else:
+        source, medium, name = campaign.source, campaign.medium, campaign.name
+        term, content = campaign.term, campaign.content
+    if url:
+        parsed_ok, url_path, url_host, utm = _URL_INFO.get(url) or _url_info(url)
+        if parsed_ok:
+            if not path:
+                path = url_path
+            if referrer and (_URL_INFO.get(referrer) or _url_info(referrer))[2] == url_host:
+                referrer = ""  # same-host referrer: internal navigation, not a touchpoint
+            if campaign is UNSET:
+                source, medium, name, term, content = utm
+
+    props = doc.properties
+    if props is _PROPERTIES_NONE:
+        product_id = category = currency = order_id = cart_id = ""
+        price = revenue = score = None
+        quantity = scale = None
+    else:
+        product_id = _id_text(props.product_id, "properties.product_id")
+        order_id = _id_text(props.order_id, "properties.order_id")
+        cart_id = _id_text(props.cart_id, "properties.cart_id")
+        category, currency = props.category, props.currency
+        price = None if props.price is UNSET else props.price
+        revenue = None if props.revenue is UNSET else props.revenue
+        score = None if props.score is UNSET else props.score
+        quantity = None
+        if props.quantity is not UNSET:
+            quantity = _whole(props.quantity, "properties.quantity")
+            if quantity < 0:
+                raise InvalidEvent("bad_field:properties.quantity")
+        scale = None
+        if props.scale is not UNSET:
+            scale = _whole(props.scale, "properties.scale")
+            if scale != 5 and scale != 10:
+                raise InvalidEvent("bad_field:properties.scale")
+    context = doc.context
+    if ts_ms > now_ms + MAX_FUTURE_MS:
+        raise InvalidEvent("future_timestamp")
+    return Event(
+        event_id, event_type, ts_ms, anonymous_id or user_id, anonymous_id, user_id,
+        url, path, page.title, referrer, source, medium, name, term, content,
+        product_id, category, price, quantity, currency, order_id, revenue, cart_id,
+        score, scale, context.device_type, context.user_agent, context.locale,
+    )  # fmt: skip
 
 
 def parse_timestamp(value: object) -> int:
@@ -286,100 +545,6 @@ def _depth(obj: object) -> int:
     return deepest
 
 
-def _within_two_levels(obj: dict[str, Any]) -> bool:
-    """A cheap proof that ``_depth(obj) <= 2``; ``False`` means "walk it to find out".
-
-    True only when every value below ``obj``'s own values has an exact scalar type, which
-    the type-set test checks in C. An event is almost always a flat object of flat
-    sections, so this replaces the generic walk for nearly every event of a batch.
-    """
-    for value in obj.values():
-        kind = type(value)
-        if kind is dict:
-            if not _SCALAR_TYPES.issuperset(map(type, value.values())):
-                return False
-        elif kind is list:
-            if not _SCALAR_TYPES.issuperset(map(type, value)):
-                return False
-        elif kind not in _SCALAR_TYPES:
-            return False
-    return True
-
-
-def _reserialise(element: object, payload: bytes) -> bytes:
-    try:
-        return orjson.dumps(element)
-    except (orjson.JSONEncodeError, TypeError):
-        return payload  # deeper than orjson will write: keep the whole message instead
-
-
-def _text(obj: Mapping[str, Any], key: str, name: str) -> str:
-    value = obj.get(key)
-    if value is None:
-        if key in obj:
-            raise InvalidEvent(f"bad_field:{name}")
-        return ""
-    if not isinstance(value, str):
-        raise InvalidEvent(f"bad_field:{name}")
-    if len(value) > MAX_STRING_CHARS:
-        raise InvalidEvent(f"field_too_long:{name}")
-    return value
-
-
-def _id_text(obj: Mapping[str, Any], key: str) -> str:
-    value = _text(obj, key, key)
-    if not value:
-        raise InvalidEvent(f"missing_field:{key}")
-    return value
-
-
-def _text_or_int(obj: Mapping[str, Any], key: str, name: str) -> str:
-    value = obj.get(key)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return _text(obj, key, name)
-
-
-def _number(obj: Mapping[str, Any], key: str, name: str) -> float | None:
-    if key not in obj:
-        return None
-    value = obj[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidEvent(f"bad_field:{name}")
-    return float(value)
-
-
-def _integer(obj: Mapping[str, Any], key: str, name: str) -> int | None:
-    if key not in obj:
-        return None
-    value = obj[key]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidEvent(f"bad_field:{name}")
-    return value
-
-
-def _section(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = obj.get(key)
-    if value is None:
-        if key in obj:
-            raise InvalidEvent(f"bad_field:{key}")
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidEvent(f"bad_field:{key}")
-    return value
-
-
-def _host(url: str) -> str:
-    try:
-        return (urlsplit(url).hostname or "").lower()
-    except ValueError:
-        return ""
-
-
 def _url_info(url: str) -> tuple[bool, str, str, tuple[str, str, str, str, str]]:
     """What ``_build`` derives from one URL, memoised: (parsed ok, path or "/", host, utm)."""
     info = _URL_INFO.get(url)  # callers try the dict first; this is the miss path
@@ -396,281 +561,6 @@ def _url_info(url: str) -> tuple[bool, str, str, tuple[str, str, str, str, str]]
                 _URL_INFO.clear()
             _URL_INFO[url] = info
     return info
-
-
-def _fast_build(obj: dict[str, Any], now_ms: int, check_lengths: bool) -> Event | None:
-    """``_build`` for the common, valid event; ``None`` whenever anything is unusual.
-
-    Rule for rule the same as ``_build``, but checks exact types instead of calling a helper
-    per field, reads absent sections as empty without looking inside, and skips string
-    lengths when ``check_lengths`` is false (the caller knows no string can be too long).
-    It never rejects: on ``None`` the caller runs ``_build``, which finds the reason, so
-    only the accepting half of each rule has to be mirrored here.
-    """
-    get = obj.get
-    event_id = get("event_id")
-    event_type = get("event_type")
-    anonymous_id = get("anonymous_id", "")
-    user_id = get("user_id", "")
-    if (
-        type(event_id) is not str
-        or type(event_type) is not str
-        or type(anonymous_id) is not str
-        or type(user_id) is not str
-        or not event_id
-        or not event_type
-        or not (anonymous_id or user_id)
-    ):
-        return None
-    ts_ms = get("timestamp")
-    if type(ts_ms) is str:
-        ts_ms = _utc_timestamp(ts_ms)
-        if ts_ms < 0:  # another spelling (or invalid): the full parser decides
-            try:
-                ts_ms = parse_timestamp(get("timestamp"))
-            except InvalidEvent:
-                return None
-    elif type(ts_ms) is not int or not 0 <= ts_ms <= MAX_TS_MS:
-        return None
-    if ts_ms > now_ms + MAX_FUTURE_MS:
-        return None
-    if check_lengths and (
-        len(event_id) > MAX_STRING_CHARS
-        or len(event_type) > MAX_STRING_CHARS
-        or len(anonymous_id) > MAX_STRING_CHARS
-        or len(user_id) > MAX_STRING_CHARS
-    ):
-        return None
-
-    page = get("page", _EMPTY)
-    if type(page) is not dict:
-        return None
-    if page:
-        url = page.get("url", "")
-        path = page.get("path", "")
-        title = page.get("title", "")
-        referrer = page.get("referrer", "")
-        if (
-            type(url) is not str
-            or type(path) is not str
-            or type(title) is not str
-            or type(referrer) is not str
-        ):
-            return None
-        if check_lengths and max(len(url), len(path), len(title), len(referrer)) > MAX_STRING_CHARS:
-            return None
-    else:
-        url = path = title = referrer = ""
-
-    campaign = get("campaign")
-    if campaign is None:
-        if "campaign" in obj:
-            return None
-        source = medium = name = term = content = ""
-    else:
-        if type(campaign) is not dict:
-            return None
-        source = campaign.get("source", "")
-        medium = campaign.get("medium", "")
-        name = campaign.get("name", "")
-        term = campaign.get("term", "")
-        content = campaign.get("content", "")
-        if (
-            type(source) is not str
-            or type(medium) is not str
-            or type(name) is not str
-            or type(term) is not str
-            or type(content) is not str
-        ):
-            return None
-        if check_lengths and (
-            max(len(source), len(medium), len(name), len(term), len(content)) > MAX_STRING_CHARS
-        ):
-            return None
-
-    if url:
-        parsed_ok, url_path, url_host, utm = _URL_INFO.get(url) or _url_info(url)
-        if parsed_ok:
-            if not path:
-                path = url_path
-            if referrer and (_URL_INFO.get(referrer) or _url_info(referrer))[2] == url_host:
-                referrer = ""  # same-host referrer: internal navigation, not a touchpoint
-            if campaign is None:
-                source, medium, name, term, content = utm
-
-    props = get("properties", _EMPTY)
-    if type(props) is not dict:
-        return None
-    if props:
-        pget = props.get
-        product_id = pget("product_id", "")
-        category = pget("category", "")
-        currency = pget("currency", "")
-        order_id = pget("order_id", "")
-        cart_id = pget("cart_id", "")
-        if type(category) is not str or type(currency) is not str:
-            return None
-        # Integer ids become strings only after every check, so that converting one can
-        # never raise before a rejection ``_build`` would have reported first.
-        if (
-            (type(product_id) is not str and type(product_id) is not int)
-            or (type(order_id) is not str and type(order_id) is not int)
-            or (type(cart_id) is not str and type(cart_id) is not int)
-        ):
-            return None
-        if (
-            check_lengths
-            and max(
-                len(category),
-                len(currency),
-                *(len(value) for value in (product_id, order_id, cart_id) if type(value) is str),
-            )
-            > MAX_STRING_CHARS
-        ):
-            return None
-        price = pget("price")
-        revenue = pget("revenue")
-        score = pget("score")
-        quantity = pget("quantity")
-        scale = pget("scale")
-        # A None here is either absent (fine) or JSON null (a rejection): ask which.
-        if price is None:
-            if "price" in props:
-                return None
-        elif (type(price) is not float and type(price) is not int) or price < 0:
-            return None
-        if revenue is None:
-            if "revenue" in props:
-                return None
-        elif (type(revenue) is not float and type(revenue) is not int) or revenue < 0:
-            return None
-        if score is None:
-            if "score" in props:
-                return None
-        elif type(score) is not float and type(score) is not int:
-            return None
-        if quantity is None:
-            if "quantity" in props:
-                return None
-        elif type(quantity) is not int or quantity < 0:
-            return None
-        if scale is None:
-            if "scale" in props:
-                return None
-        elif type(scale) is not int or (scale != 5 and scale != 10):
-            return None
-    else:
-        product_id = category = currency = order_id = cart_id = ""
-        price = revenue = score = quantity = scale = None
-
-    context = get("context", _EMPTY)
-    if type(context) is not dict:
-        return None
-    if context:
-        user_agent = context.get("user_agent", "")
-        locale = context.get("locale", "")
-        device_type = context.get("device_type", "")
-        if type(user_agent) is not str or type(locale) is not str or type(device_type) is not str:
-            return None
-        if check_lengths and max(len(user_agent), len(locale), len(device_type)) > (
-            MAX_STRING_CHARS
-        ):
-            return None
-    else:
-        user_agent = locale = device_type = ""
-
-    if props:
-        if type(product_id) is int:
-            product_id = str(product_id)
-        if price is not None:
-            price = float(price)
-        if type(order_id) is int:
-            order_id = str(order_id)
-        if revenue is not None:
-            revenue = float(revenue)
-        if type(cart_id) is int:
-            cart_id = str(cart_id)
-        if score is not None:
-            score = float(score)
-    return new_event(
-        event_id, event_type, ts_ms, anonymous_id or user_id, anonymous_id, user_id,
-        url, path, title, referrer, source, medium, name, term, content,
-        product_id, category, price, quantity, currency, order_id, revenue, cart_id,
-        score, scale, device_type, user_agent, locale,
-    )  # fmt: skip
-
-
-def _build(obj: Mapping[str, Any], now_ms: int) -> Event:
-    """Validate one event object and flatten it; raises ``InvalidEvent``."""
-    event_id = _id_text(obj, "event_id")
-    event_type = _id_text(obj, "event_type")
-    if "timestamp" not in obj:
-        raise InvalidEvent("missing_field:timestamp")
-    ts_ms = parse_timestamp(obj["timestamp"])
-    anonymous_id = _text(obj, "anonymous_id", "anonymous_id")
-    user_id = _text(obj, "user_id", "user_id")
-    if not anonymous_id and not user_id:
-        raise InvalidEvent("missing_identity")
-
-    page = _section(obj, "page")
-    url = _text(page, "url", "page.url")
-    path = _text(page, "path", "page.path")
-    title = _text(page, "title", "page.title")
-    referrer = _text(page, "referrer", "page.referrer")
-    parsed = None
-    if url and (not path or "campaign" not in obj or referrer):
-        try:
-            parsed = urlsplit(url)
-        except ValueError:
-            parsed = None
-    if not path and parsed is not None:
-        path = parsed.path or "/"
-    if referrer and parsed is not None and _host(referrer) == (parsed.hostname or "").lower():
-        referrer = ""  # same-host referrer: internal navigation, not a touchpoint
-
-    if "campaign" in obj:
-        camp = _section(obj, "campaign")
-        source = _text(camp, "source", "campaign.source")
-        medium = _text(camp, "medium", "campaign.medium")
-        name = _text(camp, "name", "campaign.name")
-        term = _text(camp, "term", "campaign.term")
-        content = _text(camp, "content", "campaign.content")
-    else:
-        source, medium, name, term, content = _utm(parsed.query if parsed is not None else "")
-
-    props = _section(obj, "properties")
-    product_id = _text_or_int(props, "product_id", "properties.product_id")
-    category = _text(props, "category", "properties.category")
-    price = _number(props, "price", "properties.price")
-    if price is not None and price < 0:
-        raise InvalidEvent("negative_price")
-    quantity = _integer(props, "quantity", "properties.quantity")
-    if quantity is not None and quantity < 0:
-        raise InvalidEvent("bad_field:properties.quantity")
-    currency = _text(props, "currency", "properties.currency")
-    order_id = _text_or_int(props, "order_id", "properties.order_id")
-    revenue = _number(props, "revenue", "properties.revenue")
-    if revenue is not None and revenue < 0:
-        raise InvalidEvent("negative_revenue")
-    cart_id = _text_or_int(props, "cart_id", "properties.cart_id")
-    score = _number(props, "score", "properties.score")
-    scale = _integer(props, "scale", "properties.scale")
-    if scale is not None and scale not in (5, 10):
-        raise InvalidEvent("bad_field:properties.scale")
-
-    ctx = _section(obj, "context")
-    user_agent = _text(ctx, "user_agent", "context.user_agent")
-    locale = _text(ctx, "locale", "context.locale")
-    device_type = _text(ctx, "device_type", "context.device_type")
-
-    if ts_ms > now_ms + MAX_FUTURE_MS:
-        raise InvalidEvent("future_timestamp")
-    return Event(
-        event_id, event_type, ts_ms, anonymous_id or user_id, anonymous_id, user_id,
-        url, path, title, referrer, source, medium, name, term, content,
-        product_id, category, price, quantity, currency, order_id, revenue, cart_id,
-        score, scale, device_type, user_agent, locale,
-    )  # fmt: skip
 
 
 def _utm(query: str) -> tuple[str, str, str, str, str]:

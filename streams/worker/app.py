@@ -529,7 +529,9 @@ async def _publish(runtime: WorkerRuntime, out: EngineOutput) -> None:
     if out.late:
         metrics.late.inc(len(out.late))
         for ev in out.late:
-            await output.send(settings.late_topic, ev.visitor_key.encode(), orjson.dumps(ev))
+            await output.send(
+                settings.late_topic, ev.visitor_key.encode(), orjson.dumps(ev.to_dict())
+            )
 
 
 def _checkpoint_due(runtime: WorkerRuntime) -> bool:

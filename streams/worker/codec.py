@@ -5,33 +5,47 @@ A message of the by-visitor topic is a JSON object:
 * ``"t"``: the input topic the events were read from;
 * ``"e"``: the forwarded events, each a compact JSON array: its source in the input (input
   partition, offset of the input message, index of the event in the message's batch
-  envelope, 0 for a single event) followed by the ``Event`` fields in declaration order;
+  envelope, 0 for a single event) followed by the event as the array of its fields in
+  declaration order (``Event``'s msgspec form), which msgspec decodes straight into events;
 * ``"r"`` (optional, applied after the events): the sending intake's event-time progress
   report, ``{"n": input partition count, "p": [[input partition, progress ms], ...]}``
   (see ``streams.engine.progress``).
 
-A plain JSON array of events without sources (the format before sources and reports
-existed) still decodes.
+The earlier forms still decode: event fields inline after the source (before events were
+msgspec structs), and a plain JSON array of events without sources (before sources and
+reports existed).
 """
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, fields
-from operator import attrgetter
+from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
-from streams.engine.events import Event, new_event
+from streams.engine.events import Event
 from streams.engine.intake import Rejection
 from streams.engine.progress import ProgressReport
 
-#: Field order of a forwarded event: a JSON array in Event's declaration order.
-EVENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Event))
-_as_tuple = attrgetter(*EVENT_FIELDS)
 #: A forwarded event's source: (input partition, input offset, index in the message).
 Source = tuple[int, int, int]
+
+
+class _Report(msgspec.Struct, frozen=True, gc=False):
+    n: int
+    p: list[tuple[int, int]]
+
+
+class _Message(msgspec.Struct, frozen=True, gc=False):
+    e: list[tuple[int, int, int, Event]]
+    t: str | None = None
+    r: _Report | None = None
+
+
+_decode_message = msgspec.json.Decoder(_Message).decode
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +62,7 @@ class Forwarded:
 
 def encode_forwarded(event: Event, partition: int, offset: int, index: int) -> bytes:
     """One accepted event and its source as a compact JSON array (no re-validation needed)."""
-    return b"[%d,%d,%d," % (partition, offset, index) + orjson.dumps(_as_tuple(event))[1:]
+    return b"[%d,%d,%d,%b]" % (partition, offset, index, _encode(event))
 
 
 def encode_report(report: ProgressReport) -> bytes:
@@ -71,12 +85,25 @@ def forwarded_message(topic: bytes, chunk: bytes, report: bytes | None = None) -
 
 def decode_forwarded(value: bytes) -> Forwarded:
     """A by-visitor message back into events, their sources and the progress report."""
+    try:
+        message = _decode_message(value)
+    except msgspec.ValidationError:
+        return _decode_earlier(value)
+    rows = message.e
+    events = [row[3] for row in rows]
+    sources: list[Source] = [row[:3] for row in rows]
+    raw = message.r
+    report = None if raw is None else ProgressReport(raw.n, tuple(raw.p))
+    return Forwarded(events, sources, report, message.t)
+
+
+def _decode_earlier(value: bytes) -> Forwarded:
+    """A message in an earlier form (see the module docstring), left by an older worker."""
     obj = orjson.loads(value)
     if isinstance(obj, list):
-        return Forwarded([new_event(*row) for row in obj], [])
+        return Forwarded([Event(*row) for row in obj], [])
     rows = obj["e"]
-    # new_event builds the same frozen Event without the per-field frozen-setattr cost.
-    events = [new_event(*row[3:]) for row in rows]
+    events = [Event(*row[3:]) for row in rows]
     sources: list[Source] = [(row[0], row[1], row[2]) for row in rows]
     raw = obj.get("r")
     report = None

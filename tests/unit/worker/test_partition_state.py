@@ -344,12 +344,12 @@ def test_input_progress_and_sources_survive_a_restart() -> None:
 
 
 def test_forwarded_message_round_trip_and_legacy_arrays() -> None:
-    """Events, sources and the report survive the wire; a plain event array still decodes."""
+    """Events, sources and the report survive the wire; the earlier forms still decode."""
     import orjson
 
+    from streams.engine.events import EVENT_FIELDS
     from streams.engine.progress import ProgressReport as Report
     from streams.worker.codec import (
-        EVENT_FIELDS,
         chunk_forwarded,
         decode_forwarded,
         encode_forwarded,
@@ -374,6 +374,19 @@ def test_forwarded_message_round_trip_and_legacy_arrays() -> None:
     assert old.events == events
     assert old.sources == []
     assert old.report is None
+    # Fields inline after the source, as workers wrote them before events were structs.
+    inline = [
+        [3, 100 + n, 0, *(getattr(ev, f) for f in EVENT_FIELDS)] for n, ev in enumerate(events)
+    ]
+    earlier = decode_forwarded(
+        orjson.dumps({"t": "clicks", "e": inline, "r": {"n": 8, "p": [[0, T0]]}})
+    )
+    assert (earlier.events, earlier.topic, earlier.report) == (
+        events,
+        "clicks",
+        Report(8, ((0, T0),)),
+    )
+    assert earlier.sources == [(3, 100 + n, 0) for n in range(len(events))]
 
 
 def test_copy_of_a_closed_session_stays_dropped_after_a_partial_checkpoint() -> None:

@@ -1,20 +1,23 @@
-"""Intake fast paths: each gives exactly what the reference path gives, or defers to it."""
+"""The typed intake decoder: the same events and reasons as an independent reference."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
-from unittest import mock
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference_intake import reference_build
+from reference_intake import reference_timestamp as strict_timestamp
 from test_intake_schema import events, required_heavy
 
 from streams.engine import intake
-from streams.engine.events import Event, new_event
+from streams.engine.events import EVENT_FIELDS, Event
 from streams.engine.intake import (
+    MAX_BATCH_EVENTS,
+    MAX_MESSAGE_BYTES,
     MAX_TS_MS,
     InvalidEvent,
     parse_event_dict,
@@ -24,6 +27,7 @@ from streams.engine.intake import (
 
 NOW = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 DAY = 86_400_000
+MISSING = object()
 
 REALISTIC: dict[str, Any] = {
     "event_id": "2da1f12c-cf35-dbb1-925a-1e9600000004",
@@ -42,25 +46,32 @@ REALISTIC: dict[str, Any] = {
 
 
 def reference_timestamp(value: object) -> int | None:
-    """parse_timestamp with its slicing fast path switched off (None when it rejects)."""
-    with mock.patch.object(intake, "_utc_timestamp", return_value=-1):
-        try:
-            return parse_timestamp(value)
-        except InvalidEvent:
-            return None
+    """The regex path of parse_timestamp (None when it rejects)."""
+    try:
+        return strict_timestamp(value)
+    except InvalidEvent:
+        return None
 
 
 def reference_event(obj: dict[str, Any]) -> Event | str:
-    """What the reference ``_build`` makes of ``obj``: the event or the rejection reason."""
+    """What the reference validator makes of ``obj``: the event or the rejection reason."""
     try:
-        return intake._build(obj, NOW)
+        return reference_build(obj, NOW)
     except InvalidEvent as exc:
         return exc.reason
 
 
+def decoded(obj: dict[str, Any]) -> Event | str:
+    """What parse_payload makes of ``obj`` as one message: the event or the reason."""
+    result = parse_payload(orjson.dumps(obj), NOW)
+    if result.events:
+        return result.events[0]
+    return result.rejections[0].reason
+
+
 def typed(event: Event) -> list[tuple[type, object]]:
     """Every field with its type, so 3 and 3.0 (or "7" and 7) count as different."""
-    return [(type(value), value) for value in dataclasses.astuple(event)]
+    return [(type(getattr(event, name)), getattr(event, name)) for name in EVENT_FIELDS]
 
 
 @pytest.mark.parametrize(
@@ -153,29 +164,196 @@ def test_minute_memo_is_bounded_and_still_exact() -> None:
     assert len(intake._MINUTE_MS) <= intake._CACHE_SIZE
 
 
-def test_realistic_event_takes_the_fast_path_and_matches() -> None:
-    """A typical event is built by the fast path, field for field (and type) as _build does."""
-    fast = intake._fast_build(REALISTIC, NOW, True)
-    assert fast is not None
+def test_realistic_event_matches_the_reference() -> None:
+    """A typical event decodes field for field (and type) as the reference builds it."""
+    parsed = decoded(REALISTIC)
+    assert isinstance(parsed, Event)
     reference = reference_event(REALISTIC)
     assert isinstance(reference, Event)
-    assert typed(fast) == typed(reference)
-    assert (fast.campaign_source, fast.product_id, fast.price) == ("news", "10183", 53.0)
+    assert typed(parsed) == typed(reference)
+    assert (parsed.campaign_source, parsed.product_id, parsed.price) == ("news", "10183", 53.0)
+    assert (parsed.ts_ms, parsed.visitor_key, parsed.page_path) == (
+        NOW + 97,
+        REALISTIC["anonymous_id"],
+        "/p/sku-10183",
+    )
 
 
 @settings(max_examples=1500, deadline=None)
-@given(st.one_of(events, required_heavy), st.booleans())
-def test_fast_build_accepts_only_what_build_accepts_identically(
-    event: dict[str, Any], check_lengths: bool
-) -> None:
-    """Whenever the fast path returns an event, _build returns the same one; else it defers."""
-    if not check_lengths and len(orjson.dumps(event)) > intake.MAX_STRING_CHARS:
-        check_lengths = True  # parse_payload skips lengths only for messages this small
-    fast = intake._fast_build(event, NOW, check_lengths)
-    if fast is not None:
-        reference = reference_event(event)
-        assert isinstance(reference, Event), reference
-        assert typed(fast) == typed(reference)
+@given(st.one_of(events, required_heavy))
+def test_decoder_agrees_with_the_reference(event: dict[str, Any]) -> None:
+    """The decoder accepts exactly what the reference accepts, with identical events.
+
+    Where the document breaks several rules the two may name different ones (the decoder
+    reports the first in document order); a document breaking one rule is covered by
+    ``test_every_rejection_reason``.
+    """
+    parsed, reference = decoded(event), reference_event(event)
+    if isinstance(reference, Event):
+        assert isinstance(parsed, Event), parsed
+        assert typed(parsed) == typed(reference)
+    else:
+        assert isinstance(parsed, str), (parsed, reference)
+    via_dict: Event | str
+    try:
+        via_dict = parse_event_dict(event, NOW)
+    except InvalidEvent as exc:
+        via_dict = exc.reason
+    assert via_dict == parsed
+
+
+VALID: dict[str, Any] = {
+    "event_id": "e1",
+    "event_type": "purchase",
+    "timestamp": NOW,
+    "anonymous_id": "a1",
+    "user_id": "u1",
+    "page": {"url": "https://s.example/p", "path": "/p", "title": "t", "referrer": ""},
+    "campaign": {"source": "s", "medium": "m", "name": "n", "term": "", "content": ""},
+    "properties": {"product_id": "p1", "category": "c", "price": 1.5, "quantity": 1,
+                   "currency": "EUR", "order_id": 7, "revenue": 3.0, "cart_id": "c1",
+                   "score": 4, "scale": 5},
+    "context": {"user_agent": "ua", "locale": "en", "device_type": "mobile"},
+}  # fmt: skip
+TEXT_FIELDS = [
+    *(("", key) for key in ("anonymous_id", "user_id")),
+    *(("page", key) for key in ("url", "path", "title", "referrer")),
+    *(("campaign", key) for key in ("source", "medium", "name", "term", "content")),
+    *(("properties", key) for key in ("product_id", "category", "currency", "order_id",
+                                      "cart_id")),
+    *(("context", key) for key in ("user_agent", "locale", "device_type")),
+]  # fmt: skip
+NUMBER_FIELDS = [("properties", key) for key in ("price", "quantity", "revenue", "score", "scale")]
+SECTIONS = ["page", "campaign", "properties", "context"]
+
+
+def path_of(section: str, key: str) -> str:
+    return f"{section}.{key}" if section else key
+
+
+def violations() -> list[tuple[str, Any, str]]:
+    """(field path, value to set or MISSING, the one reason it must give), every reason."""
+    cases: list[tuple[str, Any, str]] = [
+        ("event_id", MISSING, "missing_field:event_id"),
+        ("event_id", "", "missing_field:event_id"),
+        ("event_id", 5, "bad_field:event_id"),
+        ("event_id", None, "bad_field:event_id"),
+        ("event_id", "x" * 8193, "field_too_long:event_id"),
+        ("event_type", MISSING, "missing_field:event_type"),
+        ("event_type", "", "missing_field:event_type"),
+        ("event_type", [], "bad_field:event_type"),
+        ("event_type", "x" * 8193, "field_too_long:event_type"),
+        ("timestamp", MISSING, "missing_field:timestamp"),
+        ("timestamp", None, "bad_timestamp"),
+        ("timestamp", True, "bad_timestamp"),
+        ("timestamp", "yesterday", "bad_timestamp"),
+        ("timestamp", -1, "bad_timestamp"),
+        ("timestamp", 1.5, "bad_timestamp"),
+        ("timestamp", {}, "bad_timestamp"),
+        ("timestamp", NOW + DAY + 1, "future_timestamp"),
+        ("properties.price", -0.5, "negative_price"),
+        ("properties.revenue", -1, "negative_revenue"),
+        ("properties.quantity", -1, "bad_field:properties.quantity"),
+        ("properties.quantity", 1.5, "bad_field:properties.quantity"),
+        ("properties.scale", 7, "bad_field:properties.scale"),
+        ("properties.scale", 5.5, "bad_field:properties.scale"),
+        ("properties.product_id", 2.5, "bad_field:properties.product_id"),
+        ("properties.order_id", False, "bad_field:properties.order_id"),
+    ]
+    for section, key in TEXT_FIELDS:
+        path = path_of(section, key)
+        cases += [(path, None, f"bad_field:{path}"), (path, "y" * 8193, f"field_too_long:{path}")]
+        if key not in ("product_id", "order_id", "cart_id"):
+            cases.append((path, 3, f"bad_field:{path}"))
+    for section, key in NUMBER_FIELDS:
+        path = path_of(section, key)
+        cases += [(path, None, f"bad_field:{path}"), (path, "1", f"bad_field:{path}")]
+    for section in SECTIONS:
+        cases += [(section, None, f"bad_field:{section}"), (section, [1], f"bad_field:{section}")]
+    return cases
+
+
+def with_value(path: str, value: Any, identity: str = "both") -> dict[str, Any]:
+    """VALID with one field set (or removed, for MISSING)."""
+    event: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in VALID.items()}
+    if identity == "none":
+        event.pop("anonymous_id"), event.pop("user_id")
+    holder, _, key = path.rpartition(".")
+    target = event[holder] if holder else event
+    if value is MISSING:
+        target.pop(key, None)
+    else:
+        target[key] = value
+    return event
+
+
+@pytest.mark.parametrize(("path", "value", "reason"), violations())
+def test_every_rejection_reason(path: str, value: Any, reason: str) -> None:
+    """One broken rule gives its reason: alone, in a batch, and from a decoded dict."""
+    event = with_value(path, value)
+    assert reference_event(event) == reason  # the case really breaks that one rule
+    assert decoded(event) == reason
+    batch = parse_payload(orjson.dumps({"batch": [VALID, event, VALID]}), NOW)
+    assert [(r.reason, r.index) for r in batch.rejections] == [(reason, 1)]
+    assert len(batch.events) == 2
+    with pytest.raises(InvalidEvent) as info:
+        parse_event_dict(event, NOW)
+    assert info.value.reason == reason
+
+
+def test_message_level_reasons() -> None:
+    """The reasons that belong to a whole message, and a missing identity."""
+
+    def reasons(payload: bytes) -> list[str]:
+        return [r.reason for r in parse_payload(payload, NOW).rejections]
+
+    assert decoded(with_value("user_id", "", "none")) == "missing_identity"
+    assert decoded({**VALID, "anonymous_id": "", "user_id": ""}) == "missing_identity"
+    assert reasons(b"{nope") == ["invalid_json"]
+    assert reasons(rb'{"event_id": "\ud800"}') == ["invalid_json"]
+    # A number no float holds, in a field that is read (members nobody reads are skipped).
+    score = orjson.dumps({**VALID, "properties": {"score": 1.0}}).replace(b"1.0", b"1e400")
+    assert reasons(score) == ["invalid_json"]
+    assert reasons(b"[1]") == ["not_an_object"]
+    assert reasons(b'"text"') == ["not_an_object"]
+    assert reasons(b" " * (MAX_MESSAGE_BYTES + 1)) == ["message_too_large"]
+    assert reasons(orjson.dumps({"batch": [{}] * (MAX_BATCH_EVENTS + 1)})) == ["batch_too_large"]
+    assert reasons(orjson.dumps({"batch": 5})) == ["bad_field:batch"]
+    assert reasons(orjson.dumps({"batch": None})) == ["bad_field:batch"]
+
+
+def test_envelope_members_besides_the_batch_do_not_matter() -> None:
+    """An envelope with other (even invalid) members still yields its elements."""
+    payload = orjson.dumps({"batch": [VALID], "page": 5, "event_id": None})
+    result = parse_payload(payload, NOW)
+    assert (len(result.events), result.rejections) == (1, [])
+
+
+def test_batch_rejection_keeps_the_element_bytes() -> None:
+    """A rejected element's payload is the element as sent, whitespace and all."""
+    element = b'{ "event_id": "x",  "timestamp": 0 }'
+    payload = b'{"batch": [' + orjson.dumps(VALID) + b", " + element + b"]}"
+    (rejection,) = parse_payload(payload, NOW).rejections
+    assert (rejection.reason, rejection.payload, rejection.index) == (
+        "missing_field:event_type",
+        element,
+        1,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(events, required_heavy), max_size=6), st.integers(1, 6))
+def test_batching_does_not_change_the_result(docs: list[dict[str, Any]], size: int) -> None:
+    """Events and reasons are the same one message per event and in envelopes of any size."""
+    alone = [decoded(doc) for doc in docs]
+    together: list[Event | str] = []
+    for start in range(0, len(docs), size):
+        result = parse_payload(orjson.dumps({"batch": docs[start : start + size]}), NOW)
+        by_index: dict[int, Event | str] = {r.index: r.reason for r in result.rejections}
+        accepted = iter(result.events)
+        for index in range(len(docs[start : start + size])):
+            together.append(by_index[index] if index in by_index else next(accepted))
+    assert together == alone
 
 
 @pytest.mark.parametrize(
@@ -267,19 +445,6 @@ def test_batch_element_depth_30_accepted_31_rejected() -> None:
     assert [(r.reason, r.index) for r in result.rejections] == [("too_deep", 1)]
 
 
-def test_two_level_proof_is_conservative() -> None:
-    """The cheap depth proof says yes only for flat sections, never for subclasses."""
-
-    class Sub(dict[str, object]):
-        """A dict subclass, which the exact-type test must not take for a scalar."""
-
-    assert intake._within_two_levels({"a": 1, "p": {"u": "x", "n": None}, "l": [1, 2.5]})
-    assert not intake._within_two_levels({"p": {"q": {}}})
-    assert not intake._within_two_levels({"l": [[1]]})
-    assert not intake._within_two_levels({"p": Sub()})
-    assert not intake._within_two_levels({"p": {"q": Sub()}})
-
-
 def test_long_strings_checked_when_the_message_is_large() -> None:
     """A too-long string is rejected alone and in a batch, where lengths must be checked."""
     referrer = "https://x.example/" + "r" * 8192
@@ -308,13 +473,11 @@ def test_long_strings_checked_when_the_message_is_large() -> None:
         ({"cart_id": True}, "bad_field:properties.cart_id"),
     ],
 )
-def test_null_and_wrong_properties_defer_to_the_reference(
-    props: dict[str, object], reason: str
-) -> None:
-    """A JSON null is not an absent property: the fast path defers and _build rejects it."""
+def test_null_and_wrong_properties_are_rejected(props: dict[str, object], reason: str) -> None:
+    """A JSON null is not an absent property: it is rejected, as by the reference."""
     event = {"event_id": "e", "event_type": "t", "timestamp": NOW, "anonymous_id": "a",
              "properties": props}  # fmt: skip
-    assert intake._fast_build(event, NOW, True) is None
+    assert reference_event(event) == reason
     assert [r.reason for r in parse_payload(orjson.dumps(event), NOW).rejections] == [reason]
 
 
@@ -326,25 +489,26 @@ def test_integer_valued_floats_still_accepted() -> None:
     assert (parsed.ts_ms, parsed.order_id, parsed.quantity, parsed.scale) == (NOW, "7", 2, 10)
 
 
-def test_future_limit_on_the_fast_path() -> None:
-    """Exactly 24 h ahead is accepted by the fast path; 1 ms more is future_timestamp."""
+def test_future_limit() -> None:
+    """Exactly 24 h ahead is accepted; 1 ms more is future_timestamp."""
     base = {"event_id": "e", "event_type": "t", "anonymous_id": "a"}
-    assert intake._fast_build({**base, "timestamp": NOW + DAY}, NOW, False) is not None
+    assert isinstance(decoded({**base, "timestamp": NOW + DAY}), Event)
     late = orjson.dumps({**base, "timestamp": NOW + DAY + 1})
     assert [r.reason for r in parse_payload(late, NOW).rejections] == ["future_timestamp"]
     assert parse_timestamp(MAX_TS_MS) == MAX_TS_MS
 
 
-def test_new_event_is_an_ordinary_frozen_event() -> None:
-    """new_event equals Event(*values): same class, equality, hash and frozenness."""
+def test_event_is_frozen_hashable_and_encodes_as_an_array() -> None:
+    """Events compare and hash by value, cannot change, and round-trip as JSON arrays."""
     values = ["e", "t", NOW, "v", "a", "u", *([""] * 11), 1.5, 2, "", "", None, "", None, 5,
               "", "", ""]  # fmt: skip
-    made = new_event(*values)
-    assert type(made) is Event
+    made = Event(*values)
     assert made == Event(*values)
     assert hash(made) == hash(Event(*values))
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         made.ts_ms = 0  # type: ignore[misc]
+    assert orjson.loads(msgspec.json.encode(made)) == values
+    assert msgspec.json.decode(msgspec.json.encode(made), type=Event) == made
 
 
 def test_microsoft_click_id_tags_bing_cpc() -> None:
