@@ -7,8 +7,9 @@ referrer and campaign) while flattening the result into an ``Event``. It follows
 ``schemas/event.v1.json`` rule for rule (``tests/unit/engine/test_intake_schema.py`` checks
 the two agree, ``test_intake_decoder.py`` that every reason is given as an independent
 reference gives it); the limits that JSON Schema cannot express (message size, batch
-size, nesting depth, future timestamps) are enforced here too. Bad input is never fatal: every problem becomes a ``Rejection`` whose
-``reason`` is a stable string for the dead-letter topic and its counter.
+size, nesting depth, future timestamps) are enforced here too. Bad input is never fatal:
+every problem becomes a ``Rejection`` whose ``reason`` is a stable string for the
+dead-letter topic and its counter.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from streams.engine.events import Event
 from streams.engine.rows import OrderRow, SessionRow, StageTransition
 from streams.engine.stages import StageRules
 from streams.engine.state import MAX_REMEMBERED_ORDERS, OpenSession, VisitorState
-from streams.engine.summary import BIT_NAMES, Prior, session_id, summarise
+from streams.engine.summary import BIT_NAMES, Prior, SessionAcc, session_id
 from streams.settings import Settings
 
 _NEVER = -(2**62)  # the watermark before any event: nothing is late
@@ -315,18 +315,20 @@ class Sessionizer:
         bounds = self._bounds(events)
         key = state.visitor_key
         timeout = self.config.session_timeout_ms
-        old = {(s.first_ts, s.first_id): s.announced for s in state.sessions}
+        rules = self.rules
+        old = {(s.first_ts, s.first_id): s for s in state.sessions}
         firsts = [(events[lo].ts_ms, events[lo].event_id) for lo, _ in bounds]
-        masks = [old.pop(f, -1) for f in firsts]
+        found = [old.pop(f, None) for f in firsts]
+        masks = [-1 if s is None else s.announced for s in found]
         # A session whose first event is new opens (again, under a new id, when an earlier
         # event re-identified it: the old id is among the removed), whatever it inherits.
         new = [mask < 0 for mask in masks]
-        for (f_ts, f_id), mask in old.items():
+        for (f_ts, f_id), gone in old.items():
             # A vanished session lives on inside the new session holding its first event;
             # that session inherits what was already announced, so nothing is announced twice.
             col.remove(session_id(key, f_ts, f_id), f_ts)
             idx = bisect_right(firsts, (f_ts, f_id)) - 1
-            masks[idx] = max(masks[idx], 0) | mask
+            masks[idx] = max(masks[idx], 0) | gone.announced
         prior = Prior(state.closed_sessions > 0, state.purchased, state.user_id)
         remembered = set(state.order_keys)
         orders_seen: set[str] = set()
@@ -338,11 +340,17 @@ class Sessionizer:
             if not closing and not emit_open:
                 sessions.extend(
                     OpenSession(firsts[i][0], firsts[i][1], events[bounds[i][1] - 1].ts_ms,
-                                max(masks[i], 0))
+                                max(masks[i], 0), _kept_acc(found[i], events, *bounds[i]))
                     for i in range(n, len(bounds))
                 )  # fmt: skip
                 break
-            summary = summarise(events, lo, hi, prior, self.rules, closing)
+            acc = _reusable_acc(found[n], events, lo, hi, prior)
+            if acc is None:
+                acc = SessionAcc(events[lo], prior)
+                acc.feed(events, lo, hi, rules)
+            else:
+                acc.feed(events, lo + acc.count, hi, rules)
+            summary = acc.summary(closing)
             row = summary.row
             mask = max(masks[n], 0)
             if new[n]:
@@ -376,7 +384,7 @@ class Sessionizer:
                         "cart_abandoned", "purchase", row.furthest_stage, row.session_id, key,
                         row.user_id, row.end_ms, row.channel, tuple(summary.cart)))  # fmt: skip
             else:
-                sessions.append(OpenSession(firsts[n][0], firsts[n][1], last_ts, mask))
+                sessions.append(OpenSession(firsts[n][0], firsts[n][1], last_ts, mask, acc))
         if keep_from:
             del state.events[:keep_from]
         state.sessions = sessions
@@ -410,6 +418,35 @@ class Sessionizer:
             prev = ts
         bounds.append((start, len(events)))
         return bounds
+
+
+def _reusable_acc(
+    session: OpenSession | None, events: list[Event], lo: int, hi: int, prior: Prior
+) -> SessionAcc | None:
+    """The open session's running summary when ``events[lo:hi]`` only extends what it saw.
+
+    It saw ``acc.count`` events from the same first event up to ``acc.last_key``; if
+    the event at that position still has that key, nothing was inserted before it (the
+    events are sorted and distinct), so feeding the rest continues the same summary. An
+    earlier session that changed what this one inherits (``prior``) makes it stale too.
+    """
+    acc = None if session is None else session.acc
+    if acc is None or acc.prior != prior:
+        return None
+    end = lo + acc.count
+    if end > hi or _sort_key(events[end - 1]) != acc.last_key:
+        return None
+    return acc
+
+
+def _kept_acc(
+    session: OpenSession | None, events: list[Event], lo: int, hi: int
+) -> SessionAcc | None:
+    """An unchanged open session keeps its running summary if it still covers it exactly."""
+    acc = None if session is None else session.acc
+    if acc is None or acc.count != hi - lo or _sort_key(events[hi - 1]) != acc.last_key:
+        return None
+    return acc
 
 
 def _sort_key(ev: Event) -> tuple[int, str]:

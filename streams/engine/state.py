@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from streams.engine.events import Event
+
+if TYPE_CHECKING:
+    from streams.engine.summary import SessionAcc
 
 _FORMAT = 1
 #: Order keys of closed sessions remembered per visitor, so a repeated purchase event of an
@@ -27,12 +30,18 @@ COMPRESS_FROM = 1024
 
 @dataclass(slots=True)
 class OpenSession:
-    """Bookkeeping for one open session: its first event, last event time, stages announced."""
+    """Bookkeeping for one open session: its first event, last event time, stages announced.
+
+    ``acc`` is the session's running summary, kept in memory only (rebuilt from the events
+    when missing, as after a restart) so that an event appended to the session costs one
+    step of the summary.
+    """
 
     first_ts: int
     first_id: str
     last_ts: int
     announced: int  # bit set of STAGE_BITS already emitted as transitions
+    acc: SessionAcc | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)

@@ -76,94 +76,160 @@ def summarise(
     closed: bool,
 ) -> SessionSummary:
     """Summarise ``events[lo:hi]`` (sorted by ts_ms, event_id) as one session."""
-    first = events[lo]
-    last_ts = events[hi - 1].ts_ms
-    classify = rules.classify
-    page_views = interactions = dwell_sum = dwell_count = pend_n = pend_ts = 0
-    landing = exit_page = user_id = last_user = device = anonymous_id = ""
-    rank = 1
-    flags = FLAG_RETENTION if prior.purchased else 0
-    reached: list[tuple[int, int, str]] = [(BIT_AWARENESS, first.ts_ms, "")]
-    if prior.purchased:
-        reached.append((BIT_RETENTION, first.ts_ms, FUNNEL_STAGES[0]))
-    cart: list[tuple[str, int, float]] = []
-    cart_value = 0.0
-    purchases = 0
-    orders: dict[str, tuple[int, str, float, str, str]] = {}
-    csat_n = csat_ok = nps_n = nps_pro = nps_det = 0
-    for i in range(lo, hi):
-        ev = events[i]
-        ts = ev.ts_ms
-        etype = ev.event_type
-        if pend_n and ts > pend_ts:
-            dwell_sum += (ts - pend_ts) * pend_n
-            dwell_count += pend_n
-            pend_n = 0
-        if etype in _PAGE_VIEWS:
-            page_views += 1
-            pend_n += 1
-            pend_ts = ts
-            if not landing:
-                landing = ev.page_path
-            exit_page = ev.page_path
-        elif etype != "page_ping":
-            interactions += 1
-        if ev.user_id:
-            last_user = ev.user_id
-            if not user_id:
-                user_id = ev.user_id
-        if not device:
-            device = ev.device
-        if not anonymous_id:
-            anonymous_id = ev.anonymous_id
-        ev_rank, ev_flags = classify(ev)
-        if ev_rank > rank:
-            for r in range(rank + 1, ev_rank + 1):
-                reached.append((_RANK_BIT[r], ts, FUNNEL_STAGES[r - 2]))
-            rank = ev_rank
-        if ev_flags:
-            if ev_flags & FLAG_RETENTION and not flags & FLAG_RETENTION:
-                reached.append((BIT_RETENTION, ts, FUNNEL_STAGES[rank - 1]))
-            if ev_flags & FLAG_ADVOCACY and not flags & FLAG_ADVOCACY:
-                reached.append((BIT_ADVOCACY, ts, FUNNEL_STAGES[rank - 1]))
-            if ev_flags & FLAG_CONVERSION:
-                if not purchases:
-                    reached.append((BIT_CONVERTED, ts, FUNNEL_STAGES[rank - 1]))
-                purchases += 1
-                key = ev.order_id or f"event:{ev.event_id}"
-                if key not in orders:
-                    orders[key] = (ts, ev.event_id, ev.revenue or 0.0, ev.currency, ev.order_id)
-            flags |= ev_flags
-        if etype == "add_to_cart":
-            qty = 1 if ev.quantity is None else ev.quantity
-            price = ev.price or 0.0
-            cart.append((ev.product_id, qty, price))
-            cart_value += price * qty
-        elif etype == "survey_response" and ev.score is not None:
-            if ev.scale == 5:
-                csat_n += 1
-                csat_ok += ev.score >= 4
-            elif ev.scale == 10:
-                nps_n += 1
-                nps_pro += ev.score >= 9
-                nps_det += ev.score <= 6
-    session_user = user_id or prior.user_id
-    tp = _touchpoint(first.campaign_source, first.campaign_medium, first.campaign_name,
-                     first.referrer)  # fmt: skip
-    duration = last_ts - first.ts_ms
-    converted = purchases > 0
-    row = SessionRow(
-        session_id(first.visitor_key, first.ts_ms, first.event_id),
-        first.visitor_key, anonymous_id, session_user, session_user or first.visitor_key,
-        first.ts_ms, last_ts, duration, hi - lo, page_views, interactions,
-        dwell_sum, dwell_count, landing, exit_page, first.referrer,
-        tp.channel, tp.source, tp.medium, tp.campaign, device,
-        FUNNEL_STAGES[rank - 1], rank, int(rank >= 2), int(rank >= 3),
-        int(bool(flags & FLAG_RETENTION)), int(bool(flags & FLAG_ADVOCACY)),
-        int(prior.returning), int(page_views == 1 and interactions == 0),
-        int(duration >= 10_000 or page_views >= 2 or converted), int(converted),
-        int(bool(cart)), len(cart), cart_value, purchases, len(orders),
-        sum((o[2] for o in orders.values()), 0.0),
-        csat_n, csat_ok, nps_n, nps_pro, nps_det, int(closed),
+    acc = SessionAcc(events[lo], prior)
+    acc.feed(events, lo, hi, rules)
+    return acc.summary(closed)
+
+
+class SessionAcc:
+    """A session's running summary: fed its events in order, it gives the row at any point.
+
+    The sessionizer keeps one per open session, so an event appended to a session costs
+    one step of the summary instead of summarising the whole session again. ``feed``
+    continues exactly where the previous call stopped (``last_key`` is the sort key of
+    the last event fed), so feeding events in one call or many gives the same summary.
+    """
+
+    __slots__ = (
+        "anonymous_id", "cart", "cart_value", "count", "csat_n", "csat_ok", "device",
+        "dwell_count", "dwell_sum", "exit_page", "first", "flags", "interactions",
+        "landing", "last_key", "last_ts", "last_user", "nps_det", "nps_n", "nps_pro",
+        "orders", "page_views", "pend_n", "pend_ts", "prior", "purchases", "rank",
+        "reached", "session_id", "user_id",
     )  # fmt: skip
-    return SessionSummary(row, reached, orders, cart, last_user)
+
+    def __init__(self, first: Event, prior: Prior) -> None:
+        """An empty summary of the session starting with ``first``, after ``prior``."""
+        self.first = first
+        self.prior = prior
+        self.session_id = session_id(first.visitor_key, first.ts_ms, first.event_id)
+        self.count = self.page_views = self.interactions = 0
+        self.dwell_sum = self.dwell_count = self.pend_n = self.pend_ts = 0
+        self.landing = self.exit_page = self.user_id = self.last_user = ""
+        self.device = self.anonymous_id = ""
+        self.rank = 1
+        self.flags = FLAG_RETENTION if prior.purchased else 0
+        self.reached: list[tuple[int, int, str]] = [(BIT_AWARENESS, first.ts_ms, "")]
+        if prior.purchased:
+            self.reached.append((BIT_RETENTION, first.ts_ms, FUNNEL_STAGES[0]))
+        self.cart: list[tuple[str, int, float]] = []
+        self.cart_value = 0.0
+        self.purchases = 0
+        self.orders: dict[str, tuple[int, str, float, str, str]] = {}
+        self.csat_n = self.csat_ok = self.nps_n = self.nps_pro = self.nps_det = 0
+        self.last_ts = first.ts_ms
+        self.last_key: tuple[int, str] = (first.ts_ms, first.event_id)
+
+    def feed(self, events: Sequence[Event], lo: int, hi: int, rules: StageRules) -> None:
+        """Add ``events[lo:hi]``, which follow every event fed so far in (ts, id) order."""
+        if lo >= hi:
+            return
+        classify = rules.classify
+        page_views, interactions = self.page_views, self.interactions
+        dwell_sum, dwell_count = self.dwell_sum, self.dwell_count
+        pend_n, pend_ts = self.pend_n, self.pend_ts
+        landing, exit_page, user_id = self.landing, self.exit_page, self.user_id
+        last_user, device, anonymous_id = self.last_user, self.device, self.anonymous_id
+        rank, flags, reached = self.rank, self.flags, self.reached
+        cart, cart_value, purchases, orders = (
+            self.cart,
+            self.cart_value,
+            self.purchases,
+            self.orders,
+        )
+        csat_n, csat_ok = self.csat_n, self.csat_ok
+        nps_n, nps_pro, nps_det = self.nps_n, self.nps_pro, self.nps_det
+        for i in range(lo, hi):
+            ev = events[i]
+            ts = ev.ts_ms
+            etype = ev.event_type
+            if pend_n and ts > pend_ts:
+                dwell_sum += (ts - pend_ts) * pend_n
+                dwell_count += pend_n
+                pend_n = 0
+            if etype in _PAGE_VIEWS:
+                page_views += 1
+                pend_n += 1
+                pend_ts = ts
+                if not landing:
+                    landing = ev.page_path
+                exit_page = ev.page_path
+            elif etype != "page_ping":
+                interactions += 1
+            if ev.user_id:
+                last_user = ev.user_id
+                if not user_id:
+                    user_id = ev.user_id
+            if not device:
+                device = ev.device
+            if not anonymous_id:
+                anonymous_id = ev.anonymous_id
+            ev_rank, ev_flags = classify(ev)
+            if ev_rank > rank:
+                for r in range(rank + 1, ev_rank + 1):
+                    reached.append((_RANK_BIT[r], ts, FUNNEL_STAGES[r - 2]))
+                rank = ev_rank
+            if ev_flags:
+                if ev_flags & FLAG_RETENTION and not flags & FLAG_RETENTION:
+                    reached.append((BIT_RETENTION, ts, FUNNEL_STAGES[rank - 1]))
+                if ev_flags & FLAG_ADVOCACY and not flags & FLAG_ADVOCACY:
+                    reached.append((BIT_ADVOCACY, ts, FUNNEL_STAGES[rank - 1]))
+                if ev_flags & FLAG_CONVERSION:
+                    if not purchases:
+                        reached.append((BIT_CONVERTED, ts, FUNNEL_STAGES[rank - 1]))
+                    purchases += 1
+                    key = ev.order_id or f"event:{ev.event_id}"
+                    if key not in orders:
+                        orders[key] = (ts, ev.event_id, ev.revenue or 0.0, ev.currency, ev.order_id)
+                flags |= ev_flags
+            if etype == "add_to_cart":
+                qty = 1 if ev.quantity is None else ev.quantity
+                price = ev.price or 0.0
+                cart.append((ev.product_id, qty, price))
+                cart_value += price * qty
+            elif etype == "survey_response" and ev.score is not None:
+                if ev.scale == 5:
+                    csat_n += 1
+                    csat_ok += ev.score >= 4
+                elif ev.scale == 10:
+                    nps_n += 1
+                    nps_pro += ev.score >= 9
+                    nps_det += ev.score <= 6
+        last = events[hi - 1]
+        self.count += hi - lo
+        self.last_ts, self.last_key = last.ts_ms, (last.ts_ms, last.event_id)
+        self.page_views, self.interactions = page_views, interactions
+        self.dwell_sum, self.dwell_count = dwell_sum, dwell_count
+        self.pend_n, self.pend_ts = pend_n, pend_ts
+        self.landing, self.exit_page, self.user_id = landing, exit_page, user_id
+        self.last_user, self.device, self.anonymous_id = last_user, device, anonymous_id
+        self.rank, self.flags = rank, flags
+        self.cart_value, self.purchases = cart_value, purchases
+        self.csat_n, self.csat_ok = csat_n, csat_ok
+        self.nps_n, self.nps_pro, self.nps_det = nps_n, nps_pro, nps_det
+
+    def summary(self, closed: bool) -> SessionSummary:
+        """The session's row and what the sessionizer needs, as of the events fed."""
+        first, prior = self.first, self.prior
+        rank, flags, page_views = self.rank, self.flags, self.page_views
+        session_user = self.user_id or prior.user_id
+        tp = _touchpoint(first.campaign_source, first.campaign_medium, first.campaign_name,
+                         first.referrer)  # fmt: skip
+        duration = self.last_ts - first.ts_ms
+        converted = self.purchases > 0
+        orders = self.orders
+        row = SessionRow(
+            self.session_id,
+            first.visitor_key, self.anonymous_id, session_user, session_user or first.visitor_key,
+            first.ts_ms, self.last_ts, duration, self.count, page_views, self.interactions,
+            self.dwell_sum, self.dwell_count, self.landing, self.exit_page, first.referrer,
+            tp.channel, tp.source, tp.medium, tp.campaign, self.device,
+            FUNNEL_STAGES[rank - 1], rank, int(rank >= 2), int(rank >= 3),
+            int(bool(flags & FLAG_RETENTION)), int(bool(flags & FLAG_ADVOCACY)),
+            int(prior.returning), int(page_views == 1 and self.interactions == 0),
+            int(duration >= 10_000 or page_views >= 2 or converted), int(converted),
+            int(bool(self.cart)), len(self.cart), self.cart_value, self.purchases, len(orders),
+            sum((o[2] for o in orders.values()), 0.0),
+            self.csat_n, self.csat_ok, self.nps_n, self.nps_pro, self.nps_det, int(closed),
+        )  # fmt: skip
+        return SessionSummary(row, self.reached, orders, self.cart, self.last_user)
