@@ -278,15 +278,103 @@ class Sessionizer:
         if not fresh:
             return
         fresh.sort(key=_sort_key)
-        if state.events and _sort_key(fresh[0]) < _sort_key(state.events[-1]):
-            state.events = sorted(state.events + fresh, key=_sort_key)
-        else:
-            state.events.extend(fresh)
-        self._resessionize(state, col, self._watermark, emit_open=True)
+        if not self._append(state, fresh, col):
+            if state.events and _sort_key(fresh[0]) < _sort_key(state.events[-1]):
+                state.events = sorted(state.events + fresh, key=_sort_key)
+            else:
+                state.events.extend(fresh)
+            self._resessionize(state, col, self._watermark, emit_open=True)
         self.store[key] = state  # reassign so a persistent table records the change
         if state.sessions:
             deadline = state.sessions[0].last_ts + self.config.session_timeout_ms
             heapq.heappush(self._deadlines, (deadline, key))
+
+    def _append(self, state: VisitorState, fresh: list[Event], col: _Collector) -> bool:
+        """The common case without a re-cut: sorted ``fresh`` events after all the visitor's.
+
+        Applies when the visitor has at most one open session, whose running summary
+        covers all its events, every fresh event follows them, and no session closes
+        before the watermark now: the fresh events then continue the open session or start
+        new ones, exactly as :meth:`_resessionize` would cut them, and only the sessions
+        they touch are summarised (one step per event) and emitted. Returns False, having
+        changed nothing, when the case does not apply.
+        """
+        config = self.config
+        if config.split_on_campaign or len(state.sessions) > 1:
+            return False
+        timeout, max_len = config.session_timeout_ms, config.max_session_ms
+        watermark = self._watermark
+        events = state.events
+        prior = Prior(state.closed_sessions > 0, state.purchased, state.user_id)
+        current = state.sessions[0] if state.sessions else None
+        open_acc: SessionAcc | None = None
+        if current is None:
+            if events:
+                return False
+            first_ts = last_ts = fresh[0].ts_ms
+            start = 1
+        else:
+            open_acc = current.acc
+            if (
+                open_acc is None
+                or open_acc.count != len(events)
+                or open_acc.prior != prior
+                or _sort_key(fresh[0]) <= open_acc.last_key
+            ):
+                return False
+            first_ts, last_ts = current.first_ts, open_acc.last_ts
+            start = 0
+        # Cut first (nothing changes if a session would close), then apply.
+        cuts: list[int] = []
+        for i in range(start, len(fresh)):
+            ts = fresh[i].ts_ms
+            if ts - last_ts > timeout or ts - first_ts > max_len:
+                if last_ts + timeout < watermark:
+                    return False
+                cuts.append(i)
+                first_ts = ts
+            last_ts = ts
+        if last_ts + timeout < watermark:
+            return False
+        base = len(events)
+        events.extend(fresh)
+        key = state.visitor_key
+        rules = self.rules
+        transitions = col.out.transitions
+        remembered = state.order_keys
+        orders_seen: set[str] = set()
+        sessions: list[OpenSession] = []
+        bounds = zip([0, *cuts], [*cuts, len(fresh)], strict=True)
+        for n, (lo, hi) in enumerate(bounds):
+            if n == 0 and current is not None and open_acc is not None:
+                acc = open_acc
+                mask = current.announced
+            else:
+                acc = SessionAcc(events[base + lo], prior)
+                mask = 0
+                col.out.opened += 1
+            acc.feed(events, base + lo, base + hi, rules)
+            summary = acc.summary(False)
+            row = summary.row
+            for bit, ts, before in summary.reached:
+                if not mask & bit:
+                    mask |= bit
+                    transitions.append(StageTransition(
+                        "stage", BIT_NAMES[bit], before, row.session_id, key, row.user_id, ts,
+                        row.channel))  # fmt: skip
+            col.row(row)
+            for okey, (ts, _eid, revenue, currency, order_id) in summary.orders.items():
+                if okey in orders_seen or okey in remembered:
+                    continue
+                orders_seen.add(okey)
+                col.orders[okey] = OrderRow(okey, order_id, row.session_id, key,
+                                            row.customer_key, ts, revenue, currency)  # fmt: skip
+            prior = Prior(True, prior.purchased or bool(row.converted),
+                          summary.last_user_id or prior.user_id)  # fmt: skip
+            sessions.append(OpenSession(
+                acc.first.ts_ms, acc.first.event_id, acc.last_ts, mask, acc))  # fmt: skip
+        state.sessions = sessions
+        return True
 
     def _close_due(self, col: _Collector) -> None:
         timeout = self.config.session_timeout_ms
