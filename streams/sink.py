@@ -134,10 +134,18 @@ class ClickHouseSink:
         full = len(self._pending) >= self._max_rows
         return full or self._clock() - self._last_flush >= self._interval
 
-    def flush_once(self) -> None:
-        """Write everything buffered in one batch; raises StorageError and keeps the rows."""
-        pending = self._pending
+    def take(self) -> PendingRows:
+        """Everything buffered, to write with :meth:`write`; the buffer starts afresh.
+
+        The worker takes the rows of a flush at once and writes them while it goes on
+        processing (see ``streams.worker.flush``).
+        """
+        pending, self._pending = self._pending, PendingRows()
         self._last_flush = self._clock()
+        return pending
+
+    def write_once(self, pending: PendingRows) -> None:
+        """Write taken rows in one batch; raises StorageError (the rows stay the caller's)."""
         if not pending:
             return
         started = time.perf_counter()
@@ -158,8 +166,17 @@ class ClickHouseSink:
                 len(pending.sessions) + len(pending.removed)
             )
             self._metrics.clickhouse_rows.labels("orders").inc(len(pending.orders))
-            self._metrics.clickhouse_pending_rows.set(0)
-        self._pending = PendingRows()
+            self._metrics.clickhouse_pending_rows.set(len(self._pending))
+
+    def flush_once(self) -> None:
+        """Write everything buffered in one batch; raises StorageError and keeps the rows."""
+        pending = self._pending
+        self._last_flush = self._clock()
+        self.write_once(pending)
+        if pending is self._pending:
+            self._pending = PendingRows()
+        if self._metrics is not None:
+            self._metrics.clickhouse_pending_rows.set(len(self._pending))
 
     async def flush(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
         """Flush, retrying with backoff until it succeeds; False if stopped before that.
@@ -167,9 +184,18 @@ class ClickHouseSink:
         The blocking driver call runs in a thread so the event loop keeps serving Kafka
         heartbeats and the metrics endpoint while ClickHouse is slow or down.
         """
+        return await self._retry(self.flush_once, should_stop)
+
+    async def write(
+        self, pending: PendingRows, should_stop: Callable[[], bool] = lambda: False
+    ) -> bool:
+        """:meth:`write_once`, retrying with backoff until it succeeds; False if stopped."""
+        return await self._retry(lambda: self.write_once(pending), should_stop)
+
+    async def _retry(self, attempt: Callable[[], None], should_stop: Callable[[], bool]) -> bool:
         while True:
             try:
-                await asyncio.to_thread(self.flush_once)
+                await asyncio.to_thread(attempt)
             except StorageError as exc:
                 if should_stop():
                     return False

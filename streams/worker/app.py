@@ -39,7 +39,7 @@ from streams.engine.stages import StageRules
 from streams.errors import StreamError
 from streams.metrics import JourneyMetrics
 from streams.settings import Settings
-from streams.sink import ClickHouseSink
+from streams.sink import ClickHouseSink, PendingRows
 from streams.worker.codec import (
     chunk_forwarded,
     decode_forwarded,
@@ -51,7 +51,7 @@ from streams.worker.codec import (
 )
 from streams.worker.intake import IntakeConsumer
 from streams.worker.output import OutputProducer
-from streams.worker.partition import WATERMARK_KEY, PartitionState
+from streams.worker.partition import WATERMARK_KEY, Checkpoint, PartitionState
 from streams.worker.partitioning import partition_for_key
 from streams.worker.repair import GapFetcher
 from streams.worker.topics import by_visitor_topic
@@ -96,6 +96,8 @@ class WorkerRuntime:
     #: By-visitor partition -> monotonic time a progress report was last sent to it.
     reported: dict[int, float] = field(default_factory=dict)
     counted_orders: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    #: The flush writing what it took (see _flush), if one is under way.
+    inflight: asyncio.Future[None] | None = None
 
 
 #: Order keys remembered for the revenue counter (an order row is re-emitted every time its
@@ -323,7 +325,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         runtime.revoking = True
         async with runtime.lock:
             runtime.revoking = False
-            await _flush(runtime, visitors, checkpoint=True)
+            await _flush(runtime, visitors, checkpoint=True, wait=True)
             for tp in revoked:
                 if tp.topic == by_visitor.get_topic_name():
                     runtime.partitions.pop(tp.partition, None)
@@ -338,7 +340,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         # stay unacknowledged and are redelivered to the next worker.
         runtime.stopping = True
         async with runtime.lock:
-            await _flush(runtime, visitors, checkpoint=True)
+            await _flush(runtime, visitors, checkpoint=True, wait=True)
         await runtime.output.stop()
 
     return app
@@ -543,33 +545,76 @@ def _checkpoint_due(runtime: WorkerRuntime) -> bool:
     return waited >= settings.checkpoint_interval_s or runtime.unacked_events >= settings.flush_rows
 
 
-async def _flush(runtime: WorkerRuntime, table: Any, checkpoint: bool = False) -> None:
-    """Rows to ClickHouse and the sessions topic; when due, checkpoints, then acknowledge.
+async def _flush(
+    runtime: WorkerRuntime, table: Any, checkpoint: bool = False, wait: bool = False
+) -> None:
+    """Take the buffered rows (and, when due, a checkpoint) and write them beside processing.
 
     ClickHouse gets every flush interval's rows (dashboards stay live); the checkpoint
     (every changed visitor's record to the changelog) and the acknowledgement follow only
     every ``JOURNEY_CHECKPOINT_INTERVAL_S``, or when ``checkpoint`` is True (rebalance,
     shutdown). A visitor active for minutes is then serialised once per checkpoint instead
-    of once per flush. Safe because the order per checkpoint is unchanged: every row the
-    acknowledged messages produced is in ClickHouse before their visitors' records are in
-    the changelog, and those are durable before the acknowledgement; a crash re-applies the
-    unacknowledged messages to the last checkpoint and rewrites the same rows.
+    of once per flush.
+
+    Everything a flush writes is taken at once, here, under the lock: the rows, the
+    changed visitors' records serialised as they are now, and the messages to
+    acknowledge. A task then writes them in order (rows to ClickHouse and the sessions
+    topic, visitor records, partition records, acknowledgements) while the agent goes on
+    applying messages; the next flush waits for it first, so the agent waits on ClickHouse
+    only when a flush is due before the previous one finished. Safe because what a
+    checkpoint holds is exactly the state the taken rows came from: messages applied after
+    the take are neither in its records nor acknowledged by it, and a crash re-applies
+    every unacknowledged message to the last checkpoint and rewrites the same rows.
+    ``wait`` returns only when everything is written (rebalance, shutdown).
     """
-    sink = runtime.sink
-    rows = sink.pending_sessions()
-    began = time.monotonic()
-    if not await sink.flush(should_stop=lambda: runtime.stopping):
+    await _settle(runtime)
+    rows = runtime.sink.take()
+    checkpoints: list[Checkpoint] | None = None
+    unacked: list[tuple[Any, Any]] = []
+    if checkpoint or _checkpoint_due(runtime):
+        checkpoints = [state.checkpoint() for state in runtime.partitions.values()]
+        unacked, runtime.unacked = runtime.unacked, []
+        runtime.unacked_events = 0
+        runtime.last_checkpoint = time.monotonic()
+    runtime.inflight = asyncio.ensure_future(
+        _complete_flush(runtime, table, rows, checkpoints, unacked)
+    )
+    if wait:
+        await _settle(runtime)
+
+
+async def _settle(runtime: WorkerRuntime) -> None:
+    """Wait until the flush under way (if any) has written everything it took."""
+    task, runtime.inflight = runtime.inflight, None
+    if task is None:
         return
+    try:
+        await task
+    except Exception:
+        _exit_unrecoverable("a flush failed")
+
+
+async def _complete_flush(
+    runtime: WorkerRuntime,
+    table: Any,
+    rows: PendingRows,
+    checkpoints: list[Checkpoint] | None,
+    unacked: list[tuple[Any, Any]],
+) -> None:
+    """Write what :func:`_flush` took, in order; see there."""
+    began = time.monotonic()
+    if not await runtime.sink.write(rows, should_stop=lambda: runtime.stopping):
+        return  # stopping with ClickHouse away: nothing is acknowledged, all is redelivered
     written = time.monotonic()
     topic = runtime.settings.sessions_topic
-    for row in rows:
+    for row in rows.sessions.values():
         await runtime.output.send(topic, row.session_id.encode(), orjson.dumps(row))
     runtime.resumed_ms = int(time.time() * 1000)
-    if not (checkpoint or _checkpoint_due(runtime)):
+    if checkpoints is None:
         await runtime.output.submit()
         return
     try:
-        checkpointed = await _write_checkpoints(runtime, table)
+        checkpointed = await _write_checkpoints(runtime, table, checkpoints)
         encoded = time.monotonic()
         # Output records and changelog writes are acknowledged before the input is.
         await _deliver_output(runtime)
@@ -578,9 +623,6 @@ async def _flush(runtime: WorkerRuntime, table: Any, checkpoint: bool = False) -
         # leaves the drained visitors unwritten: acknowledging anything later could lose
         # them, so stop the way a crash does.
         _exit_unrecoverable("checkpoint not written")
-    unacked, runtime.unacked = runtime.unacked, []
-    runtime.unacked_events = 0
-    runtime.last_checkpoint = time.monotonic()
     runtime.resumed_ms = int(time.time() * 1000)
     for stream, event in unacked:
         await stream.ack(event)
@@ -589,18 +631,19 @@ async def _flush(runtime: WorkerRuntime, table: Any, checkpoint: bool = False) -
         log.warning(
             "slow flush: %.2f s (ClickHouse %.2f s for %d session rows, records %.2f s for "
             "%d checkpoint records, Kafka acks %.2f s, %d messages acknowledged)",
-            took, written - began, len(rows), encoded - written, checkpointed,
+            took, written - began, len(rows.sessions), encoded - written, checkpointed,
             time.monotonic() - encoded, len(unacked),
         )  # fmt: skip
 
 
-async def _write_checkpoints(runtime: WorkerRuntime, table: Any) -> int:
+async def _write_checkpoints(
+    runtime: WorkerRuntime, table: Any, checkpoints: list[Checkpoint]
+) -> int:
     """Every partition's changed visitor records, delivered, then the partition records.
 
     A partition's record (its sources) must not be durable without the visitor records
     written before it. Returns the number of records written.
     """
-    checkpoints = [state.checkpoint() for state in runtime.partitions.values()]
     written = 0
     for cp in checkpoints:
         written += len(cp.writes)

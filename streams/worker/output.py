@@ -90,16 +90,22 @@ class OutputProducer:
         if partition is None:
             partition = await self._partition(producer, topic, key)
         slot = (topic, partition)
-        builder = self._builders.get(slot)
-        if builder is None:
-            builder = self._builders[slot] = producer.create_batch()
-        if builder.append(key=key, value=value, timestamp=None) is None:
-            # Full: hand it over and start the next one (one record always fits an empty
-            # batch up to max_request_size).
-            await self._submit_one(producer, slot, builder)
-            builder = self._builders[slot] = producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None) is None:
+        for _ in range(16):
+            builder = self._builders.get(slot)
+            fresh = builder is None
+            if builder is None:
+                builder = self._builders[slot] = producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None) is not None:
+                return
+            if fresh:
                 raise StreamError(f"a record of {len(value or b'')} bytes does not fit a batch")
+            # Full: hand it over and start the next one (one record always fits an empty
+            # batch up to max_request_size). It leaves the table before the hand-over
+            # waits, so that a send from another task (the flush runs beside the agent)
+            # starts a new batch instead of appending to, or handing over, this one.
+            del self._builders[slot]
+            await self._submit_one(producer, slot, builder)
+        raise StreamError(f"no batch of {topic}[{partition}] took a record")
 
     async def _submit_one(
         self, producer: AIOKafkaProducer, slot: tuple[str, int], builder: Any
