@@ -32,7 +32,13 @@ from dataclasses import dataclass, field
 from streams.engine.events import Event
 from streams.engine.rows import OrderRow, SessionRow, StageTransition
 from streams.engine.stages import StageRules
-from streams.engine.state import MAX_REMEMBERED_ORDERS, OpenSession, VisitorState
+from streams.engine.state import (
+    MAX_REMEMBERED_ORDERS,
+    OpenSession,
+    StoredEvent,
+    VisitorState,
+    stored,
+)
 from streams.engine.summary import BIT_NAMES, Prior, SessionAcc, session_id
 from streams.settings import Settings
 
@@ -250,7 +256,7 @@ class Sessionizer:
                 col.out.duplicates += 1
                 continue
             seen.add(ev.event_id)
-            state.events.append(ev)
+            state.events.append(stored(ev))
         if state.events:
             self._resessionize(state, col, _FOREVER, emit_open=False)
         self.store[key] = state
@@ -268,13 +274,13 @@ class Sessionizer:
         if state is None:
             state = VisitorState(key)
         seen = {ev.event_id for ev in state.events}
-        fresh: list[Event] = []
+        fresh: list[StoredEvent] = []
         for ev in group:
             if ev.event_id in seen:
                 col.out.duplicates += 1
             else:
                 seen.add(ev.event_id)
-                fresh.append(ev)
+                fresh.append(stored(ev))
         if not fresh:
             return
         fresh.sort(key=_sort_key)
@@ -289,7 +295,7 @@ class Sessionizer:
             deadline = state.sessions[0].last_ts + self.config.session_timeout_ms
             heapq.heappush(self._deadlines, (deadline, key))
 
-    def _append(self, state: VisitorState, fresh: list[Event], col: _Collector) -> bool:
+    def _append(self, state: VisitorState, fresh: list[StoredEvent], col: _Collector) -> bool:
         """The common case without a re-cut: sorted ``fresh`` events after all the visitor's.
 
         Applies when the visitor has at most one open session, whose running summary
@@ -350,7 +356,7 @@ class Sessionizer:
                 acc = open_acc
                 mask = current.announced
             else:
-                acc = SessionAcc(events[base + lo], prior)
+                acc = SessionAcc(key, events[base + lo], prior)
                 mask = 0
                 col.out.opened += 1
             acc.feed(events, base + lo, base + hi, rules)
@@ -434,7 +440,7 @@ class Sessionizer:
                 break
             acc = _reusable_acc(found[n], events, lo, hi, prior)
             if acc is None:
-                acc = SessionAcc(events[lo], prior)
+                acc = SessionAcc(key, events[lo], prior)
                 acc.feed(events, lo, hi, rules)
             else:
                 acc.feed(events, lo + acc.count, hi, rules)
@@ -477,7 +483,7 @@ class Sessionizer:
             del state.events[:keep_from]
         state.sessions = sessions
 
-    def _bounds(self, events: list[Event]) -> list[tuple[int, int]]:
+    def _bounds(self, events: list[StoredEvent]) -> list[tuple[int, int]]:
         """(start, stop) index pairs of the sessions in sorted ``events``."""
         if not events:
             return []
@@ -509,7 +515,7 @@ class Sessionizer:
 
 
 def _reusable_acc(
-    session: OpenSession | None, events: list[Event], lo: int, hi: int, prior: Prior
+    session: OpenSession | None, events: list[StoredEvent], lo: int, hi: int, prior: Prior
 ) -> SessionAcc | None:
     """The open session's running summary when ``events[lo:hi]`` only extends what it saw.
 
@@ -528,7 +534,7 @@ def _reusable_acc(
 
 
 def _kept_acc(
-    session: OpenSession | None, events: list[Event], lo: int, hi: int
+    session: OpenSession | None, events: list[StoredEvent], lo: int, hi: int
 ) -> SessionAcc | None:
     """An unchanged open session keeps its running summary if it still covers it exactly."""
     acc = None if session is None else session.acc
@@ -537,11 +543,11 @@ def _kept_acc(
     return acc
 
 
-def _sort_key(ev: Event) -> tuple[int, str]:
+def _sort_key(ev: StoredEvent) -> tuple[int, str]:
     return (ev.ts_ms, ev.event_id)
 
 
-def _campaign(ev: Event) -> tuple[str, str, str] | None:
+def _campaign(ev: StoredEvent) -> tuple[str, str, str] | None:
     if ev.campaign_source or ev.campaign_medium:
         return (ev.campaign_source, ev.campaign_medium, ev.campaign_name)
     return None

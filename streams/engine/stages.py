@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
-from streams.engine.events import Event
 from streams.engine.rows import (
     ALL_STAGES,
     FUNNEL_RANK,
@@ -31,6 +31,20 @@ FLAG_CONVERSION = 4
 
 DEFAULT_RULES_PATH = Path(__file__).resolve().parents[2] / "schemas" / "stages.yaml"
 
+
+class Classifiable(Protocol):
+    """What the rules read of an event (an ``Event`` or a visitor state's ``StoredEvent``)."""
+
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def score(self) -> float | None: ...
+    @property
+    def scale(self) -> int | None: ...
+
+
 _RULE_KEYS = frozenset({"event", "scale", "min_score", "max_score"})
 _TOP_KEYS = frozenset({"funnel", "stages", "conversion"})
 
@@ -45,7 +59,7 @@ class StageRule:
     min_score: float | None = None
     max_score: float | None = None
 
-    def matches(self, event: Event) -> bool:
+    def matches(self, event: Classifiable) -> bool:
         """Whether ``event`` (already known to be of type ``self.event``) satisfies the rule."""
         if self.scale is not None and event.scale != self.scale:
             return False
@@ -88,7 +102,7 @@ class StageRules:
         rules.append(StageRule(STAGE_ADVOCACY, "survey_response", scale=10, min_score=9))
         return cls(rules, ["purchase"])
 
-    def classify(self, event: Event) -> tuple[int, int]:
+    def classify(self, event: Classifiable) -> tuple[int, int]:
         """(funnel rank 1-3, flag bits) that ``event`` contributes to its session."""
         rank, flags = self._simple.get(event.event_type, (1, 0))
         conditional = self._conditional.get(event.event_type)

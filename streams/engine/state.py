@@ -2,17 +2,21 @@
 
 A visitor's state is small: the events of its still-open sessions (typically one session
 of 5-15 events) plus a few visitor-level facts that outlive sessions (how many sessions
-closed, whether one had a purchase, the last known user_id, recent order keys). Only the
-event fields the engine reads are serialised; ``tests/unit/engine/test_state.py`` checks
-that a round trip yields identical rows and measures the bytes per open session.
+closed, whether one had a purchase, the last known user_id, recent order keys). Events are
+kept as ``StoredEvent``: only the fields the engine reads, with the strings that repeat
+across events (types, paths, referrers, campaigns, devices, currencies, products) shared,
+in memory and in the byte form alike; ``tests/unit/engine/test_state.py`` checks that a
+round trip yields identical rows and measures the bytes per open session.
 """
 
 from __future__ import annotations
 
+import sys
 import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import orjson
 
 from streams.engine.events import Event
@@ -20,12 +24,59 @@ from streams.engine.events import Event
 if TYPE_CHECKING:
     from streams.engine.summary import SessionAcc
 
-_FORMAT = 1
+#: The byte form written now (msgspec arrays); 1 is the earlier form, still read.
+_FORMAT = 2
 #: Order keys of closed sessions remembered per visitor, so a repeated purchase event of an
 #: already-written order (a retry arriving in a later session) is not written again.
 MAX_REMEMBERED_ORDERS = 32
 #: Serialised states from this size on are zlib-compressed (see ``VisitorState.to_bytes``).
 COMPRESS_FROM = 1024
+
+
+class StoredEvent(msgspec.Struct, frozen=True, gc=False, array_like=True, omit_defaults=True):
+    """An accepted event as a visitor's state keeps it: the fields the engine reads.
+
+    ``anonymous`` says whether the event carried an ``anonymous_id`` (which is then the
+    visitor key); ``device`` is ``Event.device``. In the byte form it is the array of its
+    fields without the trailing defaults. A msgspec Struct without a garbage-collector
+    header: it holds only strings and numbers.
+    """
+
+    ts_ms: int
+    event_id: str
+    event_type: str
+    page_path: str = ""
+    user_id: str = ""
+    device: str = ""
+    anonymous: bool = False
+    referrer: str = ""
+    campaign_source: str = ""
+    campaign_medium: str = ""
+    campaign_name: str = ""
+    product_id: str = ""
+    price: float | None = None
+    quantity: int | None = None
+    currency: str = ""
+    order_id: str = ""
+    revenue: float | None = None
+    score: float | None = None
+    scale: int | None = None
+
+
+def stored(ev: Event) -> StoredEvent:
+    """The part of ``ev`` the sessionizer keeps; repeating strings are shared (interned).
+
+    Interned strings are freed like any other once nothing refers to them, so hostile
+    input cannot grow memory through them.
+    """
+    intern = sys.intern
+    return StoredEvent(
+        ev.ts_ms, ev.event_id, intern(ev.event_type), intern(ev.page_path), ev.user_id,
+        intern(ev.device), bool(ev.anonymous_id), intern(ev.referrer),
+        intern(ev.campaign_source), intern(ev.campaign_medium), intern(ev.campaign_name),
+        intern(ev.product_id), ev.price, ev.quantity, intern(ev.currency), ev.order_id,
+        ev.revenue, ev.score, ev.scale,
+    )  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -53,7 +104,7 @@ class VisitorState:
     """
 
     visitor_key: str
-    events: list[Event] = field(default_factory=list)
+    events: list[StoredEvent] = field(default_factory=list)
     sessions: list[OpenSession] = field(default_factory=list)
     closed_sessions: int = 0
     purchased: bool = False  # a closed session had a conversion
@@ -61,24 +112,23 @@ class VisitorState:
     order_keys: list[str] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
-        """Compact serialisation: orjson of trimmed event tuples, zlib-compressed when large.
+        """Compact serialisation: msgspec arrays, zlib-compressed when large.
 
-        Checkpoints are written for every changed visitor, and with live traffic nearly
-        every event changes a different visitor, so this runs about once per event. zlib
-        costs 10-30 us even on a few hundred bytes (``zlib.compress`` sets up a 32 KiB window
-        and 256 KiB of hash tables per call; level 1 with a 4 KiB window and small tables is
-        the cheapest setting with the same ratio), several times the JSON itself. So a
-        document under ``COMPRESS_FROM`` bytes (a visitor with a few events; ~300 bytes
-        raw, ~180 compressed) is stored as it is, and larger ones compressed.
-        ``from_bytes`` tells them apart by the first byte: ``[`` never starts a zlib stream.
+        ``[2, visitor key, closed sessions, purchased, user_id, order keys, sessions,
+        events]``, each session ``[first ts, first id, last ts, announced]``, each event a
+        ``StoredEvent`` array. Checkpoints are written for every changed visitor, and with
+        live traffic nearly every event changes a different visitor, so this runs about
+        once per event. zlib costs 10-30 us even on a few hundred bytes
+        (``zlib.compress`` sets up a 32 KiB window and 256 KiB of hash tables per call;
+        level 1 with a 4 KiB window and small tables is the cheapest setting with the same
+        ratio), several times the encoding itself. So a document under ``COMPRESS_FROM``
+        bytes (a visitor with a few events) is stored as it is, and larger ones
+        compressed. ``from_bytes`` tells them apart by the first byte: ``[`` never starts a
+        zlib stream.
         """
-        base = self.events[0].ts_ms if self.events else 0
-        events = [_pack(ev, base) for ev in self.events]
-        sessions = [[s.first_ts - base, s.first_id, s.last_ts - base, s.announced]
-                    for s in self.sessions]  # fmt: skip
-        doc = [_FORMAT, self.visitor_key, base, self.closed_sessions, int(self.purchased),
-               self.user_id, self.order_keys, sessions, events]  # fmt: skip
-        raw = orjson.dumps(doc)
+        sessions = [(s.first_ts, s.first_id, s.last_ts, s.announced) for s in self.sessions]
+        raw = _encode((_FORMAT, self.visitor_key, self.closed_sessions, self.purchased,
+                       self.user_id, self.order_keys, sessions, self.events))  # fmt: skip
         if len(raw) < COMPRESS_FROM:
             return raw
         compressor = zlib.compressobj(1, zlib.DEFLATED, 12, 4)
@@ -86,24 +136,58 @@ class VisitorState:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> VisitorState:
-        """Inverse of ``to_bytes``."""
-        doc = orjson.loads(data if data[:1] == b"[" else zlib.decompress(data))
-        if doc[0] != _FORMAT:
-            raise ValueError(f"unknown visitor state format {doc[0]!r}")
-        _, key, base, closed, purchased, user_id, order_keys, sessions, events = doc
+        """Inverse of ``to_bytes`` (also of the earlier form, format 1)."""
+        raw = data if data[:1] == b"[" else zlib.decompress(data)
+        if raw[:3] == b"[1,":
+            return _from_format_1(raw)
+        _, key, closed, purchased, user_id, order_keys, sessions, events = _decode_state(raw)
         return cls(
             visitor_key=key,
-            events=[_unpack(row, key, base) for row in events],
-            sessions=[OpenSession(f + base, i, last + base, m) for f, i, last, m in sessions],
+            events=[_shared(ev) for ev in events],
+            sessions=[OpenSession(*s) for s in sessions],
             closed_sessions=closed,
-            purchased=bool(purchased),
+            purchased=purchased,
             user_id=user_id,
-            order_keys=list(order_keys),
+            order_keys=order_keys,
         )
 
 
-# Field order (after ts, id, type) puts the usually-present fields first so that trailing
-# defaults can be trimmed; _DEFAULTS lists the default of every field after event_type.
+_encode = msgspec.json.Encoder().encode
+_decode_state = msgspec.json.Decoder(
+    tuple[int, str, int, bool, str, list[str], list[tuple[int, str, int, int]], list[StoredEvent]]
+).decode
+
+
+def _shared(ev: StoredEvent) -> StoredEvent:
+    """A decoded event with its repeating strings shared again (as ``stored`` makes them)."""
+    intern = sys.intern
+    return msgspec.structs.replace(
+        ev, event_type=intern(ev.event_type), page_path=intern(ev.page_path),
+        device=intern(ev.device), referrer=intern(ev.referrer),
+        campaign_source=intern(ev.campaign_source), campaign_medium=intern(ev.campaign_medium),
+        campaign_name=intern(ev.campaign_name), product_id=intern(ev.product_id),
+        currency=intern(ev.currency),
+    )  # fmt: skip
+
+
+def _from_format_1(raw: bytes) -> VisitorState:
+    """A record of the earlier form: orjson arrays with times relative to a base."""
+    doc = orjson.loads(raw)
+    _, key, base, closed, purchased, user_id, order_keys, sessions, events = doc
+    return VisitorState(
+        visitor_key=key,
+        events=[stored(_unpack(row, key, base)) for row in events],
+        sessions=[OpenSession(f + base, i, last + base, m) for f, i, last, m in sessions],
+        closed_sessions=closed,
+        purchased=bool(purchased),
+        user_id=user_id,
+        order_keys=list(order_keys),
+    )
+
+
+# Format 1 (read only). Field order (after ts, id, type) put the usually-present fields
+# first so that trailing defaults could be trimmed; _DEFAULTS lists the default of every
+# field after event_type.
 _DEFAULTS: tuple[Any, ...] = (
     "",
     "",
@@ -122,23 +206,6 @@ _DEFAULTS: tuple[Any, ...] = (
     None,
     None,
 )
-
-
-def _is_default(value: Any, default: Any) -> bool:
-    if default is None:
-        return value is None
-    return type(value) is type(default) and value == default
-
-
-def _pack(ev: Event, base: int) -> list[Any]:
-    values: list[Any] = [ev.ts_ms - base, ev.event_id, ev.event_type, ev.page_path, ev.user_id,
-                         ev.device, 1 if ev.anonymous_id else 0, ev.referrer,
-                         ev.campaign_source, ev.campaign_medium, ev.campaign_name,
-                         ev.product_id, ev.price, ev.quantity, ev.currency, ev.order_id,
-                         ev.revenue, ev.score, ev.scale]  # fmt: skip
-    while len(values) > 3 and _is_default(values[-1], _DEFAULTS[len(values) - 4]):
-        values.pop()
-    return values
 
 
 def _unpack(row: list[Any], key: str, base: int) -> Event:

@@ -10,11 +10,12 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 from streams.engine.channels import Touchpoint, touchpoint
-from streams.engine.events import Event
 from streams.engine.rows import FUNNEL_STAGES, SessionRow
 from streams.engine.stages import FLAG_ADVOCACY, FLAG_CONVERSION, FLAG_RETENTION, StageRules
+from streams.engine.state import StoredEvent
 
 #: Transition bits, in the order a session can announce them.
 BIT_AWARENESS = 1
@@ -32,6 +33,7 @@ BIT_NAMES: dict[int, str] = {
     BIT_CONVERTED: "converted",
 }
 _RANK_BIT = (0, BIT_AWARENESS, BIT_CONSIDERATION, BIT_PURCHASE)
+_NO_ORDERS: dict[str, tuple[int, str, float, str, str]] = {}  # shared; never mutated
 _PAGE_VIEWS = frozenset({"page_view", "product_view"})
 
 
@@ -46,9 +48,11 @@ def _touchpoint(source: str, medium: str, campaign: str, referrer: str) -> Touch
     return touchpoint(source, medium, campaign, referrer)
 
 
-@dataclass(slots=True)
-class Prior:
-    """What the visitor's earlier sessions say about the next one."""
+class Prior(NamedTuple):
+    """What the visitor's earlier sessions say about the next one.
+
+    A tuple of atoms, so the garbage collector stops tracking it (one per open session).
+    """
 
     returning: bool  # the visitor had an earlier session
     purchased: bool  # an earlier session converted
@@ -60,7 +64,7 @@ class SessionSummary:
     """A session's row plus what the sessionizer needs for transitions, orders and carts."""
 
     row: SessionRow
-    reached: list[tuple[int, int, str]]  # (bit, ts_ms, funnel stage before) in reach order
+    reached: tuple[tuple[int, int, str], ...]  # (bit, ts_ms, stage before) in reach order
     orders: dict[str, tuple[int, str, float, str, str]] = field(default_factory=dict)
     # order_key -> (ts_ms, event_id, revenue, currency, order_id) of its earliest purchase
     cart: list[tuple[str, int, float]] = field(default_factory=list)
@@ -68,15 +72,16 @@ class SessionSummary:
 
 
 def summarise(
-    events: Sequence[Event],
+    key: str,
+    events: Sequence[StoredEvent],
     lo: int,
     hi: int,
     prior: Prior,
     rules: StageRules,
     closed: bool,
 ) -> SessionSummary:
-    """Summarise ``events[lo:hi]`` (sorted by ts_ms, event_id) as one session."""
-    acc = SessionAcc(events[lo], prior)
+    """Summarise ``events[lo:hi]`` (sorted by ts_ms, event_id) of visitor ``key`` as one session."""
+    acc = SessionAcc(key, events[lo], prior)
     acc.feed(events, lo, hi, rules)
     return acc.summary(closed)
 
@@ -92,35 +97,42 @@ class SessionAcc:
 
     __slots__ = (
         "anonymous_id", "cart", "cart_value", "count", "csat_n", "csat_ok", "device",
-        "dwell_count", "dwell_sum", "exit_page", "first", "flags", "interactions",
-        "landing", "last_key", "last_ts", "last_user", "nps_det", "nps_n", "nps_pro",
+        "dwell_count", "dwell_sum", "exit_page", "first", "flags", "interactions", "key",
+        "landing", "last_id", "last_ts", "last_user", "nps_det", "nps_n", "nps_pro",
         "orders", "page_views", "pend_n", "pend_ts", "prior", "purchases", "rank",
         "reached", "session_id", "user_id",
     )  # fmt: skip
 
-    def __init__(self, first: Event, prior: Prior) -> None:
-        """An empty summary of the session starting with ``first``, after ``prior``."""
+    def __init__(self, key: str, first: StoredEvent, prior: Prior) -> None:
+        """An empty summary of visitor ``key``'s session starting with ``first``."""
+        self.key = key
         self.first = first
         self.prior = prior
-        self.session_id = session_id(first.visitor_key, first.ts_ms, first.event_id)
+        self.session_id = session_id(key, first.ts_ms, first.event_id)
         self.count = self.page_views = self.interactions = 0
         self.dwell_sum = self.dwell_count = self.pend_n = self.pend_ts = 0
         self.landing = self.exit_page = self.user_id = self.last_user = ""
         self.device = self.anonymous_id = ""
         self.rank = 1
         self.flags = FLAG_RETENTION if prior.purchased else 0
-        self.reached: list[tuple[int, int, str]] = [(BIT_AWARENESS, first.ts_ms, "")]
+        # Tuples and None until needed: fewer objects for the garbage collector to track.
+        self.reached: tuple[tuple[int, int, str], ...] = ((BIT_AWARENESS, first.ts_ms, ""),)
         if prior.purchased:
-            self.reached.append((BIT_RETENTION, first.ts_ms, FUNNEL_STAGES[0]))
-        self.cart: list[tuple[str, int, float]] = []
+            self.reached += ((BIT_RETENTION, first.ts_ms, FUNNEL_STAGES[0]),)
+        self.cart: list[tuple[str, int, float]] | None = None
         self.cart_value = 0.0
         self.purchases = 0
-        self.orders: dict[str, tuple[int, str, float, str, str]] = {}
+        self.orders: dict[str, tuple[int, str, float, str, str]] | None = None
         self.csat_n = self.csat_ok = self.nps_n = self.nps_pro = self.nps_det = 0
         self.last_ts = first.ts_ms
-        self.last_key: tuple[int, str] = (first.ts_ms, first.event_id)
+        self.last_id = first.event_id
 
-    def feed(self, events: Sequence[Event], lo: int, hi: int, rules: StageRules) -> None:
+    @property
+    def last_key(self) -> tuple[int, str]:
+        """Sort key (ts_ms, event_id) of the last event fed."""
+        return (self.last_ts, self.last_id)
+
+    def feed(self, events: Sequence[StoredEvent], lo: int, hi: int, rules: StageRules) -> None:
         """Add ``events[lo:hi]``, which follow every event fed so far in (ts, id) order."""
         if lo >= hi:
             return
@@ -162,29 +174,34 @@ class SessionAcc:
                     user_id = ev.user_id
             if not device:
                 device = ev.device
-            if not anonymous_id:
-                anonymous_id = ev.anonymous_id
+            if not anonymous_id and ev.anonymous:
+                anonymous_id = self.key
             ev_rank, ev_flags = classify(ev)
             if ev_rank > rank:
                 for r in range(rank + 1, ev_rank + 1):
-                    reached.append((_RANK_BIT[r], ts, FUNNEL_STAGES[r - 2]))
+                    reached += ((_RANK_BIT[r], ts, FUNNEL_STAGES[r - 2]),)
                 rank = ev_rank
             if ev_flags:
                 if ev_flags & FLAG_RETENTION and not flags & FLAG_RETENTION:
-                    reached.append((BIT_RETENTION, ts, FUNNEL_STAGES[rank - 1]))
+                    reached += ((BIT_RETENTION, ts, FUNNEL_STAGES[rank - 1]),)
                 if ev_flags & FLAG_ADVOCACY and not flags & FLAG_ADVOCACY:
-                    reached.append((BIT_ADVOCACY, ts, FUNNEL_STAGES[rank - 1]))
+                    reached += ((BIT_ADVOCACY, ts, FUNNEL_STAGES[rank - 1]),)
                 if ev_flags & FLAG_CONVERSION:
                     if not purchases:
-                        reached.append((BIT_CONVERTED, ts, FUNNEL_STAGES[rank - 1]))
+                        reached += ((BIT_CONVERTED, ts, FUNNEL_STAGES[rank - 1]),)
                     purchases += 1
-                    key = ev.order_id or f"event:{ev.event_id}"
-                    if key not in orders:
-                        orders[key] = (ts, ev.event_id, ev.revenue or 0.0, ev.currency, ev.order_id)
+                    order_key = ev.order_id or f"event:{ev.event_id}"
+                    if orders is None:
+                        orders = {}
+                    if order_key not in orders:
+                        orders[order_key] = (ts, ev.event_id, ev.revenue or 0.0, ev.currency,
+                                             ev.order_id)  # fmt: skip
                 flags |= ev_flags
             if etype == "add_to_cart":
                 qty = 1 if ev.quantity is None else ev.quantity
                 price = ev.price or 0.0
+                if cart is None:
+                    cart = []
                 cart.append((ev.product_id, qty, price))
                 cart_value += price * qty
             elif etype == "survey_response" and ev.score is not None:
@@ -197,14 +214,19 @@ class SessionAcc:
                     nps_det += ev.score <= 6
         last = events[hi - 1]
         self.count += hi - lo
-        self.last_ts, self.last_key = last.ts_ms, (last.ts_ms, last.event_id)
+        self.last_ts, self.last_id = last.ts_ms, last.event_id
         self.page_views, self.interactions = page_views, interactions
         self.dwell_sum, self.dwell_count = dwell_sum, dwell_count
         self.pend_n, self.pend_ts = pend_n, pend_ts
         self.landing, self.exit_page, self.user_id = landing, exit_page, user_id
         self.last_user, self.device, self.anonymous_id = last_user, device, anonymous_id
-        self.rank, self.flags = rank, flags
-        self.cart_value, self.purchases = cart_value, purchases
+        self.rank, self.flags, self.reached = rank, flags, reached
+        self.cart, self.cart_value, self.purchases, self.orders = (
+            cart,
+            cart_value,
+            purchases,
+            orders,
+        )
         self.csat_n, self.csat_ok = csat_n, csat_ok
         self.nps_n, self.nps_pro, self.nps_det = nps_n, nps_pro, nps_det
 
@@ -217,10 +239,12 @@ class SessionAcc:
                          first.referrer)  # fmt: skip
         duration = self.last_ts - first.ts_ms
         converted = self.purchases > 0
-        orders = self.orders
+        orders = self.orders or _NO_ORDERS
+        cart = self.cart or ()
+        key = self.key
         row = SessionRow(
             self.session_id,
-            first.visitor_key, self.anonymous_id, session_user, session_user or first.visitor_key,
+            key, self.anonymous_id, session_user, session_user or key,
             first.ts_ms, self.last_ts, duration, self.count, page_views, self.interactions,
             self.dwell_sum, self.dwell_count, self.landing, self.exit_page, first.referrer,
             tp.channel, tp.source, tp.medium, tp.campaign, self.device,
@@ -228,8 +252,8 @@ class SessionAcc:
             int(bool(flags & FLAG_RETENTION)), int(bool(flags & FLAG_ADVOCACY)),
             int(prior.returning), int(page_views == 1 and self.interactions == 0),
             int(duration >= 10_000 or page_views >= 2 or converted), int(converted),
-            int(bool(self.cart)), len(self.cart), self.cart_value, self.purchases, len(orders),
+            int(bool(cart)), len(cart), self.cart_value, self.purchases, len(orders),
             sum((o[2] for o in orders.values()), 0.0),
             self.csat_n, self.csat_ok, self.nps_n, self.nps_pro, self.nps_det, int(closed),
         )  # fmt: skip
-        return SessionSummary(row, self.reached, orders, self.cart, self.last_user)
+        return SessionSummary(row, self.reached, orders, list(cart), self.last_user)

@@ -88,3 +88,39 @@ def test_small_states_are_stored_raw_and_large_ones_compressed() -> None:
     assert VisitorState.from_bytes(large_bytes) == large
     # A record of the earlier format (always compressed) is read the same.
     assert VisitorState.from_bytes(zlib.compress(small_bytes, 6)) == small
+
+
+def format_1(state: VisitorState) -> bytes:
+    """The byte form workers wrote before format 2, written out by hand for the test.
+
+    ``[1, key, base, closed, purchased, user_id, order_keys, sessions, events]`` with times
+    relative to the first event's, each event ``[ts, id, type, path, user_id, device,
+    anonymous 0/1, referrer, source, medium, campaign, product_id, price, quantity,
+    currency, order_id, revenue, score, scale]`` (trailing defaults were trimmed; this
+    writes them out, which the reader accepts the same).
+    """
+    import orjson
+
+    base = state.events[0].ts_ms
+    events = [[e.ts_ms - base, e.event_id, e.event_type, e.page_path, e.user_id, e.device,
+               int(e.anonymous), e.referrer, e.campaign_source, e.campaign_medium,
+               e.campaign_name, e.product_id, e.price, e.quantity, e.currency, e.order_id,
+               e.revenue, e.score, e.scale] for e in state.events]  # fmt: skip
+    sessions = [[s.first_ts - base, s.first_id, s.last_ts - base, s.announced]
+                for s in state.sessions]  # fmt: skip
+    return orjson.dumps([1, state.visitor_key, base, state.closed_sessions,
+                         int(state.purchased), state.user_id, state.order_keys, sessions,
+                         events])  # fmt: skip
+
+
+def test_records_of_the_earlier_format_still_load() -> None:
+    """A changelog record written by an earlier worker (format 1) restores the same state."""
+    store: dict[str, VisitorState] = {}
+    Sessionizer(CFG, RULES, store).process(typical_session("v-old", 9))
+    (state,) = store.values()
+    assert VisitorState.from_bytes(format_1(state)) == state
+    assert VisitorState.from_bytes(state.to_bytes()) == state
+    import zlib
+
+    raw = state.to_bytes()
+    assert (raw if raw[:1] == b"[" else zlib.decompress(raw))[:3] == b"[2,"
