@@ -157,9 +157,12 @@ class Sessionizer:
         self._max_ts = _NEVER
         self._watermark = _NEVER
         self._last_event_wall: int | None = None
+        #: Open sessions in the store when it was indexed.
+        self.indexed_sessions = 0
         for key, state in self.store.items():
             if state.sessions:
                 self._deadlines.append((state.sessions[0].last_ts + config.session_timeout_ms, key))
+                self.indexed_sessions += len(state.sessions)
             if state.events:
                 self._max_ts = max(self._max_ts, state.events[-1].ts_ms)
         heapq.heapify(self._deadlines)

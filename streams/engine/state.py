@@ -143,7 +143,7 @@ class VisitorState:
         _, key, closed, purchased, user_id, order_keys, sessions, events = _decode_state(raw)
         return cls(
             visitor_key=key,
-            events=[_shared(ev) for ev in events],
+            events=events,
             sessions=[OpenSession(*s) for s in sessions],
             closed_sessions=closed,
             purchased=purchased,
@@ -156,18 +156,6 @@ _encode = msgspec.json.Encoder().encode
 _decode_state = msgspec.json.Decoder(
     tuple[int, str, int, bool, str, list[str], list[tuple[int, str, int, int]], list[StoredEvent]]
 ).decode
-
-
-def _shared(ev: StoredEvent) -> StoredEvent:
-    """A decoded event with its repeating strings shared again (as ``stored`` makes them)."""
-    intern = sys.intern
-    return msgspec.structs.replace(
-        ev, event_type=intern(ev.event_type), page_path=intern(ev.page_path),
-        device=intern(ev.device), referrer=intern(ev.referrer),
-        campaign_source=intern(ev.campaign_source), campaign_medium=intern(ev.campaign_medium),
-        campaign_name=intern(ev.campaign_name), product_id=intern(ev.product_id),
-        currency=intern(ev.currency),
-    )  # fmt: skip
 
 
 def _from_format_1(raw: bytes) -> VisitorState:

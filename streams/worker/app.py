@@ -52,7 +52,7 @@ from streams.worker.codec import (
 from streams.worker.intake import IntakeConsumer
 from streams.worker.output import OutputProducer
 from streams.worker.partition import WATERMARK_KEY, Checkpoint, PartitionState
-from streams.worker.partitioning import partition_for_key
+from streams.worker.partitioning import PartitionCache, partition_for_key
 from streams.worker.repair import GapFetcher
 from streams.worker.topics import by_visitor_topic
 
@@ -90,8 +90,6 @@ class WorkerRuntime:
     #: True between the table's recovery for an assignment and the next revocation.
     recovered: bool = False
     intake: IntakeConsumer | None = None
-    #: visitor key -> partition, so the hash is computed once per visitor, not per event.
-    partition_cache: dict[str, int] = field(default_factory=dict)
     lag_partitions: set[int] = field(default_factory=set)
     #: By-visitor partition -> monotonic time a progress report was last sent to it.
     reported: dict[int, float] = field(default_factory=dict)
@@ -114,8 +112,6 @@ STALL_REPAIR_S = 15.0
 SLOW_FLUSH_S = 1.0
 #: Exit status when Kafka did not take the worker's output or skipped input cannot be read.
 EXIT_OUTPUT_LOST = 75
-#: Visitors whose partition is cached (cleared when full: a cache, not state).
-PARTITION_CACHE_MAX = 500_000
 #: Every by-visitor partition gets the intake's progress report at least this often, with
 #: events or alone: a partition hearing nothing would hold its watermark (and sessions).
 REPORT_INTERVAL_S = 1.0
@@ -127,6 +123,8 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
     metrics = runtime.metrics
     sink = runtime.sink
     n_partitions = settings.partitions
+    #: visitor key -> by-visitor partition, hashed once per busy visitor, not per event.
+    partition_of = PartitionCache(n_partitions)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host.strip()}" for host in settings.brokers.split(",")],
@@ -180,7 +178,6 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         now_ms = int(time.time() * 1000)
         now_s = now_ms / 1000
         groups: dict[int, list[bytes]] = defaultdict(list)
-        partition_of = runtime.partition_cache
         by_type: Counter[str] = Counter()
         tops: dict[int, int | None] = {}
         sends = []
@@ -199,14 +196,9 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                 if top is None or ts > top:
                     top = ts
                 observe_lag(max(0.0, now_s - ts / 1000))
-                key = ev.visitor_key
-                partition = partition_of.get(key)
-                if partition is None:
-                    partition = partition_for(key, n_partitions)
-                    if len(partition_of) >= PARTITION_CACHE_MAX:
-                        partition_of.clear()
-                    partition_of[key] = partition
-                groups[partition].append(encode_forwarded(ev, source, offset, index))
+                groups[partition_of(ev.visitor_key)].append(
+                    encode_forwarded(ev, source, offset, index)
+                )
             tops[source] = top
         for event_type, count in by_type.items():
             metrics.events.labels(event_type).inc(count)
@@ -408,18 +400,21 @@ async def _load_partition(runtime: WorkerRuntime, table: Any, partition: int) ->
     was acknowledged, and a consumer that delivers a later one first has skipped some.
     """
     n = runtime.settings.partitions
-    records = [
-        (key, value)
-        for key, value in table.data.items()
-        if value is not None
-        and not key.startswith(b"\x00")
-        and partition_for(key.decode(), n) == partition
-    ]
-    raw_watermark = table.data.get(_watermark_key(partition))
+    store = table.data
+    # Faust's memory store keeps its items in a plain dict: read it directly (hot path).
+    cold: Any = getattr(store, "data", store)
+    records = []
+    raw_watermark = cold.get(_watermark_key(partition))
     if raw_watermark is not None:
         records.append((WATERMARK_KEY, raw_watermark))
     state = PartitionState(
-        partition, runtime.config, runtime.rules, records, loaded_ms=int(time.time() * 1000)
+        partition,
+        runtime.config,
+        runtime.rules,
+        records,
+        loaded_ms=int(time.time() * 1000),
+        cold=cold,
+        owns=lambda raw: partition_for(raw.decode(), n) == partition,
     )
     if not state.checkpointed:
         topic = by_visitor_topic(runtime.settings)
@@ -683,11 +678,11 @@ async def _write_checkpoint(
     """
     changelog = table.changelog_topic.get_topic_name()
     for key, value in writes:
-        store_key = _watermark_key(partition) if key == WATERMARK_KEY else key
-        if value is None:
-            table.data.pop(store_key, None)
-        else:
+        if key == WATERMARK_KEY:
+            store_key = _watermark_key(partition)
             table.data[store_key] = value
+        else:
+            store_key = key  # already in the table's store (PartitionState.checkpoint)
         await runtime.output.send(changelog, store_key, value, partition=partition)
 
 

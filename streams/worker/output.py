@@ -27,12 +27,12 @@ from aiokafka import AIOKafkaProducer
 
 from streams.errors import StreamError
 from streams.settings import Settings
-from streams.worker.partitioning import partition_for_key
+from streams.worker.partitioning import PartitionCache
 
 log = logging.getLogger(__name__)
 
-#: Keys whose partition is remembered (cleared when full: a cache, not state).
-PARTITION_CACHE_MAX = 200_000
+#: Keys per generation whose partition is remembered, per topic (see PartitionCache).
+PARTITION_CACHE_SIZE = 65_536
 
 
 class OutputProducer:
@@ -44,8 +44,7 @@ class OutputProducer:
         self._lock = asyncio.Lock()
         self._builders: dict[tuple[str, int], Any] = {}
         self._in_flight: list[asyncio.Future[Any]] = []
-        self._partition_counts: dict[str, int] = {}
-        self._partition_of: dict[tuple[str, bytes], int] = {}
+        self._partition_of: dict[str, PartitionCache] = {}
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -64,19 +63,13 @@ class OutputProducer:
         return self._producer
 
     async def _partition(self, producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int:
-        count = self._partition_counts.get(topic)
-        if count is None:
-            count = self._partition_counts[topic] = len(await producer.partitions_for(topic))
+        cache = self._partition_of.get(topic)
+        if cache is None:
+            count = len(await producer.partitions_for(topic))
+            cache = self._partition_of[topic] = PartitionCache(count, PARTITION_CACHE_SIZE)
         if key is None:
             return 0
-        cache_key = (topic, key)
-        partition = self._partition_of.get(cache_key)
-        if partition is None:
-            partition = partition_for_key(key, count)
-            if len(self._partition_of) >= PARTITION_CACHE_MAX:
-                self._partition_of.clear()
-            self._partition_of[cache_key] = partition
-        return partition
+        return cache(key)
 
     async def send(
         self,

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 
 import orjson
@@ -61,35 +61,101 @@ _OFFSET = struct.Struct(">q")
 WATERMARK_KEY = b""
 
 
-class TrackedStore(MutableMapping[str, VisitorState]):
-    """A dict of visitor states that remembers which keys changed since :meth:`drain`."""
+def _decode_visitor(record: bytes) -> VisitorState:
+    """A visitor record's state (after its 8-byte applied offset)."""
+    return VisitorState.from_bytes(record[_OFFSET.size :])
 
-    __slots__ = ("_data", "dirty")
 
-    def __init__(self, data: dict[str, VisitorState] | None = None) -> None:
-        self._data: dict[str, VisitorState] = {} if data is None else data
+def _every_key(raw: bytes) -> bool:
+    return True
+
+
+class TieredStore(MutableMapping[str, VisitorState]):
+    """Visitor states: recently changed ones as objects, the rest as their checkpoint bytes.
+
+    Most open sessions sit idle until they time out (30 minutes by default), and as
+    objects a visitor's state costs several times its bytes. So after every checkpoint
+    the states it wrote stay in ``hot`` (the visitors active now), every other state is
+    dropped from memory (:meth:`keep_only`), and its record in ``cold`` (the table's
+    store, where the checkpoint put the bytes just before) is decoded again when the
+    visitor's next event or its session's close needs it (``load``). The keys that changed
+    since the last :meth:`drain` are remembered, so a checkpoint writes only those.
+    """
+
+    __slots__ = ("_cold", "_load", "_owns", "dirty", "hot")
+
+    def __init__(
+        self,
+        cold: MutableMapping[bytes, bytes],
+        load: Callable[[bytes], VisitorState],
+        owns: Callable[[bytes], bool],
+    ) -> None:
+        """``load(record)`` decodes a record; ``owns`` tells this partition's keys in cold."""
+        self.hot: dict[str, VisitorState] = {}
+        self._cold = cold
+        self._load = load
+        self._owns = owns
         self.dirty: set[str] = set()
 
-    def __getitem__(self, key: str) -> VisitorState:
-        return self._data[key]
-
     def get(self, key: str, default: object = None) -> VisitorState | None:  # type: ignore[override]
-        """Fast path for the engine's lookups (MutableMapping's get goes through KeyError)."""
-        return self._data.get(key)
+        """The state of ``key`` (decoded from its record if it is not in memory), or None."""
+        state = self.hot.get(key)
+        if state is None:
+            record = self._cold.get(key.encode())
+            if record:  # None or b"" is a deletion Faust recovered
+                state = self.hot[key] = self._load(record)
+        return state
+
+    def __getitem__(self, key: str) -> VisitorState:
+        state = self.get(key)
+        if state is None:
+            raise KeyError(key)
+        return state
 
     def __setitem__(self, key: str, value: VisitorState) -> None:
-        self._data[key] = value
+        self.hot[key] = value
         self.dirty.add(key)
 
     def __delitem__(self, key: str) -> None:
-        del self._data[key]
+        if self.hot.pop(key, None) is None and key.encode() not in self._cold:
+            raise KeyError(key)
         self.dirty.add(key)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
+        yield from self.hot
+        for raw, record in list(self._cold.items()):
+            if record and raw[:1] != b"\x00" and self._owns(raw):
+                key = raw.decode()
+                if key not in self.hot:
+                    yield key
 
     def __len__(self) -> int:
-        return len(self._data)
+        return sum(1 for _ in self)
+
+    def items(self) -> Iterator[tuple[str, VisitorState]]:  # type: ignore[override]
+        """Every state; those only in ``cold`` are decoded without being kept in memory."""
+        yield from list(self.hot.items())
+        for raw, record in list(self._cold.items()):
+            if record and raw[:1] != b"\x00" and self._owns(raw):
+                key = raw.decode()
+                if key not in self.hot:
+                    yield key, self._load(record)
+
+    def record(self, key: str) -> bytes | None:
+        """The checkpointed record of ``key``, if any."""
+        return self._cold.get(key.encode()) or None
+
+    def put_record(self, key: str, record: bytes | None) -> None:
+        """Store (or with None remove) the checkpointed record of ``key``."""
+        if record is None:
+            self._cold.pop(key.encode(), None)
+        else:
+            self._cold[key.encode()] = record
+
+    def keep_only(self, keys: Iterable[str]) -> None:
+        """Drop from memory every state but ``keys`` (all must be clean: checkpointed)."""
+        hot = self.hot
+        self.hot = {key: hot[key] for key in keys if key in hot}
 
     def drain(self) -> set[str]:
         """The keys changed since the last call; resets the record."""
@@ -127,14 +193,19 @@ class PartitionState:
         rules: StageRules,
         records: Iterable[tuple[bytes, bytes]] = (),
         loaded_ms: int | None = None,
+        cold: MutableMapping[bytes, bytes] | None = None,
+        owns: Callable[[bytes], bool] | None = None,
     ) -> None:
         """Rebuild from the table records of this partition (empty for a new partition).
 
-        ``loaded_ms`` (wall clock) counts as the time a message was last applied.
+        ``cold`` is where checkpointed visitor records are kept, by key (the table's
+        store, which the worker's records of every partition share; ``owns`` tells this
+        partition's keys among them). Without it the records are kept in a private
+        mapping. ``loaded_ms`` (wall clock) counts as the time a message was last applied.
         """
         self.partition = partition
+        #: Applied offset of the visitors in memory (the others' is in their record).
         self._applied: dict[str, int] = {}
-        states: dict[str, VisitorState] = {}
         watermark: int | None = None
         #: Offset of the next message to apply; None until known (a partition never seen).
         self.next_offset: int | None = None
@@ -148,21 +219,21 @@ class PartitionState:
         self.sources: dict[int, tuple[int, int]] = {}
         #: The input topic ``sources`` and ``input`` refer to (None until a message says).
         self.input_topic: str | None = None
+        private = cold is None
+        records_of: MutableMapping[bytes, bytes] = {} if cold is None else cold
         for raw_key, value in records:
             if raw_key == WATERMARK_KEY:
                 self.checkpointed = True
                 watermark = self._load_own_record(value)
-                continue
-            key = raw_key.decode()
-            self._applied[key] = _OFFSET.unpack_from(value)[0]
-            states[key] = VisitorState.from_bytes(value[_OFFSET.size :])
-        self.store = TrackedStore(states)
+            elif private:
+                records_of[raw_key] = value
+        self.store = TieredStore(records_of, _decode_visitor, owns or _every_key)
         self.sessionizer = Sessionizer(config, rules, self.store, external_watermark=True)
         if watermark is not None:
             self.sessionizer.restore_watermark(watermark)
         self._lateness_ms = config.allowed_lateness_ms
         self._checkpointed_record = self._own_record() if self.checkpointed else None
-        self.open_sessions = sum(len(state.sessions) for state in states.values())
+        self.open_sessions = self.sessionizer.indexed_sessions
         #: Events skipped because their visitor's record already held their message.
         self.redelivered = 0
         #: Wall time of the last message applied (loading counts as one).
@@ -201,7 +272,7 @@ class PartitionState:
         self.applied_ms = now_ms
         if message.topic is not None and message.topic != self.input_topic:
             self._switch_topic(message.topic)
-        applied = self._applied
+        applied = self._applied_of
         events = message.events
         fresh: list[Event] = []
         reforwarded = 0
@@ -213,14 +284,14 @@ class PartitionState:
                 seen = last is not None and source <= last
                 if not seen:
                     sources[part] = source
-                if applied.get(ev.visitor_key, -1) >= offset:
+                if applied(ev.visitor_key) >= offset:
                     continue
                 if seen:
                     reforwarded += 1
                     continue
                 fresh.append(ev)
         else:
-            fresh = [ev for ev in events if applied.get(ev.visitor_key, -1) < offset]
+            fresh = [ev for ev in events if applied(ev.visitor_key) < offset]
         self.redelivered += len(events) - len(fresh) - reforwarded
         watermark: int | None = None
         if message.report is not None:
@@ -231,8 +302,9 @@ class PartitionState:
         out = self.sessionizer.process(fresh, now_ms, watermark)
         out.duplicates += reforwarded
         dirty = self.store.dirty
+        applied_now = self._applied
         for ev in fresh:
-            applied[ev.visitor_key] = offset
+            applied_now[ev.visitor_key] = offset
             # The visitor's record must be rewritten even when its state did not change
             # (duplicates, late events): its applied offset did.
             dirty.add(ev.visitor_key)
@@ -254,18 +326,38 @@ class PartitionState:
             self.input = InputProgress()
         self.input_topic = topic
 
+    def _applied_of(self, key: str) -> int:
+        """Offset of the last message applied to ``key``'s visitor (-1: none)."""
+        offset = self._applied.get(key)
+        if offset is None:
+            record = self.store.record(key)
+            offset = -1 if record is None else _OFFSET.unpack_from(record)[0]
+        return offset
+
     def checkpoint(self) -> Checkpoint:
-        """Records changed since the last checkpoint, to write after the rows are durable."""
+        """Records changed since the last checkpoint, to write after the rows are durable.
+
+        The records go into the store's ``cold`` mapping at once; then only the visitors
+        just written stay in memory (see ``TieredStore``).
+        """
         writes: list[tuple[bytes, bytes | None]] = []
-        data = self.store
-        for key in sorted(self.store.drain()):
-            state = data.get(key)
+        written: list[str] = []
+        store = self.store
+        for key in sorted(store.drain()):
+            state = store.hot.get(key)
+            raw_key = key.encode()
             if state is None:
-                writes.append((key.encode(), None))
+                writes.append((raw_key, None))
+                store.put_record(key, None)
                 self._applied.pop(key, None)
                 continue
-            offset = self._applied.get(key, -1)
-            writes.append((key.encode(), _OFFSET.pack(offset) + state.to_bytes()))
+            value = _OFFSET.pack(self._applied_of(key)) + state.to_bytes()
+            writes.append((raw_key, value))
+            store.put_record(key, value)
+            written.append(key)
+        store.keep_only(written)
+        applied = self._applied
+        self._applied = {key: applied[key] for key in written if key in applied}
         record: bytes | None = self._own_record()
         if record == self._checkpointed_record:
             record = None

@@ -48,3 +48,37 @@ def murmur2(data: bytes) -> int:
 def partition_for_key(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for ``key`` among ``partitions``."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class PartitionCache:
+    """Key -> partition, remembered for the recently used keys only (bounded memory).
+
+    Two generations of at most ``size`` keys each: a lookup finds a key in either (and
+    brings an old one forward); when the current generation is full it becomes the old
+    one and the oldest is dropped. So keys in use stay cached while memory stays bounded
+    whatever the number of visitors, unlike a cache cleared when full (which forgets the
+    busy keys with the idle ones) or an unbounded one (which grew with every visitor ever
+    seen: about 200 bytes each).
+    """
+
+    __slots__ = ("_new", "_old", "_partitions", "_size")
+
+    def __init__(self, partitions: int, size: int = 65_536) -> None:
+        """Cache partitions among ``partitions`` for up to 2 * ``size`` keys."""
+        self._partitions = partitions
+        self._size = size
+        self._new: dict[bytes | str, int] = {}
+        self._old: dict[bytes | str, int] = {}
+
+    def __call__(self, key: str | bytes) -> int:
+        """The partition of ``key`` (a str is hashed as its UTF-8 bytes)."""
+        partition = self._new.get(key)
+        if partition is None:
+            partition = self._old.get(key)
+            if partition is None:
+                raw = key.encode() if isinstance(key, str) else key
+                partition = partition_for_key(raw, self._partitions)
+            if len(self._new) >= self._size:
+                self._old, self._new = self._new, {}
+            self._new[key] = partition
+        return partition

@@ -28,3 +28,22 @@ def test_partition_for_key_is_kafkas_default_partition() -> None:
         for partitions in (1, 4, 12):
             expected = (kafka_murmur2(key) & 0x7FFFFFFF) % partitions
             assert partition_for_key(key, partitions) == expected
+
+
+def test_partition_cache_is_exact_and_bounded() -> None:
+    """The cache answers as the partitioner does, for str and bytes keys, within its bound."""
+    from streams.worker.partitioning import PartitionCache, partition_for_key
+
+    cache = PartitionCache(7, size=100)
+    keys = [f"visitor-{n}" for n in range(1000)]
+    for _ in range(2):  # the second pass finds some keys cached, most recomputed
+        for key in keys:
+            assert cache(key) == partition_for_key(key.encode(), 7)
+            assert cache(key.encode()) == partition_for_key(key.encode(), 7)
+    assert len(cache._new) <= 100
+    assert len(cache._old) <= 100
+    busy = keys[0]
+    for key in keys:  # a key in use stays cached while others come and go
+        cache(key)
+        cache(busy)
+        assert busy in cache._new or busy in cache._old
