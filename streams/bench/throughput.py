@@ -18,7 +18,7 @@ from streams.bench.naive import read_progress
 from streams.bench.processes import BenchError, ManagedProcess, child_env, wait_for
 from streams.bench.profile import ProfileRecorder
 from streams.bench.resources import BenchResources
-from streams.bench.workers import start_worker, visible_events
+from streams.bench.workers import start_workers, visible_events
 from streams.clickhouse.server import ServerBackend
 
 
@@ -131,8 +131,12 @@ def run_worker(
     flush_interval_s: float,
     timeout_s: float,
     profile_path: Path | None = None,
+    processes: int = 1,
 ) -> WorkerThroughput:
     """Start a worker on the filled ``topic``; time it until all events are in ClickHouse.
+
+    With ``processes`` > 1, that many worker processes of one app share the work (see
+    ``WorkerGroup``); their metrics and CPU are summed, the first one is profiled.
 
     t0 is the first /metrics poll (every 20 ms) showing ``journey_events_total > 0``, so
     start-up, group join and rebalance are excluded (reported as ``startup_s``).
@@ -151,9 +155,11 @@ def run_worker(
     /metrics and once more at the end.
     """
     began = time.monotonic()
-    worker = start_worker(
-        res, "worker", topic, partitions=partitions, flush_interval_s=flush_interval_s
-    )
+    label = "worker" if processes == 1 else f"worker-x{processes}"
+    worker = start_workers(
+        res, label, topic, processes=processes, partitions=partitions,
+        flush_interval_s=flush_interval_s,
+    )  # fmt: skip
     log_path = worker.process.log_path
     recorder: ProfileRecorder | None = None
     try:

@@ -60,6 +60,84 @@ class BenchWorker:
         self.process.stop()
 
 
+class WorkerGroup:
+    """Several worker processes of one app (one consumer group), measured as one worker.
+
+    What a store does to use more cores: N ``journey worker`` processes with the same
+    ``JOURNEY_APP_ID``, each with its own metrics port and data folder. ``metrics()`` sums
+    their totals, ``cpu_seconds()`` their CPU; the first one's log names the group.
+    """
+
+    def __init__(self, workers: list[BenchWorker]) -> None:
+        """Group ``workers`` (the first is the one profiled and named in errors)."""
+        self.workers = workers
+        self.url = workers[0].url
+        self.process = self  # the part of ManagedProcess the phases use, for all
+        self.log_path = workers[0].process.log_path
+        self.pid = workers[0].process.pid
+
+    def metrics(self) -> dict[str, float] | None:
+        """Metric totals summed over the processes; None until every one answers."""
+        totals: dict[str, float] = {}
+        for worker in self.workers:
+            one = worker.metrics()
+            if one is None:
+                return None
+            for name, value in one.items():
+                totals[name] = totals.get(name, 0.0) + value
+        return totals
+
+    def wait_ready(self, timeout_s: float) -> dict[str, float]:
+        """Wait until every process serves /metrics; their summed totals."""
+        for worker in self.workers:
+            worker.wait_ready(timeout_s)
+        return self.metrics() or {}
+
+    def ensure_alive(self) -> None:
+        """Raise BenchError if any process has exited."""
+        for worker in self.workers:
+            worker.process.ensure_alive()
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) of all the processes."""
+        return sum(worker.process.cpu_seconds() for worker in self.workers)
+
+    def stop(self) -> None:
+        """Stop every process."""
+        for worker in self.workers:
+            worker.stop()
+
+
+def start_workers(
+    res: BenchResources,
+    label: str,
+    input_topic: str,
+    *,
+    processes: int,
+    partitions: int,
+    flush_interval_s: float,
+) -> BenchWorker | WorkerGroup:
+    """One worker, or a group of ``processes`` workers of one app (see WorkerGroup)."""
+    if processes == 1:
+        return start_worker(
+            res, label, input_topic, partitions=partitions, flush_interval_s=flush_interval_s
+        )
+    workers: list[BenchWorker] = []
+    try:
+        for instance in range(processes):
+            workers.append(
+                start_worker(
+                    res, label, input_topic, partitions=partitions,
+                    flush_interval_s=flush_interval_s, instance=instance,
+                )
+            )  # fmt: skip
+    except BaseException:
+        for worker in workers:
+            worker.stop()
+        raise
+    return WorkerGroup(workers)
+
+
 def start_worker(
     res: BenchResources,
     label: str,
@@ -68,9 +146,15 @@ def start_worker(
     partitions: int,
     flush_interval_s: float,
     extra: Mapping[str, str] | None = None,
+    instance: int = 0,
 ) -> BenchWorker:
-    """Start ``journey worker`` on ``input_topic`` writing to the fresh database ``label``."""
+    """Start ``journey worker`` on ``input_topic`` writing to the fresh database ``label``.
+
+    ``instance`` > 0 starts one more process of the same app (same topics, database and
+    consumer groups) with its own data folder, metrics port and log.
+    """
     url = res.database_url(label)
+    suffix = f"-{instance}" if instance else ""
     port = free_port()
     env = child_env()
     env.update(
@@ -84,7 +168,7 @@ def start_worker(
             "JOURNEY_LATE_TOPIC": res.name(f"{label}-late"),
             "JOURNEY_PARTITIONS": str(partitions),
             "JOURNEY_CLICKHOUSE_URL": url,
-            "JOURNEY_DATA_DIR": str(res.folder(f"{label}-data")),
+            "JOURNEY_DATA_DIR": str(res.folder(f"{label}-data{suffix}")),
             "JOURNEY_METRICS_PORT": str(port),
             "JOURNEY_IDLE_GRACE_S": str(IDLE_GRACE_S),
             "JOURNEY_FLUSH_INTERVAL_S": str(flush_interval_s),
@@ -94,7 +178,7 @@ def start_worker(
     process = ManagedProcess(
         [sys.executable, "-m", "streams.cli", "worker"],
         env,
-        res.workdir / f"worker-{label}.log",
+        res.workdir / f"worker-{label}{suffix}.log",
     )
     return BenchWorker(process, url, port)
 
