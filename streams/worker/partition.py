@@ -61,9 +61,9 @@ _OFFSET = struct.Struct(">q")
 WATERMARK_KEY = b""
 
 
-def _decode_visitor(record: bytes) -> VisitorState:
-    """A visitor record's state (after its 8-byte applied offset)."""
-    return VisitorState.from_bytes(record[_OFFSET.size :])
+def _decode_visitor(key: str, record: bytes) -> VisitorState:
+    """The state in visitor ``key``'s record (after its 8-byte applied offset)."""
+    return VisitorState.from_bytes(record[_OFFSET.size :], key)
 
 
 def _every_key(raw: bytes) -> bool:
@@ -87,10 +87,10 @@ class TieredStore(MutableMapping[str, VisitorState]):
     def __init__(
         self,
         cold: MutableMapping[bytes, bytes],
-        load: Callable[[bytes], VisitorState],
+        load: Callable[[str, bytes], VisitorState],
         owns: Callable[[bytes], bool],
     ) -> None:
-        """``load(record)`` decodes a record; ``owns`` tells this partition's keys in cold."""
+        """``load(key, record)`` decodes a record; ``owns`` tells this partition's keys in cold."""
         self.hot: dict[str, VisitorState] = {}
         self._cold = cold
         self._load = load
@@ -103,7 +103,7 @@ class TieredStore(MutableMapping[str, VisitorState]):
         if state is None:
             record = self._cold.get(key.encode())
             if record:  # None or b"" is a deletion Faust recovered
-                state = self.hot[key] = self._load(record)
+                state = self.hot[key] = self._load(key, record)
         return state
 
     def __getitem__(self, key: str) -> VisitorState:
@@ -139,7 +139,7 @@ class TieredStore(MutableMapping[str, VisitorState]):
             if record and raw[:1] != b"\x00" and self._owns(raw):
                 key = raw.decode()
                 if key not in self.hot:
-                    yield key, self._load(record)
+                    yield key, self._load(key, record)
 
     def record(self, key: str) -> bytes | None:
         """The checkpointed record of ``key``, if any."""
