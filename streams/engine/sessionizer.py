@@ -302,8 +302,9 @@ class Sessionizer:
         """The common case without a re-cut: sorted ``fresh`` events after all the visitor's.
 
         Applies when the visitor has at most one open session, whose running summary
-        covers all its events, every fresh event follows them, and no session closes
-        before the watermark now: the fresh events then continue the open session or start
+        covers all its events (it is made here if the state was restored from its
+        record), every fresh event follows them, and no session closes before the
+        watermark now: the fresh events then continue the open session or start
         new ones, exactly as :meth:`_resessionize` would cut them, and only the sessions
         they touch are summarised (one step per event) and emitted. Returns False, having
         changed nothing, when the case does not apply.
@@ -324,6 +325,11 @@ class Sessionizer:
             start = 1
         else:
             open_acc = current.acc
+            if open_acc is None and events and events[0].event_id == current.first_id:
+                # Restored from its record (after a restart, or dropped from memory at a
+                # checkpoint): summarise the one open session once, then go on from there.
+                open_acc = current.acc = SessionAcc(state.visitor_key, events[0], prior)
+                open_acc.feed(events, 0, len(events), self.rules)
             if (
                 open_acc is None
                 or open_acc.count != len(events)
