@@ -84,13 +84,12 @@ def run(args: argparse.Namespace) -> int:
     from streams.clickhouse.migrations import apply_migrations
     from streams.clickhouse.options import backend_from_args
     from streams.clickhouse.writer import ClickHouseWriter
-    from streams.engine.sessionizer import SessionConfig
     from streams.engine.stages import load_stage_rules
     from streams.settings import Settings
 
     settings = Settings.from_env()
     rules = load_stage_rules(settings.stage_rules or None)
-    config = SessionConfig.from_settings(settings)
+    config = settings.session_config()
     mapping = parse_mapping(args.map)
     backend = backend_from_args(args, settings)
     try:

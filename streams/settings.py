@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streams.engine.sessionizer import SessionConfig
 
 
 def _positive_float(name: str, raw: str) -> float:
@@ -142,3 +145,15 @@ class Settings:
         return [
             (f"JOURNEY_{f.name.upper()}", repr(f.default), f.metadata["doc"]) for f in fields(cls)
         ]
+
+    def session_config(self) -> SessionConfig:
+        """The engine's sessionization parameters (milliseconds) from these settings (seconds)."""
+        from streams.engine.sessionizer import SessionConfig
+
+        return SessionConfig(
+            session_timeout_ms=round(self.session_timeout_s * 1000),
+            max_session_ms=round(self.max_session_s * 1000),
+            allowed_lateness_ms=round(self.allowed_lateness_s * 1000),
+            idle_grace_ms=round(self.idle_grace_s * 1000),
+            split_on_campaign=self.split_on_campaign,
+        )

@@ -40,7 +40,6 @@ from streams.engine.state import (
     stored,
 )
 from streams.engine.summary import BIT_NAMES, Prior, SessionAcc, session_id
-from streams.settings import Settings
 
 _NEVER = -(2**62)  # the watermark before any event: nothing is late
 _FOREVER = 2**62
@@ -49,6 +48,9 @@ _FOREVER = 2**62
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
     """Sessionization parameters in milliseconds (SPEC section 4 defaults).
+
+    The adapters build it from their settings (``Settings.session_config``); the engine
+    knows nothing of settings.
 
     ``idle_grace_ms``: after this much wall time without any event, the watermark follows
     the wall clock at ``now - allowed_lateness - idle_grace`` so sessions still close when
@@ -61,17 +63,6 @@ class SessionConfig:
     allowed_lateness_ms: int = 10 * 60 * 1000
     idle_grace_ms: int = 60 * 1000
     split_on_campaign: bool = False
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SessionConfig:
-        """Map the ``JOURNEY_*`` settings (seconds) to a config (milliseconds)."""
-        return cls(
-            session_timeout_ms=round(settings.session_timeout_s * 1000),
-            max_session_ms=round(settings.max_session_s * 1000),
-            allowed_lateness_ms=round(settings.allowed_lateness_s * 1000),
-            idle_grace_ms=round(settings.idle_grace_s * 1000),
-            split_on_campaign=settings.split_on_campaign,
-        )
 
 
 @dataclass(slots=True)

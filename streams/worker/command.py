@@ -64,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
     from streams.clickhouse.backend import open_backend
     from streams.clickhouse.migrations import apply_migrations
     from streams.clickhouse.writer import ClickHouseWriter
-    from streams.engine.sessionizer import SessionConfig
     from streams.engine.stages import load_stage_rules
     from streams.metrics import JourneyMetrics
     from streams.sink import ClickHouseSink
@@ -92,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     )
     runtime = WorkerRuntime(
         settings=settings,
-        config=SessionConfig.from_settings(settings),
+        config=settings.session_config(),
         rules=rules,
         metrics=metrics,
         sink=sink,

@@ -252,8 +252,8 @@ def test_split_on_campaign_change_is_optional() -> None:
 
 
 def test_config_from_settings_maps_seconds_to_ms() -> None:
-    """SessionConfig.from_settings converts the JOURNEY_* seconds into milliseconds."""
-    cfg = SessionConfig.from_settings(Settings(session_timeout_s=60.0, allowed_lateness_s=5.0))
+    """Settings.session_config converts the JOURNEY_* seconds into milliseconds."""
+    cfg = Settings(session_timeout_s=60.0, allowed_lateness_s=5.0).session_config()
     assert (cfg.session_timeout_ms, cfg.allowed_lateness_ms, cfg.max_session_ms) == (
         60_000,
         5_000,
@@ -278,3 +278,31 @@ def test_streaming_out_of_order_equals_replay() -> None:
     s = Sessionizer(CFG, RULES)
     outs = [s.process([events[i]]) for i in order] + [s.close_all()]
     assert apply_outputs(outs) == apply_outputs([sessionize_all(events, CFG, RULES)])
+
+
+def test_engine_imports_no_adapter() -> None:
+    """The engine is pure: importing all of it loads no settings, Kafka, ClickHouse or metrics."""
+    import subprocess
+    import sys
+
+    adapters = (
+        "streams.settings",
+        "streams.worker",
+        "streams.clickhouse",
+        "streams.metrics",
+        "faust",
+        "aiokafka",
+        "kafka",
+        "clickhouse_driver",
+        "chdb",
+        "prometheus_client",
+    )
+    code = (
+        "import sys, pkgutil, importlib, streams.engine as e\n"
+        "for m in pkgutil.iter_modules(e.__path__):\n"
+        "    importlib.import_module('streams.engine.' + m.name)\n"
+        f"bad = {adapters!r}\n"
+        "print(sorted(n for n in sys.modules if any(n == b or n.startswith(b + '.') for b in bad)))"
+    )  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
