@@ -247,6 +247,10 @@ def _phase(name: str, result: dict[str, Any], action: Callable[[], T]) -> T | No
         result["errors"][name] = str(exc)
         _say(f"{name} FAILED: {exc}")
         return None
+    except Exception as exc:  # a client's own error (Kafka, ClickHouse): the run goes on
+        result["errors"][name] = f"{type(exc).__name__}: {exc}"
+        _say(f"{name} FAILED: {type(exc).__name__}: {exc}")
+        return None
     _say(f"{name} done in {time.monotonic() - started:.1f} s")
     return value
 
@@ -360,13 +364,15 @@ def _run_phases(args: argparse.Namespace, res: Any, skip: set[str], result: dict
         runs = _latency_rates(args.latency_rate, result)
         for share, rate in runs:
             name = "latency" if share is None else f"latency at {share:.0%}"
+            label = "latency" if share is None else f"latency{round(share * 100)}"
             lat = _phase(
                 name,
                 result,
-                lambda rate=rate: latency.run_latency(  # type: ignore[misc]
+                lambda rate=rate, label=label: latency.run_latency(  # type: ignore[misc]
                     res, rate=rate, seconds=args.latency_seconds,
                     warmup_s=args.latency_warmup, partitions=args.partitions,
                     flush_interval_s=args.flush_interval, seed=args.seed, timeout_s=timeout,
+                    label=label,
                 ),
             )  # fmt: skip
             if lat is None:

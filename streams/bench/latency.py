@@ -158,12 +158,16 @@ def run_latency(
     flush_interval_s: float,
     seed: int,
     timeout_s: float,
+    label: str = "latency",
 ) -> LatencyResult:
-    """Start a worker on a fresh topic, send ``rate`` events/s for ``seconds``, measure."""
-    topic = res.create_topic("latency-in", partitions)
+    """Start a worker on a fresh topic, send ``rate`` events/s for ``seconds``, measure.
+
+    ``label`` names the run's topic, app and database (each run of a bench needs its own).
+    """
+    topic = res.create_topic(f"{label}-in", partitions)
     events = paced_events(int(rate * seconds), rate, seed)
     worker = start_worker(
-        res, "latency", topic, partitions=partitions, flush_interval_s=flush_interval_s
+        res, label, topic, partitions=partitions, flush_interval_s=flush_interval_s
     )
     visibility = VisibilityPoller(worker.url)
     counter = CounterPoller(worker)

@@ -155,7 +155,7 @@ def run_worker(
     /metrics and once more at the end.
     """
     began = time.monotonic()
-    label = "worker" if processes == 1 else f"worker-x{processes}"
+    label = "worker" if processes == 1 else f"workers{processes}"
     worker = start_workers(
         res, label, topic, processes=processes, partitions=partitions,
         flush_interval_s=flush_interval_s,

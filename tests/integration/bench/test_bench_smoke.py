@@ -39,6 +39,7 @@ NUMERIC_KEYS = (
     "latency_p99_s",
     "prometheus_latency_p99_s",
     "bytes_per_open_session",
+    "processes_events_per_s",
 )
 
 
@@ -67,7 +68,7 @@ def test_bench_small_run_reports_every_figure(tmp_path: Path) -> None:
     env["TMPDIR"] = str(tmp_path)  # the bench's work folder lands here
     proc = subprocess.run(
         [sys.executable, "-m", "streams.cli", "bench",
-         "--events", "3000", "--memory-sessions", "2000",
+         "--events", "3000", "--memory-sessions", "2000", "--processes", "2",
          "--latency-rate", "200", "--latency-seconds", "5", "--latency-warmup", "1",
          "--flush-interval", "1", "--phase-timeout", "240",
          "--brokers", BROKERS, "--clickhouse", CLICKHOUSE_URL, "--json"],
@@ -88,6 +89,13 @@ def test_bench_small_run_reports_every_figure(tmp_path: Path) -> None:
     }  # fmt: skip
     assert result["machine"]["cores"] >= 1
     assert result["naive"]["complete"] is True
+    assert result["naive"]["inserts"] > 0  # it stores the sessions it closes at the end
+    assert result["workers"]["processes"] == 2
+    assert result["workers"]["late"] == 0
+    # Every figure sits next to its target in the JSON too.
+    figures = {f["key"]: f for f in result["figures"]}
+    assert figures["ratio_worker_to_raw"]["target"] == ">= 0.25x"
+    assert isinstance(figures["ratio_worker_to_raw"]["met"], bool)
     # The input is in event-time order per partition: the worker must call nothing late.
     assert result["worker"]["late"] == 0
     assert result["memory"]["open_after"] - result["memory"]["open_before"] >= 2000
