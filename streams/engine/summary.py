@@ -1,7 +1,9 @@
-"""Summarise one session's events into its ``SessionRow`` (SPEC section 5), in one pass.
+"""Summarise one session's events into its ``SessionRow`` (SPEC section 5), incrementally.
 
-This is the per-event hot path of both the streaming worker and replay, so it reads
-``Event`` attributes directly and uses precompiled rule lookups.
+``SessionAcc`` is fed a session's events in order and gives its row at any point; the
+sessionizer keeps one per open session. This is the per-event hot path of both the
+streaming worker and replay, so it reads ``StoredEvent`` attributes directly and uses
+precompiled rule lookups.
 """
 
 from __future__ import annotations
@@ -69,21 +71,6 @@ class SessionSummary:
     # order_key -> (ts_ms, event_id, revenue, currency, order_id) of its earliest purchase
     cart: list[tuple[str, int, float]] = field(default_factory=list)
     last_user_id: str = ""
-
-
-def summarise(
-    key: str,
-    events: Sequence[StoredEvent],
-    lo: int,
-    hi: int,
-    prior: Prior,
-    rules: StageRules,
-    closed: bool,
-) -> SessionSummary:
-    """Summarise ``events[lo:hi]`` (sorted by ts_ms, event_id) of visitor ``key`` as one session."""
-    acc = SessionAcc(key, events[lo], prior)
-    acc.feed(events, lo, hi, rules)
-    return acc.summary(closed)
 
 
 class SessionAcc:
