@@ -96,6 +96,8 @@ class WorkerRuntime:
     counted_orders: OrderedDict[str, float] = field(default_factory=OrderedDict)
     #: The flush writing what it took (see _flush), if one is under way.
     inflight: asyncio.Future[None] | None = None
+    #: Set when a flush gave up its rows at shutdown: no later flush may write anything.
+    abandoned: bool = False
 
 
 #: Order keys remembered for the revenue counter (an order row is re-emitted every time its
@@ -563,6 +565,8 @@ async def _flush(
     ``wait`` returns only when everything is written (rebalance, shutdown).
     """
     await _settle(runtime)
+    if runtime.abandoned:
+        return  # a flush gave its rows up (stopping): nothing after it may be acknowledged
     rows = runtime.sink.take()
     checkpoints: list[Checkpoint] | None = None
     unacked: list[tuple[Any, Any]] = []
@@ -599,7 +603,11 @@ async def _complete_flush(
     """Write what :func:`_flush` took, in order; see there."""
     began = time.monotonic()
     if not await runtime.sink.write(rows, should_stop=lambda: runtime.stopping):
-        return  # stopping with ClickHouse away: nothing is acknowledged, all is redelivered
+        # Stopping with ClickHouse away: these rows are given up, so no flush after this
+        # one may checkpoint or acknowledge anything (its records and acknowledgements
+        # would cover messages whose rows were never written); all is redelivered.
+        runtime.abandoned = True
+        return
     written = time.monotonic()
     topic = runtime.settings.sessions_topic
     for row in rows.sessions.values():

@@ -44,6 +44,7 @@ class OutputProducer:
         self._lock = asyncio.Lock()
         self._builders: dict[tuple[str, int], Any] = {}
         self._in_flight: list[asyncio.Future[Any]] = []
+        self._handover = asyncio.Lock()
         self._partition_of: dict[str, PartitionCache] = {}
 
     async def _started(self) -> AIOKafkaProducer:
@@ -97,7 +98,8 @@ class OutputProducer:
             # waits, so that a send from another task (the flush runs beside the agent)
             # starts a new batch instead of appending to, or handing over, this one.
             del self._builders[slot]
-            await self._submit_one(producer, slot, builder)
+            async with self._handover:
+                await self._submit_one(producer, slot, builder)
         raise StreamError(f"no batch of {topic}[{partition}] took a record")
 
     async def _submit_one(
@@ -107,13 +109,20 @@ class OutputProducer:
         self._in_flight.append(await producer.send_batch(builder, topic, partition=partition))
 
     async def submit(self) -> None:
-        """Hand every non-empty batch to the client (does not wait for delivery)."""
-        if self._producer is None or not self._builders:
-            return
-        builders, self._builders = self._builders, {}
-        for slot, builder in builders.items():
-            if builder.record_count():
-                await self._submit_one(self._producer, slot, builder)
+        """Hand every non-empty batch to the client (does not wait for delivery).
+
+        Hand-overs are serialised (``_handover``): the client may make one wait while an
+        earlier batch of its partition is not drained, and a :meth:`flush` from another
+        task (the flush runs beside the agent) must not return before batches taken
+        before it reached ``_in_flight``.
+        """
+        async with self._handover:
+            if self._producer is None or not self._builders:
+                return
+            builders, self._builders = self._builders, {}
+            for slot, builder in builders.items():
+                if builder.record_count():
+                    await self._submit_one(self._producer, slot, builder)
 
     async def flush(self) -> None:
         """Submit everything and wait until the broker acknowledged it; raise if it did not."""

@@ -82,7 +82,7 @@ class TieredStore(MutableMapping[str, VisitorState]):
     since the last :meth:`drain` are remembered, so a checkpoint writes only those.
     """
 
-    __slots__ = ("_cold", "_load", "_owns", "dirty", "hot")
+    __slots__ = ("_cold", "_deleted", "_load", "_owns", "dirty", "hot")
 
     def __init__(
         self,
@@ -96,6 +96,7 @@ class TieredStore(MutableMapping[str, VisitorState]):
         self._load = load
         self._owns = owns
         self.dirty: set[str] = set()
+        self._deleted: set[str] = set()
 
     def get(self, key: str, default: object = None) -> VisitorState | None:  # type: ignore[override]
         """The state of ``key`` (decoded from its record if it is not in memory), or None."""
@@ -115,11 +116,13 @@ class TieredStore(MutableMapping[str, VisitorState]):
     def __setitem__(self, key: str, value: VisitorState) -> None:
         self.hot[key] = value
         self.dirty.add(key)
+        self._deleted.discard(key)
 
     def __delitem__(self, key: str) -> None:
         if self.hot.pop(key, None) is None and key.encode() not in self._cold:
             raise KeyError(key)
         self.dirty.add(key)
+        self._deleted.add(key)
 
     def __iter__(self) -> Iterator[str]:
         yield from self.hot
@@ -161,6 +164,15 @@ class TieredStore(MutableMapping[str, VisitorState]):
         """The keys changed since the last call; resets the record."""
         dirty, self.dirty = self.dirty, set()
         return dirty
+
+    def drain_deleted(self) -> set[str]:
+        """The keys deleted (and not set again) since the last call; resets the record.
+
+        A changed key neither in memory nor deleted is a visitor whose events did not
+        reach its state (late or duplicate ones): its record stays, with a new offset.
+        """
+        deleted, self._deleted = self._deleted, set()
+        return deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,13 +355,25 @@ class PartitionState:
         writes: list[tuple[bytes, bytes | None]] = []
         written: list[str] = []
         store = self.store
+        deleted = store.drain_deleted()
         for key in sorted(store.drain()):
             state = store.hot.get(key)
             raw_key = key.encode()
             if state is None:
-                writes.append((raw_key, None))
-                store.put_record(key, None)
-                self._applied.pop(key, None)
+                if key in deleted:
+                    writes.append((raw_key, None))
+                    store.put_record(key, None)
+                    self._applied.pop(key, None)
+                    continue
+                # Not in memory, so unchanged since its record (its events were late or
+                # duplicates): only the applied offset moves, the state stays as recorded.
+                recorded = store.record(key)
+                offset = self._applied.get(key)
+                if recorded is None or offset is None:
+                    continue  # nothing recorded and nothing to record
+                value = _OFFSET.pack(offset) + recorded[_OFFSET.size :]
+                writes.append((raw_key, value))
+                store.put_record(key, value)
                 continue
             value = _OFFSET.pack(self._applied_of(key)) + state.to_bytes()
             writes.append((raw_key, value))

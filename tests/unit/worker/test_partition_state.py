@@ -469,3 +469,27 @@ def test_visitors_dropped_from_memory_at_checkpoints_continue_exactly() -> None:
     plain_outputs.append(plain.sessionizer.close_all())
     assert _fold(outputs) == _fold(plain_outputs) == _replayed(events)
     assert shared[b"\x00other"] == b"not a visitor"
+
+
+def test_late_event_of_a_visitor_out_of_memory_keeps_its_record() -> None:
+    """A late event for a visitor held only as its record moves the offset, nothing else.
+
+    The visitor's open session stays (its record is rewritten with the new applied
+    offset, not deleted), and a redelivery of the late event's message is skipped.
+    """
+    state = PartitionState(0, CONFIG, RULES)
+    intake = _Intake()
+    state.apply(intake.forward([Event("a1", "page_view", T0, "idle", anonymous_id="idle")]), 0, 0)
+    state.checkpoint()
+    busy = Event("b1", "page_view", T0 + 15 * MINUTE, "busy", anonymous_id="busy")
+    state.apply(intake.forward([busy]), 1, 0)  # the watermark passes T0 + 5 min
+    state.checkpoint()
+    assert "idle" not in state.store.hot
+    late = intake.forward([Event("a0", "page_view", T0 + MINUTE, "idle", anonymous_id="idle")])
+    assert [ev.event_id for ev in state.apply(late, 2, 0).late] == ["a0"]
+    writes = dict(state.checkpoint().visitors)
+    assert writes[b"idle"] is not None
+    restored = state.store["idle"]
+    assert [s.first_id for s in restored.sessions] == ["a1"]
+    assert state.apply(late, 2, 0).late == []  # the redelivered message is skipped
+    assert state.redelivered == 1
