@@ -39,7 +39,7 @@ from streams.engine.state import (
     VisitorState,
     stored,
 )
-from streams.engine.summary import BIT_NAMES, Prior, SessionAcc, session_id
+from streams.engine.summary import BIT_NAMES, Prior, SessionAcc, SessionSummary, session_id
 
 _NEVER = -(2**62)  # the watermark before any event: nothing is late
 _FOREVER = 2**62
@@ -346,8 +346,7 @@ class Sessionizer:
         events.extend(fresh)
         key = state.visitor_key
         rules = self.rules
-        transitions = col.out.transitions
-        remembered = state.order_keys
+        remembered = set(state.order_keys)
         orders_seen: set[str] = set()
         sessions: list[OpenSession] = []
         bounds = zip([0, *cuts], [*cuts, len(fresh)], strict=True)
@@ -360,23 +359,7 @@ class Sessionizer:
                 mask = 0
                 col.out.opened += 1
             acc.feed(events, base + lo, base + hi, rules)
-            summary = acc.summary(False)
-            row = summary.row
-            for bit, ts, before in summary.reached:
-                if not mask & bit:
-                    mask |= bit
-                    transitions.append(StageTransition(
-                        "stage", BIT_NAMES[bit], before, row.session_id, key, row.user_id, ts,
-                        row.channel))  # fmt: skip
-            col.row(row)
-            for okey, (ts, _eid, revenue, currency, order_id) in summary.orders.items():
-                if okey in orders_seen or okey in remembered:
-                    continue
-                orders_seen.add(okey)
-                col.orders[okey] = OrderRow(okey, order_id, row.session_id, key,
-                                            row.customer_key, ts, revenue, currency)  # fmt: skip
-            prior = Prior(True, prior.purchased or bool(row.converted),
-                          summary.last_user_id or prior.user_id)  # fmt: skip
+            mask, prior = _emit(col, key, acc.summary(False), mask, prior, remembered, orders_seen)
             sessions.append(OpenSession(
                 acc.first.ts_ms, acc.first.event_id, acc.last_ts, mask, acc))  # fmt: skip
         state.sessions = sessions
@@ -446,24 +429,9 @@ class Sessionizer:
                 acc.feed(events, lo + acc.count, hi, rules)
             summary = acc.summary(closing)
             row = summary.row
-            mask = max(masks[n], 0)
             if new[n]:
                 col.out.opened += 1
-            for bit, ts, before in summary.reached:
-                if not mask & bit:
-                    mask |= bit
-                    col.out.transitions.append(StageTransition(
-                        "stage", BIT_NAMES[bit], before, row.session_id, key, row.user_id, ts,
-                        row.channel))  # fmt: skip
-            col.row(row)
-            for okey, (ts, _eid, revenue, currency, order_id) in summary.orders.items():
-                if okey in remembered or okey in orders_seen:
-                    continue
-                orders_seen.add(okey)
-                col.orders[okey] = OrderRow(okey, order_id, row.session_id, key,
-                                            row.customer_key, ts, revenue, currency)  # fmt: skip
-            prior = Prior(True, prior.purchased or bool(row.converted),
-                          summary.last_user_id or prior.user_id)  # fmt: skip
+            mask, prior = _emit(col, key, summary, max(masks[n], 0), prior, remembered, orders_seen)
             if closing:
                 col.out.closed += 1
                 keep_from = hi
@@ -512,6 +480,40 @@ class Sessionizer:
             prev = ts
         bounds.append((start, len(events)))
         return bounds
+
+
+def _emit(
+    col: _Collector,
+    key: str,
+    summary: SessionSummary,
+    mask: int,
+    prior: Prior,
+    remembered: set[str],
+    orders_seen: set[str],
+) -> tuple[int, Prior]:
+    """Emit a summarised session: stages not yet announced, its row, orders not yet written.
+
+    ``mask`` holds the stages announced before; ``remembered`` the order keys of closed
+    sessions and ``orders_seen`` those of earlier sessions in this call (both skipped; the
+    latter grows). Returns the stages announced now and what the next session inherits.
+    """
+    row = summary.row
+    for bit, ts, before in summary.reached:
+        if not mask & bit:
+            mask |= bit
+            col.out.transitions.append(StageTransition(
+                "stage", BIT_NAMES[bit], before, row.session_id, key, row.user_id, ts,
+                row.channel))  # fmt: skip
+    col.row(row)
+    for okey, (ts, _eid, revenue, currency, order_id) in summary.orders.items():
+        if okey in remembered or okey in orders_seen:
+            continue
+        orders_seen.add(okey)
+        col.orders[okey] = OrderRow(okey, order_id, row.session_id, key, row.customer_key, ts,
+                                    revenue, currency)  # fmt: skip
+    after = Prior(True, prior.purchased or bool(row.converted),
+                  summary.last_user_id or prior.user_id)  # fmt: skip
+    return mask, after
 
 
 def _reusable_acc(
