@@ -102,10 +102,6 @@ class ClickHouseSink:
         """Rows buffered and not yet written."""
         return len(self._pending)
 
-    def pending_sessions(self) -> list[SessionRow]:
-        """Session rows waiting for the next flush (for publishing alongside it)."""
-        return list(self._pending.sessions.values())
-
     def add(
         self,
         sessions: Iterable[SessionRow] = (),

@@ -59,11 +59,6 @@ from streams.worker.topics import by_visitor_topic
 log = logging.getLogger(__name__)
 
 
-def partition_for(visitor_key: str, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2), so our routing matches keyed producers."""
-    return partition_for_key(visitor_key.encode(), partitions)
-
-
 @dataclass
 class WorkerRuntime:
     """Mutable state shared by the agents and timers of one worker process."""
@@ -416,7 +411,7 @@ async def _load_partition(runtime: WorkerRuntime, table: Any, partition: int) ->
         records,
         loaded_ms=int(time.time() * 1000),
         cold=cold,
-        owns=lambda raw: partition_for(raw.decode(), n) == partition,
+        owns=lambda raw: partition_for_key(raw, n) == partition,
     )
     if not state.checkpointed:
         topic = by_visitor_topic(runtime.settings)

@@ -28,7 +28,7 @@ from workerkit import (
 
 from streams.engine.intake import parse_payload
 from streams.engine.progress import ProgressReport
-from streams.worker.app import FORWARD_MAX_BYTES, partition_for
+from streams.worker.app import FORWARD_MAX_BYTES
 from streams.worker.codec import (
     chunk_forwarded,
     encode_forwarded,
@@ -36,6 +36,7 @@ from streams.worker.codec import (
     encode_topic,
     forwarded_message,
 )
+from streams.worker.partitioning import partition_for_key
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -61,7 +62,7 @@ def _fill_by_visitor_topic(topic: str, input_topic: str, lines: list[bytes]) -> 
     for offset, line in enumerate(lines):
         for event in parse_payload(line, now_ms).events:
             top = max(top, event.ts_ms)
-            by_partition[partition_for(event.visitor_key, PARTITIONS)].append(
+            by_partition[partition_for_key(event.visitor_key.encode(), PARTITIONS)].append(
                 (encode_forwarded(event, 0, offset, 0), top)
             )
     producer = KafkaProducer(bootstrap_servers=BROKERS, acks="all")
