@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import math
 import os
@@ -317,15 +318,11 @@ def _run_phases(args: argparse.Namespace, res: Any, skip: set[str], result: dict
                     "complete": naive.complete,
                 }
         if "worker" not in skip:
-            worker = _phase(
-                "worker",
-                result,
-                lambda: throughput.run_worker(
-                    res, topic, n, partitions=args.partitions,
-                    flush_interval_s=args.flush_interval, timeout_s=timeout,
-                    profile_path=args.profile,
-                ),
+            run_worker = functools.partial(
+                throughput.run_worker, res, topic, n, partitions=args.partitions,
+                flush_interval_s=args.flush_interval, timeout_s=timeout,
             )  # fmt: skip
+            worker = _phase("worker", result, lambda: run_worker(profile_path=args.profile))
             if worker is not None:
                 result["events_per_s"] = worker.per_s
                 result["worker"] = _worker_record(worker)
@@ -335,12 +332,8 @@ def _run_phases(args: argparse.Namespace, res: Any, skip: set[str], result: dict
                 group = _phase(
                     f"worker x{args.processes}",
                     result,
-                    lambda: throughput.run_worker(
-                        res, topic, n, partitions=args.partitions,
-                        flush_interval_s=args.flush_interval, timeout_s=timeout,
-                        processes=args.processes,
-                    ),
-                )  # fmt: skip
+                    lambda: run_worker(processes=args.processes),
+                )
                 if group is not None:
                     result["processes_events_per_s"] = group.per_s
                     result["workers"] = {"processes": args.processes, **_worker_record(group)}
