@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+import pytest
+
 from streams.engine.events import Event
 from streams.engine.progress import ProgressReport
 from streams.engine.rows import SessionRow
@@ -442,26 +444,45 @@ def test_a_new_input_topic_starts_sources_and_progress_afresh() -> None:
     assert restarted.input_topic == "clicks-v2"
 
 
-def test_visitors_dropped_from_memory_at_checkpoints_continue_exactly() -> None:
-    """Checkpoints keep in memory only the visitors they wrote; the rest reload from bytes.
+@pytest.mark.parametrize(
+    ("hot_ms", "hot_limit"),
+    [(0, 1_000), (5_000, 1_000), (60_000, 4)],
+    ids=["only-the-last-checkpoint", "for-5-seconds", "at-most-4"],
+)
+def test_visitors_dropped_from_memory_at_checkpoints_continue_exactly(
+    hot_ms: int, hot_limit: int
+) -> None:
+    """Checkpoints keep in memory only recently written visitors; the rest reload from bytes.
 
     The same messages, with checkpoints after random messages or with none, give the same
-    rows as a replay, and after each checkpoint the in-memory states are exactly the
-    visitors it wrote while every visitor's record is in the shared store.
+    rows as a replay. After each checkpoint (one per simulated second) the in-memory
+    states are the visitors it wrote plus, from the checkpoints of the last ``hot_ms``,
+    those the limit leaves (the oldest checkpoints' go first), and every visitor's record
+    is in the shared store.
     """
     events = _traffic(11, visitors=20, per_visitor=12)
     messages = _messages(events, 3)
     rng = random.Random(5)
     shared: dict[bytes, bytes] = {b"\x00other": b"not a visitor"}
-    state = PartitionState(0, CONFIG, RULES, cold=shared)
+    state = PartitionState(0, CONFIG, RULES, cold=shared, hot_ms=hot_ms, hot_limit=hot_limit)
     plain = PartitionState(0, CONFIG, RULES)
     outputs, plain_outputs = [], []
+    history: list[tuple[int, set[str]]] = []  # (checkpoint time, visitors it wrote)
     for off, msg in enumerate(messages):
         outputs.append(state.apply(msg, off, now_ms=0))
         plain_outputs.append(plain.apply(msg, off, now_ms=0))
         if rng.random() < 0.3:
-            written = {key.decode() for key, value in state.checkpoint().visitors if value}
-            assert set(state.store.hot) == written
+            now_ms = off * 1_000
+            checkpoint = state.checkpoint(now_ms)
+            written = {key.decode() for key, value in checkpoint.visitors if value}
+            history.append((now_ms, written))
+            # Expected hot set, from the newest checkpoint back, within the time and limit.
+            expected = set(written)
+            for at, keys in reversed(history[:-1]):
+                if at <= now_ms - hot_ms or len(expected | keys) > hot_limit:
+                    break
+                expected |= keys
+            assert set(state.store.hot) == expected
             assert {ev.visitor_key for ev in events[: 3 * (off + 1)]} <= {
                 key.decode() for key in shared if key[:1] != b"\x00"
             }
@@ -477,7 +498,7 @@ def test_late_event_of_a_visitor_out_of_memory_keeps_its_record() -> None:
     The visitor's open session stays (its record is rewritten with the new applied
     offset, not deleted), and a redelivery of the late event's message is skipped.
     """
-    state = PartitionState(0, CONFIG, RULES)
+    state = PartitionState(0, CONFIG, RULES, hot_ms=0)
     intake = _Intake()
     state.apply(intake.forward([Event("a1", "page_view", T0, "idle", anonymous_id="idle")]), 0, 0)
     state.checkpoint()
