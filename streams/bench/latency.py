@@ -12,7 +12,7 @@ when each larger ``end_ms`` was first seen. An event's latency is the end of the
 that shows it minus its event time: an upper bound, too high by at most one poll interval
 plus the query time.
 
-Prometheus: a poller scrapes ``journey_events_total`` every 50 ms; the k-th event sent is
+Prometheus: a poller scrapes ``journey_events_total`` every 100 ms; the k-th event sent is
 counted once the counter (minus its value before the run) reaches k. Events are counted in
 roughly the order they were sent (per partition exactly), so this is the usual cumulative
 matching of a send-time log against a counter.
@@ -64,6 +64,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+#: Versions (microseconds of the writer's clock) re-read below the newest seen.
+MARGIN_US = 1_000_000
+
+
 class VisibilityPoller(threading.Thread):
     """Polls new session rows every ``interval_s``; records when each visitor's end_ms rose."""
 
@@ -98,9 +102,12 @@ class VisibilityPoller(threading.Thread):
                             if not line or end_ms > line[-1][1]:
                                 line.append((seen_ms, int(end_ms)))
                             newest = max(newest, int(version))
-                    # Re-read a 5 s margin of versions: an insert that started earlier may
-                    # become visible after a later one (rows already seen change nothing).
-                    floor = max(floor, newest - 5_000_000)
+                    # Re-read a margin of versions, in case an insert that took its
+                    # version earlier became visible after a later one (rows already seen
+                    # change nothing). One worker's inserts are one at a time in version
+                    # order, so a second is ample; a wider margin made this poller re-read
+                    # every row some 50 times, costing the CPU the measured worker shares.
+                    floor = max(floor, newest - MARGIN_US)
                     self._stop_event.wait(self.interval_s)
             finally:
                 backend.close()
@@ -126,7 +133,7 @@ class VisibilityPoller(threading.Thread):
 class CounterPoller(threading.Thread):
     """Scrapes ``journey_events_total`` every ``interval_s``: [(epoch ms, value)]."""
 
-    def __init__(self, worker: BenchWorker, interval_s: float = 0.05) -> None:
+    def __init__(self, worker: BenchWorker, interval_s: float = 0.1) -> None:
         """Scrape ``worker``'s /metrics."""
         super().__init__(name="bench-counter", daemon=True)
         self.worker = worker
@@ -179,7 +186,9 @@ def run_latency(
         counter.start()
         asyncio.run(
             asyncio.wait_for(
-                produce_paced(res.brokers, topic, events, rate, log, encode=orjson.dumps),
+                produce_paced(
+                    res.brokers, topic, partitions, events, rate, log, encode=orjson.dumps
+                ),
                 timeout=seconds + timeout_s,
             )
         )
