@@ -9,7 +9,9 @@ Phases, one after another on the local stack (Kafka and the ClickHouse server):
    ``worker``: ``journey worker`` end to end until every event is visible in ClickHouse;
    ``replay``: ``journey replay``'s engine over the file into chdb and into the server;
 3. ``latency``: event time to ClickHouse-visible and to the Prometheus counter at a paced rate;
-4. ``memory``: worker RSS per open session.
+4. ``memory``: worker RSS per open session;
+5. ``soak`` (only with ``--soak-minutes N``): N minutes of generated traffic at 50% of the
+   measured capacity, with latency, RSS and bytes per open session for every minute.
 
 Progress goes to stderr; the result is a markdown table, or one JSON object with
 ``--json``. Every process, topic, consumer group, database and folder the bench creates is
@@ -95,6 +97,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=1,
         help="with 2 or more, the worker phase also runs that many worker processes of one "
         "app (one consumer group) and reports their aggregate throughput beside one's",
+    )
+    parser.add_argument(
+        "--soak-minutes",
+        type=int,
+        default=0,
+        help="after the other phases, send generated traffic for N minutes at 50%% of the "
+        "end-to-end throughput the worker phase measured (or at a numeric --latency-rate "
+        "when that phase is skipped) and report latency and memory per minute (default 0: "
+        "no soak)",
     )
     parser.add_argument(
         "--memory-sessions",
@@ -414,6 +425,53 @@ def _run_phases(args: argparse.Namespace, res: Any, skip: set[str], result: dict
                 "open_after": mem.open_after,
             }
 
+    if args.soak_minutes > 0:
+        _soak(args, res, result)
+
+
+#: Share of the measured throughput the soak runs at.
+SOAK_SHARE = 0.5
+
+
+def _soak(args: argparse.Namespace, res: Any, result: dict[str, Any]) -> None:
+    """The soak phase, at 50% of the measured throughput (or the numeric --latency-rate)."""
+    from streams.bench import soak
+
+    measured = result.get("events_per_s")
+    if measured:
+        rate = measured * SOAK_SHARE
+    elif args.latency_rate != "auto":
+        rate = float(args.latency_rate)
+    else:
+        result["errors"]["soak"] = (
+            "--soak-minutes needs the worker phase's throughput or a numeric --latency-rate"
+        )
+        return
+    run = _phase(
+        f"soak, {args.soak_minutes} min at {rate:,.0f} events/s",
+        result,
+        lambda: soak.run_soak(
+            res, rate=rate, minutes=args.soak_minutes, partitions=args.partitions,
+            flush_interval_s=args.flush_interval, seed=args.seed,
+            timeout_s=args.phase_timeout,
+        ),
+    )  # fmt: skip
+    if run is None:
+        return
+    result["soak_worst_p99_s"] = run.worst_p99_s
+    result["soak_bytes_per_open_session"] = run.bytes_per_open_session
+    result["soak"] = {
+        "rate": run.rate,
+        "share": SOAK_SHARE if measured else None,
+        "flush_interval_s": run.flush_interval_s,
+        "minutes": [
+            {"minute": m.minute, "events": m.events, "p50_s": m.p50_s, "p99_s": m.p99_s,
+             "unseen": m.unseen, "rss_bytes": m.rss_bytes, "open_sessions": m.open_sessions,
+             "bytes_per_open_session": m.bytes_per_open_session}
+            for m in run.minutes
+        ],
+    }  # fmt: skip
+
 
 def _worker_record(worker: Any) -> dict[str, Any]:
     """The JSON record of a worker phase."""
@@ -454,6 +512,8 @@ SUMMARY_KEYS = (
     "prometheus_latency_p99_s",
     "bytes_per_open_session",
     "latency_80_p99_s",
+    "soak_worst_p99_s",
+    "soak_bytes_per_open_session",
 )
 
 
@@ -507,6 +567,11 @@ def figures(result: dict[str, Any]) -> list[dict[str, Any]]:
     replay = result.get("replay_events_per_s")
     auto = any(run.get("share") for run in runs)
     at = " at 50% of capacity" if auto else ""
+    soak = result.get("soak") or {}
+    soak_bound = 2 + float(soak.get("flush_interval_s") or flush)
+    soak_at = f" ({len(soak.get('minutes', []))} min" + (
+        ", 50% of capacity)" if soak.get("share") else f" at {soak.get('rate', 0):,.0f}/s)"
+    )
 
     def at_least(bound: float) -> Callable[[Any], bool]:
         return lambda value: bool(value >= bound)
@@ -551,6 +616,11 @@ def figures(result: dict[str, Any]) -> list[dict[str, Any]]:
          result.get("prometheus_latency_p99_s"), "s", "", None),
         ("bytes_per_open_session", "bytes per open session", result.get("bytes_per_open_session"),
          "B", "<= 1,024 B", at_most(1024)),
+        ("soak_worst_p99_s", f"event to ClickHouse p99, worst minute of the soak{soak_at}",
+         result.get("soak_worst_p99_s"), "s", f"<= {soak_bound:.1f} s (2 s + flush)",
+         at_most(soak_bound)),
+        ("soak_bytes_per_open_session", "bytes per open session at the end of the soak",
+         result.get("soak_bytes_per_open_session"), "B", "<= 1,024 B", at_most(1024)),
     ]  # fmt: skip
     out = []
     for key, label, value, unit, target, check in rows:
@@ -578,6 +648,19 @@ def format_table(result: dict[str, Any]) -> str:
         f"load average at start {machine['load_average']}, at end {result['load_average_end']}"
     )
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()))
+    soak = result.get("soak")
+    if soak:
+        lines.append("")
+        lines.append(f"Soak at {soak['rate']:,.0f} events/s, per minute:")
+        lines.append("")
+        lines.append("| minute | p50 | p99 | RSS | open sessions | bytes per open session |")
+        lines.append("|---:|---:|---:|---:|---:|---:|")
+        for m in soak["minutes"]:
+            lines.append(
+                f"| {m['minute']} | {_fmt(m['p50_s'], 's')} | {_fmt(m['p99_s'], 's')} | "
+                f"{m['rss_bytes'] / 2**20:,.0f} MiB | {m['open_sessions']:,} | "
+                f"{_fmt(m['bytes_per_open_session'], 'B')} |"
+            )
     for name, message in result["errors"].items():
         lines.append(f"FAILED {name}: {message}")
     for line in result.get("worker_profile", []):

@@ -27,6 +27,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -71,11 +72,17 @@ MARGIN_US = 1_000_000
 class VisibilityPoller(threading.Thread):
     """Polls new session rows every ``interval_s``; records when each visitor's end_ms rose."""
 
-    def __init__(self, url: str, interval_s: float = 0.1) -> None:
-        """Poll the database at ``url`` (its own connection: the driver is not thread-safe)."""
+    def __init__(
+        self, url: str, interval_s: float = 0.1, keep: Callable[[str], bool] | None = None
+    ) -> None:
+        """Poll the database at ``url`` (its own connection: the driver is not thread-safe).
+
+        ``keep``: follow only the visitors it accepts (all without it).
+        """
         super().__init__(name="bench-visibility", daemon=True)
         self.url = url
         self.interval_s = interval_s
+        self.keep = keep
         self.lock = threading.Lock()
         #: visitor -> [(seen at epoch ms, end_ms)] with end_ms increasing.
         self.timeline: dict[str, list[tuple[float, int]]] = defaultdict(list)
@@ -96,12 +103,15 @@ class VisibilityPoller(threading.Thread):
                     )
                     seen_ms = time.time() * 1000.0
                     newest = floor
+                    keep = self.keep
                     with self.lock:
                         for visitor, end_ms, version in rows:
+                            newest = max(newest, int(version))
+                            if keep is not None and not keep(visitor):
+                                continue
                             line = self.timeline[visitor]
                             if not line or end_ms > line[-1][1]:
                                 line.append((seen_ms, int(end_ms)))
-                            newest = max(newest, int(version))
                     # Re-read a margin of versions, in case an insert that took its
                     # version earlier became visible after a later one (rows already seen
                     # change nothing). One worker's inserts are one at a time in version
@@ -187,7 +197,14 @@ def run_latency(
         asyncio.run(
             asyncio.wait_for(
                 produce_paced(
-                    res.brokers, topic, partitions, events, rate, log, encode=orjson.dumps
+                    res.brokers,
+                    topic,
+                    partitions,
+                    events,
+                    len(events),
+                    rate,
+                    log,
+                    encode=orjson.dumps,
                 ),
                 timeout=seconds + timeout_s,
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,14 +129,20 @@ async def produce_paced(
     brokers: str,
     topic: str,
     partitions: int,
-    events: Sequence[dict[str, Any]],
+    events: Iterable[dict[str, Any]],
+    count: int,
     rate: float,
     log: SendLog,
     *,
     encode: Callable[[dict[str, Any]], bytes],
+    keep: Callable[[str], bool] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Send ``events`` at ``rate`` per second of wall time, event time = scheduled send time.
+    """Send ``count`` of ``events`` at ``rate`` per second, event time = scheduled send time.
+
+    ``events`` may be a generator (read as sent, so a long run need not hold them all);
+    the run ends early if it runs out. ``log`` records the events of the visitors
+    ``keep`` accepts (all without it).
 
     Every 5 ms the events whose time has come are stamped (``timestamp`` = their scheduled
     wall time, epoch ms), encoded, keyed by visitor and appended to one batch per
@@ -153,12 +159,16 @@ async def produce_paced(
         index = 0
         futures: list[asyncio.Future[Any]] = []
         partition_by_key: dict[bytes, int] = {}
-        while index < len(events) and not should_stop():
+        source = iter(events)
+        while index < count and not should_stop():
             now_ms = time.time() * 1000.0
-            due = min(len(events), int((now_ms - began_ms) * rate / 1000.0) + 1)
+            due = min(count, int((now_ms - began_ms) * rate / 1000.0) + 1)
             builders: dict[int, Any] = {}
             while index < due:
-                event = events[index]
+                event = next(source, None)
+                if event is None:
+                    count = index
+                    break
                 scheduled = int(began_ms + index * 1000.0 / rate)
                 event["timestamp"] = scheduled
                 visitor = str(event.get("anonymous_id") or event.get("user_id"))
@@ -175,8 +185,9 @@ async def produce_paced(
                     builder = builders[partition] = producer.create_batch()
                     if builder.append(key=key, value=value, timestamp=None) is None:
                         raise ValueError(f"a record of {len(value)} bytes exceeds the batch size")
-                log.visitors.append(visitor)
-                log.event_ms.append(scheduled)
+                if keep is None or keep(visitor):
+                    log.visitors.append(visitor)
+                    log.event_ms.append(scheduled)
                 index += 1
             for partition, builder in builders.items():
                 futures.append(await producer.send_batch(builder, topic, partition=partition))

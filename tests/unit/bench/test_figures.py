@@ -63,3 +63,24 @@ def test_auto_latency_rates_follow_the_measured_throughput() -> None:
     missing: dict[str, Any] = {"errors": {}}
     assert _latency_rates("auto", missing) == []
     assert "latency" in missing["errors"]
+
+
+def test_soak_figures_and_minutes_table() -> None:
+    """The soak's worst minute is judged against 2 s + its flush; its minutes are tabled."""
+    minutes = [
+        {"minute": 1, "events": 900, "p50_s": 1.5, "p99_s": 3.0, "unseen": 0,
+         "rss_bytes": 300 * 2**20, "open_sessions": 50_000, "bytes_per_open_session": 900.0},
+        {"minute": 2, "events": 950, "p50_s": 1.7, "p99_s": 6.5, "unseen": 0,
+         "rss_bytes": 400 * 2**20, "open_sessions": 100_000, "bytes_per_open_session": 1000.0},
+    ]  # fmt: skip
+    res = result(
+        soak={"rate": 6_000.0, "share": 0.5, "flush_interval_s": 3.0, "minutes": minutes},
+        soak_worst_p99_s=6.5, soak_bytes_per_open_session=1000.0,
+    )  # fmt: skip
+    figures = by_key(res)
+    assert figures["soak_worst_p99_s"]["target"] == "<= 5.0 s (2 s + flush)"
+    assert figures["soak_worst_p99_s"]["met"] is False  # 6.5 > 2 + 3
+    assert figures["soak_bytes_per_open_session"]["met"] is True
+    assert "2 min, 50% of capacity" in figures["soak_worst_p99_s"]["figure"]
+    table = format_table(res)
+    assert "| 2 | 1.700 s | 6.500 s | 400 MiB | 100,000 | 1,000 B |" in table
