@@ -40,6 +40,8 @@ NUMERIC_KEYS = (
     "prometheus_latency_p99_s",
     "bytes_per_open_session",
     "processes_events_per_s",
+    "soak_worst_p99_s",
+    "soak_bytes_per_open_session",
 )
 
 
@@ -63,14 +65,14 @@ def leftover_databases(tag: str) -> list[str]:
 
 
 def test_bench_small_run_reports_every_figure(tmp_path: Path) -> None:
-    """A 3,000-event bench with short phases exits 0 and prints numeric JSON figures."""
+    """A 3,000-event bench with short phases and a 1-minute soak exits 0 with numeric figures."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEY_")}
     env["TMPDIR"] = str(tmp_path)  # the bench's work folder lands here
     proc = subprocess.run(
         [sys.executable, "-m", "streams.cli", "bench",
          "--events", "3000", "--memory-sessions", "2000", "--processes", "2",
          "--latency-rate", "200", "--latency-seconds", "5", "--latency-warmup", "1",
-         "--flush-interval", "1", "--phase-timeout", "240",
+         "--flush-interval", "1", "--phase-timeout", "240", "--soak-minutes", "1",
          "--brokers", BROKERS, "--clickhouse", CLICKHOUSE_URL, "--json"],
         env=env,
         capture_output=True,
@@ -99,6 +101,12 @@ def test_bench_small_run_reports_every_figure(tmp_path: Path) -> None:
     # The input is in event-time order per partition: the worker must call nothing late.
     assert result["worker"]["late"] == 0
     assert result["memory"]["open_after"] - result["memory"]["open_before"] >= 2000
+    # The soak ran at half the worker phase's throughput and measured its one minute.
+    assert result["soak"]["rate"] == pytest.approx(result["events_per_s"] / 2)
+    [minute] = result["soak"]["minutes"]
+    assert minute["events"] > 0
+    assert minute["unseen"] == 0
+    assert minute["open_sessions"] > 0
     # Everything the run created is gone: topics, databases, the work folder.
     assert leftover_topics(result["run_tag"]) == []
     assert leftover_databases(result["run_tag"]) == []
