@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sys
 import zlib
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import lz4.block
@@ -80,37 +79,48 @@ def stored(ev: Event) -> StoredEvent:
     )  # fmt: skip
 
 
-@dataclass(slots=True)
-class OpenSession:
+class OpenSession(msgspec.Struct, gc=False):
     """Bookkeeping for one open session: its first event, last event time, stages announced.
 
     ``acc`` is the session's running summary, kept in memory only (rebuilt from the events
     when missing, as after a restart) so that an event appended to the session costs one
-    step of the summary.
+    step of the summary; equality ignores it. Like ``VisitorState``, a msgspec Struct
+    without a garbage-collector header (nothing it refers to refers back to it): the
+    worker keeps the states of recently active visitors in memory, and every tracked
+    object among them is walked by each young collection.
     """
 
     first_ts: int
     first_id: str
     last_ts: int
     announced: int  # bit set of STAGE_BITS already emitted as transitions
-    acc: SessionAcc | None = field(default=None, compare=False, repr=False)
+    acc: SessionAcc | None = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, OpenSession):
+            return NotImplemented
+        return (self.first_ts, self.first_id, self.last_ts, self.announced) == (
+            other.first_ts, other.first_id, other.last_ts, other.announced
+        )  # fmt: skip
+
+    __hash__ = None  # type: ignore[assignment]
 
 
-@dataclass(slots=True)
-class VisitorState:
+class VisitorState(msgspec.Struct, gc=False):
     """Everything the sessionizer keeps about one visitor key between calls.
 
     ``events`` holds the open sessions' events sorted by (ts_ms, event_id); ``sessions``
     mirrors the open sessions in time order. The other fields summarise closed sessions.
+    A msgspec Struct without a garbage-collector header (see ``OpenSession``).
     """
 
     visitor_key: str
-    events: list[StoredEvent] = field(default_factory=list)
-    sessions: list[OpenSession] = field(default_factory=list)
+    events: list[StoredEvent] = msgspec.field(default_factory=list)
+    sessions: list[OpenSession] = msgspec.field(default_factory=list)
     closed_sessions: int = 0
     purchased: bool = False  # a closed session had a conversion
     user_id: str = ""  # last user_id seen in the closed sessions (identity stitching)
-    order_keys: list[str] = field(default_factory=list)
+    order_keys: list[str] = msgspec.field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         """Compact serialisation: a msgpack document, lz4-compressed from ``COMPRESS_FROM``.

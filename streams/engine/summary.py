@@ -12,7 +12,8 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import NamedTuple
+
+import msgspec
 
 from streams.engine.channels import Touchpoint, touchpoint
 from streams.engine.rows import FUNNEL_STAGES, SessionRow
@@ -50,10 +51,10 @@ def _touchpoint(source: str, medium: str, campaign: str, referrer: str) -> Touch
     return touchpoint(source, medium, campaign, referrer)
 
 
-class Prior(NamedTuple):
+class Prior(msgspec.Struct, frozen=True, gc=False):
     """What the visitor's earlier sessions say about the next one.
 
-    A tuple of atoms, so the garbage collector stops tracking it (one per open session).
+    A msgspec Struct without a garbage-collector header (one per open session).
     """
 
     returning: bool  # the visitor had an earlier session
