@@ -134,6 +134,22 @@ class VisibilityPoller(threading.Thread):
             at = bisect_left(ends, event_ms)
             return line[at][0] - event_ms if at < len(line) else None
 
+    def shows_last_events(self, log: SendLog) -> Callable[[], bool]:
+        """A check: is every visitor's last event in ``log`` visible? Raises if polling failed.
+
+        A visitor's events arrive in time order, so its last one visible means all are.
+        """
+        last_of: dict[str, int] = {}
+        for visitor, event_ms in zip(log.visitors, log.event_ms, strict=True):
+            last_of[visitor] = event_ms
+
+        def check() -> bool:
+            if self.error is not None:
+                raise BenchError(f"ClickHouse poller failed: {self.error!r}")
+            return all(self.latency_ms(v, e) is not None for v, e in last_of.items())
+
+        return check
+
     def stop(self) -> None:
         """Stop polling and wait for the thread."""
         self._stop_event.set()
@@ -210,17 +226,13 @@ def run_latency(
             )
         )
         sent = len(log.event_ms)
-        last_of: dict[str, int] = {}
-        for visitor, event_ms in zip(log.visitors, log.event_ms, strict=True):
-            last_of[visitor] = event_ms
+        all_visible = visibility.shows_last_events(log)
 
         def everything_seen() -> bool:
             worker.process.ensure_alive()
-            if visibility.error is not None:
-                raise BenchError(f"ClickHouse poller failed: {visibility.error!r}")
             if not counter.samples or counter.samples[-1][1] - baseline < sent:
                 return False
-            return all(visibility.latency_ms(v, e) is not None for v, e in last_of.items())
+            return all_visible()
 
         wait_for(
             everything_seen,

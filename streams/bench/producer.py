@@ -78,6 +78,46 @@ async def produce_bulk(
         await producer.stop()
 
 
+class PartitionBatches:
+    """One aiokafka batch per partition, filled with keyed records.
+
+    A record goes to the partition Kafka's default partitioner picks for its key (murmur2
+    is pure Python, about 10 us a key, and a visitor sends many events, so it is
+    remembered per key). :meth:`add` hands back a batch that filled up, to be sent before
+    any later one of its partition; :meth:`take` the partly filled ones.
+    """
+
+    __slots__ = ("_builders", "_partition_of", "_partitions", "_producer")
+
+    def __init__(self, producer: AIOKafkaProducer, partitions: int) -> None:
+        """Batches of ``producer`` over ``partitions`` partitions."""
+        self._producer = producer
+        self._partitions = partitions
+        self._builders: dict[int, Any] = {}
+        self._partition_of: dict[bytes, int] = {}
+
+    def add(self, key: bytes, value: bytes) -> tuple[int, Any] | None:
+        """Append a record; (partition, full batch) when its partition's batch filled up."""
+        partition = self._partition_of.get(key, -1)
+        if partition < 0:
+            partition = self._partition_of[key] = partition_of(key, self._partitions)
+        builder = self._builders.get(partition)
+        if builder is None:
+            builder = self._builders[partition] = self._producer.create_batch()
+        if builder.append(key=key, value=value, timestamp=None) is not None:
+            return None
+        fresh = self._builders[partition] = self._producer.create_batch()
+        if fresh.append(key=key, value=value, timestamp=None) is None:
+            raise ValueError(f"a record of {len(value)} bytes exceeds the batch size")
+        return partition, builder
+
+    def take(self) -> list[tuple[int, Any]]:
+        """(partition, batch) of every batch holding records; the next records start new ones."""
+        batches = [(p, b) for p, b in self._builders.items() if b.record_count()]
+        self._builders = {}
+        return batches
+
+
 async def _send_batches(
     producer: AIOKafkaProducer,
     topic: str,
@@ -85,29 +125,21 @@ async def _send_batches(
     keys: Sequence[bytes],
     values: Sequence[bytes],
 ) -> None:
-    builders: list[Any] = [producer.create_batch() for _ in range(partitions)]
+    batches = PartitionBatches(producer, partitions)
     pending: list[asyncio.Future[Any]] = []
-    # murmur2 is pure Python (about 10 us a key); a visitor sends many events, so remember.
-    partition_by_key: dict[bytes, int] = {}
 
-    async def submit(partition: int) -> None:
-        pending.append(await producer.send_batch(builders[partition], topic, partition=partition))
-        builders[partition] = producer.create_batch()
+    async def submit(partition: int, batch: Any) -> None:
+        pending.append(await producer.send_batch(batch, topic, partition=partition))
         if len(pending) >= IN_FLIGHT:
             await asyncio.gather(*pending)
             pending.clear()
 
     for key, value in zip(keys, values, strict=True):
-        partition = partition_by_key.get(key, -1)
-        if partition < 0:
-            partition = partition_by_key[key] = partition_of(key, partitions)
-        if builders[partition].append(key=key, value=value, timestamp=None) is None:
-            await submit(partition)
-            if builders[partition].append(key=key, value=value, timestamp=None) is None:
-                raise ValueError(f"a record of {len(value)} bytes exceeds the batch size")
-    for partition in range(partitions):
-        if builders[partition].record_count():
-            await submit(partition)
+        full = batches.add(key, value)
+        if full is not None:
+            await submit(*full)
+    for partition, batch in batches.take():
+        await submit(partition, batch)
     await asyncio.gather(*pending)
 
 
@@ -158,12 +190,11 @@ async def produce_paced(
         began_ms = time.time() * 1000.0
         index = 0
         futures: list[asyncio.Future[Any]] = []
-        partition_by_key: dict[bytes, int] = {}
+        batches = PartitionBatches(producer, partitions)
         source = iter(events)
         while index < count and not should_stop():
             now_ms = time.time() * 1000.0
             due = min(count, int((now_ms - began_ms) * rate / 1000.0) + 1)
-            builders: dict[int, Any] = {}
             while index < due:
                 event = next(source, None)
                 if event is None:
@@ -172,25 +203,16 @@ async def produce_paced(
                 scheduled = int(began_ms + index * 1000.0 / rate)
                 event["timestamp"] = scheduled
                 visitor = str(event.get("anonymous_id") or event.get("user_id"))
-                key = visitor.encode()
-                partition = partition_by_key.get(key, -1)
-                if partition < 0:
-                    partition = partition_by_key[key] = partition_of(key, partitions)
-                builder = builders.get(partition)
-                if builder is None:
-                    builder = builders[partition] = producer.create_batch()
-                value = encode(event)
-                if builder.append(key=key, value=value, timestamp=None) is None:
-                    futures.append(await producer.send_batch(builder, topic, partition=partition))
-                    builder = builders[partition] = producer.create_batch()
-                    if builder.append(key=key, value=value, timestamp=None) is None:
-                        raise ValueError(f"a record of {len(value)} bytes exceeds the batch size")
+                full = batches.add(visitor.encode(), encode(event))
+                if full is not None:
+                    partition, batch = full
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
                 if keep is None or keep(visitor):
                     log.visitors.append(visitor)
                     log.event_ms.append(scheduled)
                 index += 1
-            for partition, builder in builders.items():
-                futures.append(await producer.send_batch(builder, topic, partition=partition))
+            for partition, batch in batches.take():
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
             sent_ms = int(time.time() * 1000)
             log.sent_ms.extend([sent_ms] * (len(log.event_ms) - len(log.sent_ms)))
             if len(futures) > 1_000:

@@ -32,7 +32,7 @@ import orjson
 
 from streams.bench.data import paced_events
 from streams.bench.latency import VisibilityPoller, percentile
-from streams.bench.processes import BenchError, wait_for
+from streams.bench.processes import wait_for
 from streams.bench.producer import SendLog, produce_paced
 from streams.bench.resources import BenchResources
 from streams.bench.workers import BenchWorker, probe_until_live, start_worker
@@ -174,15 +174,11 @@ def run_soak(
             readings.join(timeout=max(0.0, began + 60.0 * minutes + 5 - time.monotonic()))
         finally:
             readings.stop()
-        last_of: dict[str, int] = {}
-        for visitor, event_ms in zip(log.visitors, log.event_ms, strict=True):
-            last_of[visitor] = event_ms
+        all_visible = visibility.shows_last_events(log)
 
         def everything_seen() -> bool:
             worker.process.ensure_alive()
-            if visibility.error is not None:
-                raise BenchError(f"ClickHouse poller failed: {visibility.error!r}")
-            return all(visibility.latency_ms(v, e) is not None for v, e in last_of.items())
+            return all_visible()
 
         wait_for(
             everything_seen,
