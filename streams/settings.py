@@ -77,6 +77,12 @@ class Settings:
     partitions: int = _setting(
         4, _positive_int, "partitions of the worker's internal topics and state table"
     )
+    input_keyed_by_visitor: bool = _setting(
+        False,
+        _flag,
+        "the input is keyed by visitor key (anonymous_id, else user_id) with Kafka's default "
+        "partitioner and has JOURNEY_PARTITIONS partitions: events skip the by-visitor topic",
+    )
     intake_batch: int = _setting(5000, _positive_int, "messages the intake agent takes at once")
     kafka_session_timeout_s: float = _setting(
         30.0,

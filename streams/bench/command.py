@@ -120,6 +120,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="JOURNEY_FLUSH_INTERVAL_S of the workers started (default 2)",
     )
     parser.add_argument(
+        "--hop",
+        action="store_true",
+        help="run the workers with input through the by-visitor topic (the path for input "
+        "not keyed by visitor); by default they read it directly "
+        "(JOURNEY_INPUT_KEYED_BY_VISITOR=true: the bench's producer keys by visitor)",
+    )
+    parser.add_argument(
         "--phase-timeout",
         type=_positive_float,
         default=900.0,
@@ -208,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
         base = base.rsplit("/", 1)[0]
     result: dict[str, Any] = {
         "events": args.events,
+        "worker_input": "by-visitor topic" if args.hop else "direct",
         "skipped": sorted(skip),
         "errors": {},
         "machine": environment.machine(),
@@ -216,7 +224,9 @@ def run(args: argparse.Namespace) -> int:
     # SIGTERM (a CI timeout, `kill`) cleans up like Ctrl-C instead of leaving processes.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with BenchResources(brokers, base, keep_workdir=args.keep_workdir) as res:
+        with BenchResources(
+            brokers, base, keep_workdir=args.keep_workdir, direct=not args.hop
+        ) as res:
             _run_with(args, res, skip, result)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -646,6 +656,10 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(
         f"N = {result['events']:,} events; {machine['cores']} cores, {machine['cpu_model']}; "
         f"load average at start {machine['load_average']}, at end {result['load_average_end']}"
+    )
+    lines.append(
+        f"workers' input: {result.get('worker_input', 'direct')} "
+        "(JOURNEY_INPUT_KEYED_BY_VISITOR; --hop for the by-visitor topic)"
     )
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()))
     soak = result.get("soak")

@@ -39,6 +39,8 @@ class BenchResources:
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="journey-bench-")))
     keep_workdir: bool = False
+    #: Workers take their input without the by-visitor hop (the bench keys by visitor).
+    direct: bool = True
     _databases: set[str] = field(default_factory=set)
 
     def __enter__(self) -> BenchResources:

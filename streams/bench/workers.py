@@ -172,6 +172,7 @@ def start_worker(
             "JOURNEY_METRICS_PORT": str(port),
             "JOURNEY_IDLE_GRACE_S": str(IDLE_GRACE_S),
             "JOURNEY_FLUSH_INTERVAL_S": str(flush_interval_s),
+            "JOURNEY_INPUT_KEYED_BY_VISITOR": "true" if res.direct else "false",
         }
     )
     env.update(extra or {})

@@ -33,7 +33,8 @@ import orjson
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
-from streams.engine.intake import IntakeResult, parse_payload
+from streams.engine.events import Event
+from streams.engine.intake import IntakeResult, Rejection, parse_payload
 from streams.engine.sessionizer import EngineOutput, SessionConfig
 from streams.engine.stages import StageRules
 from streams.errors import StreamError
@@ -41,6 +42,7 @@ from streams.metrics import JourneyMetrics
 from streams.settings import Settings
 from streams.sink import ClickHouseSink, PendingRows
 from streams.worker.codec import (
+    Source,
     chunk_forwarded,
     decode_forwarded,
     encode_forwarded,
@@ -93,6 +95,11 @@ class WorkerRuntime:
     inflight: asyncio.Future[None] | None = None
     #: Set when a flush gave up its rows at shutdown: no later flush may write anything.
     abandoned: bool = False
+    #: Direct mode: input partition -> next offset, for input applied since the last
+    #: checkpoint (committed once the checkpoint holding its effects is written).
+    uncommitted: dict[int, int] = field(default_factory=dict)
+    #: Direct mode: the last epoch given to a loaded partition (see IntakeConsumer.own).
+    epoch: int = 0
 
 
 #: Order keys remembered for the revenue counter (an order row is re-emitted every time its
@@ -109,6 +116,9 @@ STALL_REPAIR_S = 15.0
 SLOW_FLUSH_S = 1.0
 #: Exit status when Kafka did not take the worker's output or skipped input cannot be read.
 EXIT_OUTPUT_LOST = 75
+#: Dead-letter reason of an event whose visitor hashes to another partition than the one it
+#: came in, when the worker takes its input directly (JOURNEY_INPUT_KEYED_BY_VISITOR).
+NOT_KEYED_BY_VISITOR = "not_keyed_by_visitor"
 #: Every by-visitor partition gets the intake's progress report at least this often, with
 #: events or alone: a partition hearing nothing would hold its watermark (and sessions).
 REPORT_INTERVAL_S = 1.0
@@ -201,14 +211,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
             metrics.events.labels(event_type).inc(count)
         report = await intake.report(tops)
         encoded_report = encode_report(report) if report is not None else None
-        reported = runtime.reported
         sent_s = time.monotonic()
-
-        async def send(partition: int, chunk: bytes, report: bytes | None) -> None:
-            value = forwarded_message(input_topic, chunk, report)
-            key = str(partition).encode()
-            sends.append(await by_visitor.send(key=key, value=value, partition=partition))
-
         for partition, encoded in groups.items():
             chunks = chunk_forwarded(encoded, FORWARD_MAX_BYTES)
             for n, chunk in enumerate(chunks, start=1):
@@ -216,21 +219,116 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                     # One chunk at a time: a later chunk delivered after an earlier one failed
                     # would make the re-read copies of the earlier one look forwarded twice.
                     await sends[-1]
-                await send(partition, chunk, encoded_report if n == len(chunks) else None)
-            reported[partition] = sent_s
-        if encoded_report is not None:
-            for partition in range(n_partitions):
-                if partition not in groups and sent_s - reported.get(partition, 0.0) >= (
-                    REPORT_INTERVAL_S
-                ):
-                    await send(partition, b"[]", encoded_report)
-                    reported[partition] = sent_s
+                last = n == len(chunks)
+                sends.append(await send(partition, chunk, encoded_report if last else None))
+            runtime.reported[partition] = sent_s
+        await report_alone(sends, encoded_report, groups.keys(), sent_s)
         # Delivered before the batch's offsets are committed: a crash re-forwards, never loses.
         await asyncio.gather(*sends)
         if batch:
             metrics.batches.inc()
 
-    intake = runtime.intake = IntakeConsumer(settings, forward)
+    async def send(partition: int, chunk: bytes, report: bytes | None) -> Any:
+        """Send one by-visitor message; returns its delivery future."""
+        value = forwarded_message(input_topic, chunk, report)
+        key = str(partition).encode()
+        return await by_visitor.send(key=key, value=value, partition=partition)
+
+    async def report_alone(
+        sends: list[Any], report: bytes | None, skip: Iterable[int], sent_s: float
+    ) -> None:
+        """The report, alone, to every partition not in ``skip`` that waited long enough."""
+        if report is None:
+            return
+        reported = runtime.reported
+        skipped = set(skip)
+        for partition in range(n_partitions):
+            if partition not in skipped and sent_s - reported.get(partition, 0.0) >= (
+                REPORT_INTERVAL_S
+            ):
+                sends.append(await send(partition, b"[]", report))
+                reported[partition] = sent_s
+
+    async def take_direct(batch: Sequence[Any]) -> None:
+        """Direct mode: validate a batch and apply its events to the partitions' states here.
+
+        No hop: the events of input partition i go to state partition i, which Faust
+        assigned to this worker with its table (the intake reads only those). Records of a
+        partition whose state is not loaded, or was loaded again since the intake's
+        position was set (``epoch``), are left alone: nothing of them is applied nor
+        committed, and the owner reads them again from the state's checkpoint. An event
+        whose visitor hashes to another partition than the one it came in is
+        dead-lettered as ``not_keyed_by_visitor`` (its visitor's state lives elsewhere).
+        The progress report goes to every local state at once, and through the
+        by-visitor topic to the other workers' states (every ``REPORT_INTERVAL_S``).
+        """
+        now_ms = int(time.time() * 1000)
+        now_s = now_ms / 1000
+        epochs = intake.epochs
+        states = runtime.partitions
+        events_of: dict[int, list[Event]] = {}
+        sources_of: dict[int, list[Source]] = {}
+        ends: dict[int, int] = {}
+        by_type: Counter[str] = Counter()
+        tops: dict[int, int | None] = {}
+        sends = []
+        observe_lag = metrics.event_lag.observe
+        for record in batch:
+            source, offset = record.partition, record.offset
+            state = states.get(source)
+            if state is None or state.epoch != epochs.get(source):
+                continue
+            ends[source] = offset + 1
+            payload = record.value if isinstance(record.value, bytes) else b""
+            result = parse_payload(payload, now_ms)
+            rejections = result.rejections
+            single = not rejections and len(result.events) == 1
+            events = events_of.setdefault(source, [])
+            sources = sources_of.setdefault(source, [])
+            top = tops.get(source)
+            for ev, index in zip(result.events, _accepted_indices(result), strict=True):
+                if partition_of(ev.visitor_key) != source:
+                    rejections.append(_not_keyed(ev, payload, None if single else index))
+                    continue
+                by_type[ev.event_type] += 1
+                ts = ev.ts_ms
+                if top is None or ts > top:
+                    top = ts
+                observe_lag(max(0.0, now_s - ts / 1000))
+                events.append(ev)
+                sources.append((source, offset, index))
+            tops[source] = top
+            for rejection in rejections:
+                metrics.rejected.labels(rejection.reason).inc()
+                sends.append(await dlq.send(value=rejection_record(rejection, record, now_ms)))
+        for event_type, count in by_type.items():
+            metrics.events.labels(event_type).inc(count)
+        report = await intake.report(tops)
+        async with runtime.lock:
+            now_ms = int(time.time() * 1000)
+            for partition, state in list(runtime.partitions.items()):
+                if state.epoch != epochs.get(partition):
+                    continue  # loaded again meanwhile: its input is read again from the start
+                events = events_of.get(partition, [])
+                if events or report is not None:
+                    sources = sources_of.get(partition, [])
+                    out = state.apply_direct(settings.input_topic, events, sources, report, now_ms)
+                    await _publish(runtime, out)
+                    runtime.unacked_events += len(events)
+                if partition in ends:
+                    runtime.uncommitted[partition] = ends[partition]
+            if sink.due():
+                await _flush(runtime, visitors)
+        encoded_report = encode_report(report) if report is not None else None
+        await report_alone(sends, encoded_report, (), time.monotonic())
+        await asyncio.gather(*sends)
+        if batch:
+            metrics.batches.inc()
+
+    direct = settings.input_keyed_by_visitor
+    intake = runtime.intake = IntakeConsumer(
+        settings, take_direct if direct else forward, direct=direct
+    )
 
     @app.task  # type: ignore[untyped-decorator]
     async def run_intake() -> None:
@@ -242,6 +340,13 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         async for event in manual.events():
             partition = event.message.partition
             message = decode_forwarded(event.value)
+            if direct and message.events:
+                _exit_unrecoverable(
+                    f"events arrived on {event.message.topic} while this worker takes its "
+                    "input directly: another worker of this app runs without "
+                    "JOURNEY_INPUT_KEYED_BY_VISITOR=true; every worker of an app needs the "
+                    "same setting"
+                )
             async with runtime.lock:
                 state = runtime.partitions.get(partition)
                 if state is None:
@@ -315,9 +420,11 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         async with runtime.lock:
             runtime.revoking = False
             await _flush(runtime, visitors, checkpoint=True, wait=True)
-            for tp in revoked:
-                if tp.topic == by_visitor.get_topic_name():
-                    runtime.partitions.pop(tp.partition, None)
+            gone = [tp.partition for tp in revoked if tp.topic == by_visitor.get_topic_name()]
+            for partition in gone:
+                runtime.partitions.pop(partition, None)
+            if direct:
+                intake.disown(gone)
             # Until the table is recovered for the next assignment, no message may load a
             # partition (see the sessionize agent).
             runtime.recovered = False
@@ -333,6 +440,16 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         await runtime.output.stop()
 
     return app
+
+
+def _not_keyed(event: Event, payload: bytes, index: int | None) -> Rejection:
+    """The dead-letter entry of an event that came in another partition than its visitor's.
+
+    A batch element is re-serialised from the accepted event (the envelope's raw element
+    is not kept once it decoded).
+    """
+    raw = payload if index is None else orjson.dumps(event.to_dict())
+    return Rejection(NOT_KEYED_BY_VISITOR, raw, index)
 
 
 def _accepted_indices(result: IntakeResult) -> Iterable[int]:
@@ -412,7 +529,22 @@ async def _load_partition(runtime: WorkerRuntime, table: Any, partition: int) ->
         loaded_ms=int(time.time() * 1000),
         cold=cold,
         owns=lambda raw: partition_for_key(raw, n) == partition,
+        direct=runtime.settings.input_keyed_by_visitor,
     )
+    if state.checkpointed and state.recorded_direct != state.direct:
+        _exit_unrecoverable(
+            f"partition {partition} of app {runtime.settings.app_id!r} was run with "
+            f"JOURNEY_INPUT_KEYED_BY_VISITOR={'true' if state.recorded_direct else 'false'}; "
+            "an app keeps the mode of its first run (offsets in its state depend on it): "
+            "set it back, or start a new JOURNEY_APP_ID"
+        )
+    if state.direct and runtime.intake is not None:
+        runtime.epoch += 1
+        state.epoch = runtime.epoch
+        source = state.sources.get(partition)
+        if state.input_topic != runtime.settings.input_topic:
+            source = None
+        runtime.intake.own(partition, state.epoch, None if source is None else source[0])
     if not state.checkpointed:
         topic = by_visitor_topic(runtime.settings)
         try:
@@ -530,7 +662,7 @@ async def _publish(runtime: WorkerRuntime, out: EngineOutput) -> None:
 
 def _checkpoint_due(runtime: WorkerRuntime) -> bool:
     """True when unacknowledged input waited a checkpoint interval or reached the cap."""
-    if not runtime.unacked:
+    if not runtime.unacked and not runtime.uncommitted:
         return False
     settings = runtime.settings
     waited = time.monotonic() - runtime.last_checkpoint
@@ -565,13 +697,15 @@ async def _flush(
     rows = runtime.sink.take()
     checkpoints: list[Checkpoint] | None = None
     unacked: list[tuple[Any, Any]] = []
+    commits: dict[int, int] = {}
     if checkpoint or _checkpoint_due(runtime):
         checkpoints = [state.checkpoint() for state in runtime.partitions.values()]
         unacked, runtime.unacked = runtime.unacked, []
+        commits, runtime.uncommitted = runtime.uncommitted, {}
         runtime.unacked_events = 0
         runtime.last_checkpoint = time.monotonic()
     runtime.inflight = asyncio.ensure_future(
-        _complete_flush(runtime, table, rows, checkpoints, unacked)
+        _complete_flush(runtime, table, rows, checkpoints, unacked, commits)
     )
     if wait:
         await _settle(runtime)
@@ -594,6 +728,7 @@ async def _complete_flush(
     rows: PendingRows,
     checkpoints: list[Checkpoint] | None,
     unacked: list[tuple[Any, Any]],
+    commits: dict[int, int],
 ) -> None:
     """Write what :func:`_flush` took, in order; see there."""
     began = time.monotonic()
@@ -624,6 +759,8 @@ async def _complete_flush(
     runtime.resumed_ms = int(time.time() * 1000)
     for stream, event in unacked:
         await stream.ack(event)
+    if commits and runtime.intake is not None:
+        await runtime.intake.commit(commits)
     took = time.monotonic() - began
     if took >= SLOW_FLUSH_S:
         log.warning(

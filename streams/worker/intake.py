@@ -13,6 +13,14 @@ Offsets: committed only after every message produced for the batch (forwarded ev
 dead-letter records) is acknowledged by Kafka, so a crash re-forwards, never loses. A
 re-forwarded event is dropped downstream by its source (input partition, offset, index).
 
+Direct mode (``JOURNEY_INPUT_KEYED_BY_VISITOR``, input keyed by visitor with as many
+partitions as the worker's state): there is no subscription. The worker tells the intake
+which input partitions to read (those whose state partition of the same number Faust
+assigned it) and from where (:meth:`IntakeConsumer.own`), the handler applies the events
+itself, and offsets are committed only after the checkpoint that holds their effects
+(:meth:`IntakeConsumer.commit`). Every (re)assignment gets an epoch (``epochs``): the
+handler applies a batch to a state only if it was fetched after that state's own seek.
+
 Event-time progress: the consumer keeps a ``SourceProgress`` over its input partitions;
 :meth:`IntakeConsumer.report` folds a batch's highest event times into it and says which
 partitions are read to their end, so idle ones can be told apart from ones with a backlog
@@ -24,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -40,6 +48,10 @@ log = logging.getLogger(__name__)
 BatchHandler = Callable[[Sequence[Any]], Awaitable[None]]
 #: Longest wait for the consumer's position of a partition whose high watermark is known.
 POSITION_TIMEOUT_S = 1.0
+#: Direct mode: pause between checks while no partition is owned.
+IDLE_WAIT_S = 0.2
+#: Longest wait for the group's committed offset of a partition taken over (direct mode).
+COMMITTED_TIMEOUT_S = 10.0
 #: A partition counts as read to its end only if a fetch response came this recently: with
 #: its leader unreachable, the last high watermark known would be stale.
 FETCH_FRESH_MS = 10_000
@@ -48,11 +60,22 @@ FETCH_FRESH_MS = 10_000
 class IntakeConsumer:
     """Consume the input topic in batches and hand each batch to ``handle``."""
 
-    def __init__(self, settings: Settings, handle: BatchHandler) -> None:
+    def __init__(self, settings: Settings, handle: BatchHandler, direct: bool = False) -> None:
+        """``direct``: read the partitions :meth:`own` names, commit only on :meth:`commit`."""
         self._settings = settings
         self._handle = handle
         self._consumer: AIOKafkaConsumer | None = None
         self._next: dict[TopicPartition, int] = {}
+        self.direct = direct
+        #: Direct mode: partitions to (re)start reading, with their epoch and start offset.
+        self._wanted: dict[int, tuple[int, int | None]] = {}
+        #: Direct mode: partitions to stop reading.
+        self._dropped: set[int] = set()
+        #: Direct mode: the start offset given for each partition read (None: committed).
+        self._start: dict[int, int | None] = {}
+        #: Direct mode: input partition -> epoch of the start its records now follow.
+        self.epochs: dict[int, int] = {}
+        self.started = asyncio.Event()
         #: Event-time progress and idleness of the owned input partitions.
         self.progress = SourceProgress(round(settings.idle_grace_s * 1000))
         self.stopped = asyncio.Event()
@@ -60,8 +83,9 @@ class IntakeConsumer:
     def _new_consumer(self) -> AIOKafkaConsumer:
         s = self._settings
         session_ms = int(s.kafka_session_timeout_s * 1000)
+        topics = () if self.direct else (s.input_topic,)
         return AIOKafkaConsumer(
-            s.input_topic,
+            *topics,
             bootstrap_servers=s.brokers.split(","),
             group_id=f"{s.app_id}-intake",
             client_id=f"{s.app_id}-intake",
@@ -79,8 +103,16 @@ class IntakeConsumer:
         """Fetch, handle, commit until ``should_stop()``; then leave the group cleanly."""
         consumer = self._consumer = self._new_consumer()
         await consumer.start()
+        self.started.set()
         try:
             while not should_stop():
+                if self._wanted or self._dropped:
+                    await self._reassign(consumer)
+                if self.direct and not self._start:
+                    # Nothing to read yet (getmany without an assignment would never return).
+                    await asyncio.sleep(IDLE_WAIT_S)
+                    await self._handle([])
+                    continue
                 records = await consumer.getmany(
                     timeout_ms=200, max_records=self._settings.intake_batch
                 )
@@ -92,6 +124,8 @@ class IntakeConsumer:
                 await self._handle(batch)
                 offsets = {tp: messages[-1].offset + 1 for tp, messages in records.items()}
                 self._next.update(offsets)
+                if self.direct:
+                    continue  # committed after the checkpoint holding them (commit)
                 try:
                     await consumer.commit(offsets)
                 except (CommitFailedError, IllegalStateError):
@@ -106,6 +140,87 @@ class IntakeConsumer:
             except KafkaError:  # pragma: no cover - broker gone while stopping
                 log.warning("intake consumer did not stop cleanly", exc_info=True)
             self.stopped.set()
+
+    def own(self, partition: int, epoch: int, offset: int | None) -> None:
+        """Direct mode: (re)start reading ``partition`` at ``offset`` (None: the committed one).
+
+        Takes effect before the next fetch; records fetched until then carry the
+        partition's previous epoch (or none) and must not be applied to the new state.
+        """
+        self._dropped.discard(partition)
+        self._wanted[partition] = (epoch, offset)
+
+    def disown(self, partitions: Iterable[int]) -> None:
+        """Direct mode: stop reading ``partitions`` (their state moved to another worker)."""
+        for partition in partitions:
+            self._wanted.pop(partition, None)
+            self._dropped.add(partition)
+            self.epochs.pop(partition, None)
+
+    async def _reassign(self, consumer: AIOKafkaConsumer) -> None:
+        """Apply :meth:`own` and :meth:`disown`: the new assignment and where each starts.
+
+        A partition kept goes on from the record after the last one handed out; a new
+        one starts at the later of its given offset and the group's committed offset
+        (records between them were handled, and dead-lettered ones must not be again).
+        """
+        wanted, self._wanted = self._wanted, {}
+        dropped, self._dropped = self._dropped, set()
+        topic = self._settings.input_topic
+        for partition in dropped:
+            self._start.pop(partition, None)
+            self._next.pop(TopicPartition(topic, partition), None)
+        owned = set(self._start) | set(wanted)
+        consumer.assign([TopicPartition(topic, p) for p in sorted(owned)])
+        for partition in sorted(owned):
+            tp = TopicPartition(topic, partition)
+            if partition in wanted:
+                epoch, offset = wanted[partition]
+                self._next.pop(tp, None)
+                committed = await self._committed(consumer, tp)
+                if committed is not None and (offset is None or committed > offset):
+                    offset = committed
+                self._start[partition] = offset
+                self.epochs[partition] = epoch
+            else:
+                offset = self._next.get(tp, self._start[partition])
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+
+    @staticmethod
+    async def _committed(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+        """The group's committed offset of ``tp``, or None (none, or not known in time)."""
+        try:
+            committed = await asyncio.wait_for(consumer.committed(tp), COMMITTED_TIMEOUT_S)
+        except (KafkaError, TimeoutError):
+            log.warning("committed offset of %s not known; starting from the checkpoint", tp)
+            return None
+        return committed if isinstance(committed, int) and committed >= 0 else None
+
+    async def commit(self, offsets: Mapping[int, int]) -> None:
+        """Direct mode: commit input offsets whose effects a checkpoint made durable.
+
+        Best effort: a restart starts every partition from its checkpoint anyway (see
+        :meth:`_reassign`); a commit only spares re-reading and is what lag tools show.
+        """
+        consumer = self._consumer
+        if consumer is None or not offsets:
+            return
+        topic = self._settings.input_topic
+        assigned = consumer.assignment()
+        commits = {
+            tp: offset
+            for partition, offset in offsets.items()
+            if (tp := TopicPartition(topic, partition)) in assigned
+        }
+        if not commits:
+            return
+        try:
+            await consumer.commit(commits)
+        except (KafkaError, IllegalStateError) as exc:
+            log.warning("input offsets not committed (%s); a restart re-reads them", exc)
 
     async def report(self, tops: Mapping[int, int | None]) -> ProgressReport | None:
         """Fold a batch into the progress and report every owned partition; None if none.

@@ -29,7 +29,8 @@ Record layout (the value stored in the Faust table): 8-byte big-endian signed of
 the last applied message, then ``VisitorState.to_bytes()``. The partition's own record
 (key ``WATERMARK_KEY``): the 8-byte watermark, the 8-byte next expected offset (-1:
 unknown), then a JSON object ``{"t": input topic, "n": input partitions, "p": [[input
-partition, progress ms], ...], "s": [[input partition, offset, index], ...]}``. Records
+partition, progress ms], ...], "s": [[input partition, offset, index], ...]}``, plus
+``"d": 1`` when the partition takes its input directly (``apply_direct``). Records
 written before the JSON existed (8 or 16 bytes) still load.
 
 The partition's record must never be durable without the visitor records written before
@@ -50,11 +51,11 @@ from dataclasses import dataclass
 import orjson
 
 from streams.engine.events import Event
-from streams.engine.progress import InputProgress
+from streams.engine.progress import InputProgress, ProgressReport
 from streams.engine.sessionizer import EngineOutput, SessionConfig, Sessionizer
 from streams.engine.stages import StageRules
 from streams.engine.state import VisitorState
-from streams.worker.codec import Forwarded
+from streams.worker.codec import Forwarded, Source
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,7 @@ class PartitionState:
         owns: Callable[[bytes], bool] | None = None,
         hot_ms: int = HOT_MS,
         hot_limit: int = HOT_LIMIT,
+        direct: bool = False,
     ) -> None:
         """Rebuild from the table records of this partition (empty for a new partition).
 
@@ -269,9 +271,16 @@ class PartitionState:
         partition's keys among them). Without it the records are kept in a private
         mapping. ``loaded_ms`` (wall clock) counts as the time a message was last applied.
         ``hot_ms`` and ``hot_limit``: how long and how many written visitors stay in
-        memory as objects (``TieredStore``).
+        memory as objects (``TieredStore``). ``direct``: events come straight from the
+        input partition of the same number (:meth:`apply_direct`), not through the
+        by-visitor topic; the mode is recorded with the partition (``recorded_direct``).
         """
         self.partition = partition
+        self.direct = direct
+        #: The mode the partition's record was written in (False for a new partition).
+        self.recorded_direct = False
+        #: Bumped by the adapter at every load: input fetched before it is not applied.
+        self.epoch = 0
         #: Applied offset of the visitors in memory (the others' is in their record).
         self._applied: dict[str, int] = {}
         watermark: int | None = None
@@ -361,17 +370,69 @@ class PartitionState:
         else:
             fresh = [ev for ev in events if applied(ev.visitor_key) < offset]
         self.redelivered += len(events) - len(fresh) - reforwarded
+        return self._take(fresh, [offset] * len(fresh), reforwarded, message.report, now_ms)
+
+    def apply_direct(
+        self,
+        topic: str,
+        events: list[Event],
+        sources: list[Source],
+        report: ProgressReport | None,
+        now_ms: int,
+    ) -> EngineOutput:
+        """Apply events read straight from the input partition of this number, then ``report``.
+
+        The path without the by-visitor hop (input keyed by visitor; docs/architecture.md):
+        each event's input offset stands in for the message offset of :meth:`apply`. A
+        visitor whose record already holds an event's input offset skips it (applied
+        before a crash, re-read from the last commit), and an event whose source is not
+        past the last one taken from its input partition is a copy (counted in
+        ``EngineOutput.duplicates``). ``events`` come in input order.
+        """
+        self.applied_ms = now_ms
+        if topic != self.input_topic:
+            self._switch_topic(topic)
+        applied = self._applied_of
+        last_sources = self.sources
+        fresh: list[Event] = []
+        offsets: list[int] = []
+        copies = skipped = 0
+        for ev, (part, in_offset, index) in zip(events, sources, strict=True):
+            source = (in_offset, index)
+            last = last_sources.get(part)
+            seen = last is not None and source <= last
+            if not seen:
+                last_sources[part] = source
+            if applied(ev.visitor_key) >= in_offset:
+                skipped += 1
+            elif seen:
+                copies += 1
+            else:
+                fresh.append(ev)
+                offsets.append(in_offset)
+        self.redelivered += skipped
+        return self._take(fresh, offsets, copies, report, now_ms)
+
+    def _take(
+        self,
+        fresh: list[Event],
+        offsets: list[int],
+        copies: int,
+        report: ProgressReport | None,
+        now_ms: int,
+    ) -> EngineOutput:
+        """Sessionize ``fresh`` (each applied at its offset), then raise the watermark."""
         watermark: int | None = None
-        if message.report is not None:
-            self.input.update(message.report)
+        if report is not None:
+            self.input.update(report)
             low = self.input.low_ms()
             if low is not None:
                 watermark = low - self._lateness_ms
         out = self.sessionizer.process(fresh, now_ms, watermark)
-        out.duplicates += reforwarded
+        out.duplicates += copies
         dirty = self.store.dirty
         applied_now = self._applied
-        for ev in fresh:
+        for ev, offset in zip(fresh, offsets, strict=True):
             applied_now[ev.visitor_key] = offset
             # The visitor's record must be rewritten even when its state did not change
             # (duplicates, late events): its applied offset did.
@@ -448,12 +509,14 @@ class PartitionState:
 
     def _own_record(self) -> bytes:
         """The partition's record: watermark, next offset, input progress and sources."""
-        extra = {
+        extra: dict[str, object] = {
             "t": self.input_topic,
             "n": self.input.partitions,
             "p": sorted(self.input.progress.items()),
             "s": [(part, *source) for part, source in sorted(self.sources.items())],
         }
+        if self.direct:
+            extra["d"] = 1
         next_offset = -1 if self.next_offset is None else self.next_offset
         return (
             _OFFSET.pack(self.sessionizer.watermark_ms)
@@ -472,6 +535,7 @@ class PartitionState:
             self.input = InputProgress(extra["n"], {part: ms for part, ms in extra["p"]})
             self.sources = {part: (offset, index) for part, offset, index in extra["s"]}
             self.input_topic = extra.get("t")
+            self.recorded_direct = bool(extra.get("d"))
         return watermark
 
     def _count(self, out: EngineOutput) -> None:

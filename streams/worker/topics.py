@@ -14,7 +14,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from streams.errors import StreamError
+from streams.errors import ConfigError, StreamError
 from streams.settings import Settings
 
 
@@ -63,6 +63,21 @@ def ensure_topics(settings: Settings, timeout_ms: int = 10_000) -> list[str]:
                     [NewTopic(name, settings.partitions, 1) for name in missing],
                     timeout_ms=timeout_ms,
                 )
+        if settings.input_keyed_by_visitor:
+            _check_direct_input(admin, settings)
         return missing
     finally:
         admin.close()
+
+
+def _check_direct_input(admin: KafkaAdminClient, settings: Settings) -> None:
+    """Keyed by visitor, input partition i must be state partition i: equal counts."""
+    described = admin.describe_topics([settings.input_topic])
+    count = len(described[0].get("partitions") or []) if described else 0
+    if count != settings.partitions:
+        raise ConfigError(
+            f"JOURNEY_INPUT_KEYED_BY_VISITOR=true needs the input topic "
+            f"{settings.input_topic!r} to have JOURNEY_PARTITIONS={settings.partitions} "
+            f"partitions; it has {count}. Set JOURNEY_PARTITIONS={count} for a new app, "
+            "or leave JOURNEY_INPUT_KEYED_BY_VISITOR unset."
+        )

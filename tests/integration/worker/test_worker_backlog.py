@@ -52,6 +52,7 @@ with warnings.catch_warnings():
     # kafka-python 3.0 uses a deprecated importlib.resources call at import time.
     warnings.simplefilter("ignore", DeprecationWarning)
     from kafka import KafkaProducer
+    from kafka.partitioner.default import murmur2
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -140,10 +141,15 @@ def run_backlog(
     run: GeneratedRun,
     records: Sequence[Record],
     input_partitions: int,
+    direct: bool = False,
 ) -> WorkerProcess:
-    """Produce the whole backlog, then start a worker; wait until it equals replay."""
+    """Produce the whole backlog, then start a worker; wait until it equals replay.
+
+    ``direct``: the worker takes its input without the by-visitor hop (as many state
+    partitions as input partitions, JOURNEY_INPUT_KEYED_BY_VISITOR=true).
+    """
     produce_records(names.topic, records)
-    worker = workers(names, "backlog", partitions=WORKER_PARTITIONS[input_partitions]).start()
+    worker = workers(names, "backlog", **_worker_settings(input_partitions, direct)).start()
     worker.wait_ready()
     wait_complete([worker], names.url, run.expected_events, timeout_s=COMPLETE_S)
     assert total(worker.metrics(), "journey_events_total") == len(run.lines)
@@ -221,20 +227,23 @@ def test_backlog_with_an_empty_partition_and_one_that_stops_halfway(
     run_backlog(names, workers, run, records, 4)
 
 
-@pytest.mark.parametrize("names", [4], indirect=True)
+@pytest.mark.parametrize(
+    ("names", "direct"), [(4, False), (4, True)], indirect=["names"], ids=["hop", "direct"]
+)
 def test_backlog_with_three_sigkills_during_the_catch_up(
-    tmp_path: Path, names: Names, workers: Callable[..., WorkerProcess]
+    tmp_path: Path, names: Names, workers: Callable[..., WorkerProcess], direct: bool
 ) -> None:
     """Three SIGKILLs while the backlog is read: nothing late, lost or doubled.
 
-    Each restart re-reads the input from the intake's last commit: the events it forwards
-    again are dropped by their source, not called late once their sessions have closed.
+    Each restart re-reads the input from the intake's last commit (direct: from the
+    state's checkpoint): the events it takes again are dropped by their source, or by
+    their visitor's record, not called late once their sessions have closed.
     """
     # Twice the sparse density (2 events per minute per partition) over four days: enough
     # work for three kills, and still all in the past.
     run = generate_backlog(tmp_path, names, 8, "sparse", seed=81, days=4)
     produce_records(names.topic, by_visitor(run.lines))
-    worker = workers(names, "killed", partitions=WORKER_PARTITIONS[4]).start()
+    worker = workers(names, "killed", **_worker_settings(4, direct)).start()
     worker.wait_ready()
     for number, delay in enumerate(seeded_delays(20261127, 3, 0.1, 0.6), start=1):
         poll(lambda: _processing(worker), timeout_s=90, what=f"incarnation {number} to process",
@@ -251,6 +260,84 @@ def test_backlog_with_three_sigkills_during_the_catch_up(
     wait_complete([worker], names.url, run.expected_events, timeout_s=COMPLETE_S)
     assert_nothing_late(names, worker)
     assert_same_as_replay(names)
+
+
+def _worker_settings(input_partitions: int, direct: bool) -> dict[str, str | int]:
+    """The worker's partitions (and mode) for an input topic of ``input_partitions``."""
+    if direct:
+        return {"partitions": input_partitions, "input_keyed_by_visitor": "true"}
+    return {"partitions": WORKER_PARTITIONS[input_partitions]}
+
+
+@pytest.mark.parametrize(
+    ("names", "partitions", "density"),
+    [(4, 4, "sparse"), (8, 8, "dense")],
+    indirect=["names"],
+    ids=["4-sparse", "8-dense"],
+)
+def test_backlog_read_directly_when_keyed_by_visitor(
+    tmp_path: Path,
+    names: Names,
+    workers: Callable[..., WorkerProcess],
+    partitions: int,
+    density: str,
+) -> None:
+    """Without the by-visitor hop (input keyed by visitor): nothing late, rows equal replay.
+
+    Each state partition now reads one input partition only, yet its watermark is still
+    the slowest input partition's progress, so a fast partition never makes another's
+    events late.
+    """
+    run = generate_backlog(tmp_path, names, partitions, density, seed=43 + partitions)
+    run_backlog(names, workers, run, by_visitor(run.lines), partitions, direct=True)
+
+
+@pytest.mark.parametrize("names", [8], indirect=True)
+def test_backlog_read_directly_with_disorder_of_half_the_allowed_lateness(
+    tmp_path: Path, names: Names, workers: Callable[..., WorkerProcess]
+) -> None:
+    """The direct path with each event produced up to 5 minutes late: none late."""
+    run = generate_backlog(tmp_path, names, 8, "sparse", seed=53)
+    rng = random.Random(53)
+    shuffled = sorted(run.lines, key=lambda line: event_ms(line) + rng.randrange(HALF_LATENESS_MS))
+    run_backlog(names, workers, run, by_visitor(shuffled), 8, direct=True)
+
+
+@pytest.mark.parametrize("names", [4], indirect=True)
+def test_backlog_read_directly_keyed_at_random_dead_letters_the_misplaced(
+    tmp_path: Path, names: Names, workers: Callable[..., WorkerProcess]
+) -> None:
+    """A producer that does not key by visitor, with the direct path configured anyway.
+
+    Every event in another partition than its visitor's goes to the dead-letter topic as
+    ``not_keyed_by_visitor``, none is lost silently: those plus the events the worker took
+    are all the input. Expected counts come from Kafka's murmur2 here, not the worker's.
+    """
+    run = generate_backlog(tmp_path, names, 4, "sparse", seed=63, days=1)
+    rng = random.Random(63)
+    records: list[Record] = []
+    misplaced = 0
+    for line in run.lines:
+        key = uuid.UUID(int=rng.getrandbits(128)).bytes
+        visitor = visitor_key(line)
+        assert visitor is not None
+        partition = rng.randrange(4)
+        misplaced += (murmur2(visitor) & 0x7FFFFFFF) % 4 != partition
+        records.append((key, line, partition))
+    assert 0 < misplaced < len(records)
+    produce_records(names.topic, records)
+    worker = workers(names, "misplaced", **_worker_settings(4, direct=True)).start()
+    worker.wait_ready()
+    poll(
+        lambda: total(worker.metrics(), "journey_events_total") + misplaced >= len(records),
+        timeout_s=COMPLETE_S, what="every event taken or dead-lettered",
+        describe=worker.log_tail,
+    )  # fmt: skip
+    samples = worker.metrics()
+    assert total(samples, "journey_events_total") == len(records) - misplaced
+    dead = read_topic(names.dlq_topic, expected=misplaced, timeout_s=60)
+    reasons = [json.loads(value)["reason"] for _, value in dead]
+    assert reasons == ["not_keyed_by_visitor"] * misplaced
 
 
 def _processing(worker: WorkerProcess) -> bool:

@@ -514,3 +514,79 @@ def test_late_event_of_a_visitor_out_of_memory_keeps_its_record() -> None:
     assert [s.first_id for s in restored.sessions] == ["a1"]
     assert state.apply(late, 2, 0).late == []  # the redelivered message is skipped
     assert state.redelivered == 1
+
+
+# -- input taken directly (no by-visitor hop) ----------------------------------------------
+
+
+def _direct_batches(
+    events: list[Event], size: int, start: int = 0
+) -> list[tuple[list[Event], list[tuple[int, int, int]], ProgressReport]]:
+    """``events`` as one-event input messages at offsets from ``start``, read ``size`` at a time.
+
+    Each batch comes with the report an intake owning the only input partition makes
+    after reading it (the highest event time so far).
+    """
+    batches = []
+    top: int | None = None
+    for at in range(0, len(events), size):
+        chunk = events[at : at + size]
+        top = max([ev.ts_ms for ev in chunk] + ([] if top is None else [top]))
+        sources = [(0, start + at + i, 0) for i in range(len(chunk))]
+        batches.append((chunk, sources, ProgressReport(1, ((0, top),))))
+    return batches
+
+
+@pytest.mark.parametrize("size", [1, 7, 10_000])
+def test_direct_input_in_any_batch_size_equals_replay(size: int) -> None:
+    """Events applied straight from the input, in batches of any size: the replay's rows."""
+    events = _traffic(31)
+    state = PartitionState(0, CONFIG, RULES, direct=True)
+    outputs = [
+        state.apply_direct("in", chunk, sources, report, now_ms=0)
+        for chunk, sources, report in _direct_batches(events, size)
+    ]
+    outputs.append(state.sessionizer.close_all())
+    assert state.redelivered == 0
+    assert _fold(outputs) == _replayed(events)
+
+
+def test_direct_restart_from_an_older_partition_record_skips_what_visitors_hold() -> None:
+    """A crash while a checkpoint was written: visitor records durable, the partition's not.
+
+    The restarted state re-reads the input from the older partition record's source; a
+    visitor whose record holds an event's offset skips it (``redelivered``), the others
+    take it, and the rows equal replay.
+    """
+    events = _traffic(32)
+    batches = _direct_batches(events, 5)
+    first = PartitionState(0, CONFIG, RULES, direct=True)
+    outputs = [first.apply_direct("in", *batch, now_ms=0) for batch in batches[:6]]
+    older = first.checkpoint().writes
+    outputs += [first.apply_direct("in", *batch, now_ms=0) for batch in batches[6:12]]
+    newer = first.checkpoint()
+    # Only the visitor records of the second checkpoint reached the changelog.
+    restarted = PartitionState(0, CONFIG, RULES, _records([older, newer.visitors]), direct=True)
+    assert restarted.recorded_direct
+    resume = restarted.sources[0][0] + 1
+    assert resume == 30  # the last event of the first six batches of five
+    outputs += [
+        restarted.apply_direct("in", *batch, now_ms=0)
+        for batch in _direct_batches(events[resume:], 5, start=resume)
+    ]
+    outputs.append(restarted.sessionizer.close_all())
+    written = {key for key, _ in newer.visitors}
+    expected_skips = sum(1 for ev in events[30:60] if ev.visitor_key.encode() in written)
+    assert restarted.redelivered == expected_skips > 0
+    assert _fold(outputs) == _replayed(events)
+
+
+def test_the_input_mode_is_recorded_with_the_partition() -> None:
+    """A record written with the direct path says so; one written through the hop does not."""
+    events = _traffic(33, visitors=2, per_visitor=3)
+    direct = PartitionState(0, CONFIG, RULES, direct=True)
+    direct.apply_direct("in", *_direct_batches(events, 10)[0], now_ms=0)
+    hop = PartitionState(0, CONFIG, RULES)
+    hop.apply(_one(*events), 0, now_ms=0)
+    assert PartitionState(0, CONFIG, RULES, direct.checkpoint().writes).recorded_direct
+    assert not PartitionState(0, CONFIG, RULES, hop.checkpoint().writes).recorded_direct
