@@ -35,15 +35,21 @@ def _processing(worker: WorkerProcess) -> bool:
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.parametrize("direct", ["false", "true"], ids=["hop", "direct"])
 def test_sigkill_and_sigterm_mid_run_lose_and_double_nothing(
     tmp_path: Path,
     names: Names,
     workers: Callable[..., WorkerProcess],
     paced_producers: list[PacedProducer],
+    direct: str,
 ) -> None:
-    """Three SIGKILLs and a SIGTERM at seeded random moments mid-run: final rows equal replay."""
+    """Three SIGKILLs and a SIGTERM at seeded random moments mid-run: final rows equal replay.
+
+    ``direct``: the input read without the by-visitor hop (the test's producer keys by
+    visitor and the input topic has the worker's 4 partitions).
+    """
     run = prepare_run(tmp_path, names, EVENTS, 11)
-    worker = workers(names, "crash").start()
+    worker = workers(names, "crash", input_keyed_by_visitor=direct).start()
     worker.wait_ready()
     producer = PacedProducer(names.topic, run.lines, RATE)
     paced_producers.append(producer)

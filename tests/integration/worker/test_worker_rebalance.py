@@ -32,17 +32,25 @@ def _accepted(worker: WorkerProcess) -> float:
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.parametrize("names", [4], indirect=True)
+@pytest.mark.parametrize(
+    ("names", "direct"), [(4, "false"), (4, "true")], indirect=["names"], ids=["hop", "direct"]
+)
 def test_survivor_takes_over_a_killed_workers_partitions(
     tmp_path: Path,
     names: Names,
     workers: Callable[..., WorkerProcess],
     paced_producers: list[PacedProducer],
+    direct: str,
 ) -> None:
-    """Two workers of one app id; one SIGKILLed mid-run: the survivor finishes, rows exact."""
+    """Two workers of one app id; one SIGKILLed mid-run: the survivor finishes, rows exact.
+
+    ``direct``: input read without the by-visitor hop, so the input partitions move with
+    the state partitions, and the survivor reads the dead worker's from its checkpoints.
+    """
     run = prepare_run(tmp_path, names, EVENTS, 21)
-    first = workers(names, "first", partitions=4).start()
-    second = workers(names, "second", partitions=4).start()
+    mode = {"partitions": 4, "input_keyed_by_visitor": direct}
+    first = workers(names, "first", **mode).start()
+    second = workers(names, "second", **mode).start()
     first.wait_ready()
     second.wait_ready()
     producer = PacedProducer(names.topic, run.lines, RATE)
