@@ -403,12 +403,14 @@ def _run_phases(args: argparse.Namespace, res: Any, skip: set[str], result: dict
                 "producer_delay_p99_s": lat.producer_delay_p99_s,
                 "unseen": lat.unseen,
                 "flush_interval_s": lat.flush_interval_s,
+                "worker_cpu_us_per_event": lat.worker_cpu_us_per_event,
             }
             result.setdefault("latency_runs", []).append(record)
             if share is None or share == AUTO_SHARES[0]:
                 result["latency_p50_s"] = lat.clickhouse_p50_s
                 result["latency_p99_s"] = lat.clickhouse_p99_s
                 result["prometheus_latency_p99_s"] = lat.prometheus_p99_s
+                result["live_cpu_us_per_event"] = lat.worker_cpu_us_per_event
                 result["latency"] = {
                     k: record[k]
                     for k in ("rate", "events", "clickhouse_max_s", "prometheus_p50_s",
@@ -624,6 +626,8 @@ def figures(result: dict[str, Any]) -> list[dict[str, Any]]:
          at_most(3 * bound)),
         ("prometheus_latency_p99_s", f"event to Prometheus counter p99{at}",
          result.get("prometheus_latency_p99_s"), "s", "", None),
+        ("live_cpu_us_per_event", f"worker CPU per live event{at} (us)",
+         result.get("live_cpu_us_per_event"), "", "", None),
         ("bytes_per_open_session", "bytes per open session", result.get("bytes_per_open_session"),
          "B", "<= 1,024 B", at_most(1024)),
         ("soak_worst_p99_s", f"event to ClickHouse p99, worst minute of the soak{soak_at}",

@@ -54,6 +54,8 @@ class LatencyResult:
     producer_delay_p99_s: float
     unseen: int
     flush_interval_s: float
+    #: Worker CPU from the first paced event until every one was visible, per event sent.
+    worker_cpu_us_per_event: float = float("nan")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -210,6 +212,7 @@ def run_latency(
         baseline = probe_until_live(res, worker, topic, partitions, timeout_s=120)
         visibility.start()
         counter.start()
+        cpu0 = worker.process.cpu_seconds()
         asyncio.run(
             asyncio.wait_for(
                 produce_paced(
@@ -240,6 +243,7 @@ def run_latency(
             interval_s=0.5,
             what="every paced event to be counted and visible",
         )
+        cpu_us = (worker.process.cpu_seconds() - cpu0) * 1e6 / max(1, sent)
     finally:
         visibility.stop()
         counter.stop()
@@ -268,6 +272,7 @@ def run_latency(
         producer_delay_p99_s=percentile(delays, 99),
         unseen=unseen,
         flush_interval_s=flush_interval_s,
+        worker_cpu_us_per_event=cpu_us,
     )
 
 

@@ -54,7 +54,7 @@ from streams.worker.codec import (
 from streams.worker.intake import IntakeConsumer
 from streams.worker.output import OutputProducer
 from streams.worker.partition import WATERMARK_KEY, Checkpoint, PartitionState
-from streams.worker.partitioning import PartitionCache, partition_for_key
+from streams.worker.partitioning import PartitionCache, partition_for_key, partitions_for_keys
 from streams.worker.repair import GapFetcher
 from streams.worker.topics import by_visitor_topic
 
@@ -273,34 +273,40 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         tops: dict[int, int | None] = {}
         sends = []
         observe_lag = metrics.event_lag.observe
+        #: Accepted events: (event, its record, its index in the message, a single event?).
+        taken: list[tuple[Event, Any, int, bool]] = []
         for record in batch:
-            source, offset = record.partition, record.offset
+            source = record.partition
             state = states.get(source)
             if state is None or state.epoch != epochs.get(source):
                 continue
-            ends[source] = offset + 1
+            ends[source] = record.offset + 1
+            tops.setdefault(source, None)
             payload = record.value if isinstance(record.value, bytes) else b""
             result = parse_payload(payload, now_ms)
-            rejections = result.rejections
-            single = not rejections and len(result.events) == 1
-            events = events_of.setdefault(source, [])
-            sources = sources_of.setdefault(source, [])
-            top = tops.get(source)
+            single = not result.rejections and len(result.events) == 1
             for ev, index in zip(result.events, _accepted_indices(result), strict=True):
-                if partition_of(ev.visitor_key) != source:
-                    rejections.append(_not_keyed(ev, payload, None if single else index))
-                    continue
-                by_type[ev.event_type] += 1
-                ts = ev.ts_ms
-                if top is None or ts > top:
-                    top = ts
-                observe_lag(max(0.0, now_s - ts / 1000))
-                events.append(ev)
-                sources.append((source, offset, index))
-            tops[source] = top
-            for rejection in rejections:
+                taken.append((ev, record, index, single))
+            for rejection in result.rejections:
                 metrics.rejected.labels(rejection.reason).inc()
                 sends.append(await dlq.send(value=rejection_record(rejection, record, now_ms)))
+        # Where each visitor belongs, for the whole batch at once (most live keys are new).
+        homes = partitions_for_keys([ev.visitor_key.encode() for ev, *_ in taken], n_partitions)
+        for (ev, record, index, single), home in zip(taken, homes, strict=True):
+            source = record.partition
+            if home != source:
+                rejection = _not_keyed(ev, record.value, None if single else index)
+                metrics.rejected.labels(rejection.reason).inc()
+                sends.append(await dlq.send(value=rejection_record(rejection, record, now_ms)))
+                continue
+            by_type[ev.event_type] += 1
+            ts = ev.ts_ms
+            top = tops[source]
+            if top is None or ts > top:
+                tops[source] = ts
+            observe_lag(max(0.0, now_s - ts / 1000))
+            events_of.setdefault(source, []).append(ev)
+            sources_of.setdefault(source, []).append((source, record.offset, index))
         for event_type, count in by_type.items():
             metrics.events.labels(event_type).inc(count)
         report = await intake.report(tops)
@@ -638,11 +644,11 @@ async def _publish(runtime: WorkerRuntime, out: EngineOutput) -> None:
             metrics.stage_reached.labels(transition.stage).inc()
             if transition.stage == "converted":
                 metrics.conversions.inc()
+    if out.transitions:
         # orjson serialises the slotted dataclass directly (dataclasses.asdict is slow).
-        await output.send(
+        await output.send_keyed(
             settings.transitions_topic,
-            transition.visitor_key.encode(),
-            orjson.dumps(transition),
+            [(t.visitor_key.encode(), orjson.dumps(t)) for t in out.transitions],
         )
     counted = runtime.counted_orders
     for order in out.orders:
@@ -739,9 +745,10 @@ async def _complete_flush(
         runtime.abandoned = True
         return
     written = time.monotonic()
-    topic = runtime.settings.sessions_topic
-    for row in rows.sessions.values():
-        await runtime.output.send(topic, row.session_id.encode(), orjson.dumps(row))
+    await runtime.output.send_keyed(
+        runtime.settings.sessions_topic,
+        [(row.session_id.encode(), orjson.dumps(row)) for row in rows.sessions.values()],
+    )
     runtime.resumed_ms = int(time.time() * 1000)
     if checkpoints is None:
         await runtime.output.submit()

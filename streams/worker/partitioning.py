@@ -13,6 +13,9 @@ blocks; it returns the same value for every input (tested against kafka-python's
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
+
+import numpy as np
 
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
@@ -45,6 +48,51 @@ def murmur2(data: bytes) -> int:
     return h
 
 
+def partitions_for_keys(keys: Sequence[bytes], partitions: int) -> list[int]:
+    """``partition_for_key`` of every key, computed a column of blocks at a time.
+
+    For a whole flush's or batch's keys at once (live traffic brings mostly keys the
+    caches have not seen, or forgot): keys of one length are stacked into a matrix and
+    each step of murmur2 runs on all of them in numpy's unsigned 32-bit arithmetic, whose
+    products wrap modulo 2**32 exactly as the ``& _MASK`` above does.
+    """
+    out = [0] * len(keys)
+    by_length: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        by_length.setdefault(len(key), []).append(i)
+    m = np.uint32(_M)
+    for length, positions in by_length.items():
+        count = len(positions)
+        raw = np.frombuffer(b"".join(keys[i] for i in positions), dtype=np.uint8)
+        rows = raw.reshape(count, length) if length else raw.reshape(count, 0)
+        h = np.full(count, (_SEED ^ length) & _MASK, dtype=np.uint32)
+        blocks = length >> 2
+        if blocks:
+            words = np.ascontiguousarray(rows[:, : blocks * 4]).view("<u4")
+            for column in range(blocks):
+                k = words[:, column] * m
+                k ^= k >> np.uint32(24)
+                k *= m
+                h *= m
+                h ^= k
+        tail = length & 3
+        if tail:
+            at = length & ~3
+            if tail == 3:
+                h ^= rows[:, at + 2].astype(np.uint32) << np.uint32(16)
+            if tail >= 2:
+                h ^= rows[:, at + 1].astype(np.uint32) << np.uint32(8)
+            h ^= rows[:, at].astype(np.uint32)
+            h *= m
+        h ^= h >> np.uint32(13)
+        h *= m
+        h ^= h >> np.uint32(15)
+        chosen = (h & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)
+        for i, partition in zip(positions, chosen.tolist(), strict=True):
+            out[i] = partition
+    return out
+
+
 def partition_for_key(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for ``key`` among ``partitions``."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
@@ -69,6 +117,11 @@ class PartitionCache:
         self._size = size
         self._new: dict[bytes | str, int] = {}
         self._old: dict[bytes | str, int] = {}
+
+    @property
+    def partitions(self) -> int:
+        """The partition count keys are placed among."""
+        return self._partitions
 
     def __call__(self, key: str | bytes) -> int:
         """The partition of ``key`` (a str is hashed as its UTF-8 bytes)."""

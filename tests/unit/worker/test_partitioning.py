@@ -6,7 +6,7 @@ from aiokafka.partitioner import murmur2 as kafka_murmur2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.worker.partitioning import murmur2, partition_for_key
+from streams.worker.partitioning import murmur2, partition_for_key, partitions_for_keys
 
 
 @settings(max_examples=2000, deadline=None)
@@ -47,3 +47,11 @@ def test_partition_cache_is_exact_and_bounded() -> None:
         cache(key)
         cache(busy)
         assert busy in cache._new or busy in cache._old
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.binary(max_size=70), max_size=40), st.integers(1, 64))
+def test_partitions_for_keys_equal_one_key_at_a_time(keys: list[bytes], partitions: int) -> None:
+    """The column-wise murmur2 gives Kafka's partition for every key, any lengths mixed."""
+    expected = [(kafka_murmur2(key) & 0x7FFFFFFF) % partitions for key in keys]
+    assert partitions_for_keys(keys, partitions) == expected
