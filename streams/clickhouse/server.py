@@ -70,11 +70,11 @@ class ServerBackend:
             send_receive_timeout=timeout_s,
         )
 
-    def _run(self, client: Client, sql: str, data: Any = None) -> Any:
+    def _run(self, client: Client, sql: str, data: Any = None, columnar: bool = False) -> Any:
         try:
             if data is None:
                 return client.execute(sql)
-            return client.execute(sql, data)
+            return client.execute(sql, data, columnar=columnar)
         except driver_errors.NetworkError as exc:
             raise StorageError(
                 f"{self.name} is unreachable ({exc}); start it or fix --clickhouse / "
@@ -102,10 +102,16 @@ class ServerBackend:
         return [tuple(r) for r in rows]
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """One native-protocol ``INSERT`` of all ``rows`` (the driver sends typed blocks)."""
+        """One native-protocol ``INSERT`` of all ``rows`` (the driver sends typed blocks).
+
+        Handed over as columns (a transpose in C): the driver's row-oriented path builds
+        each column with a Python loop over the rows, about a tenth of a flush's time.
+        """
         if not rows:
             return
-        self._run(self._client, f"INSERT INTO {table} ({', '.join(columns)}) VALUES", list(rows))
+        data = list(zip(*rows, strict=True))
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
+        self._run(self._client, sql, data, columnar=True)
 
     def close(self) -> None:
         """Disconnect; idempotent."""

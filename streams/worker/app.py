@@ -35,6 +35,7 @@ from faust.types import TP
 
 from streams.engine.events import Event
 from streams.engine.intake import IntakeResult, Rejection, parse_payload
+from streams.engine.rows import SessionRow, StageTransition
 from streams.engine.sessionizer import EngineOutput, SessionConfig
 from streams.engine.stages import StageRules
 from streams.errors import StreamError
@@ -448,6 +449,16 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
     return app
 
 
+def _visitor_of(transition: StageTransition) -> bytes:
+    """Key of a transition record: its visitor."""
+    return transition.visitor_key.encode()
+
+
+def _session_of(row: SessionRow) -> bytes:
+    """Key of a sessions topic record: its session."""
+    return row.session_id.encode()
+
+
 def _not_keyed(event: Event, payload: bytes, index: int | None) -> Rejection:
     """The dead-letter entry of an event that came in another partition than its visitor's.
 
@@ -647,8 +658,7 @@ async def _publish(runtime: WorkerRuntime, out: EngineOutput) -> None:
     if out.transitions:
         # orjson serialises the slotted dataclass directly (dataclasses.asdict is slow).
         await output.send_keyed(
-            settings.transitions_topic,
-            [(t.visitor_key.encode(), orjson.dumps(t)) for t in out.transitions],
+            settings.transitions_topic, out.transitions, _visitor_of, orjson.dumps
         )
     counted = runtime.counted_orders
     for order in out.orders:
@@ -746,8 +756,7 @@ async def _complete_flush(
         return
     written = time.monotonic()
     await runtime.output.send_keyed(
-        runtime.settings.sessions_topic,
-        [(row.session_id.encode(), orjson.dumps(row)) for row in rows.sessions.values()],
+        runtime.settings.sessions_topic, list(rows.sessions.values()), _session_of, orjson.dumps
     )
     runtime.resumed_ms = int(time.time() * 1000)
     if checkpoints is None:

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 
@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 #: Keys per generation whose partition is remembered, per topic (see PartitionCache).
 PARTITION_CACHE_SIZE = 65_536
+#: Records of a ``send_keyed`` whose partitions are computed together.
+SEND_CHUNK = 10_000
+
+T = TypeVar("T")
 
 
 class OutputProducer:
@@ -77,19 +81,30 @@ class OutputProducer:
             return 0
         return (await self._cache(producer, topic))(key)
 
-    async def send_keyed(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-        """Append many keyed records, their partitions computed all at once.
+    async def send_keyed(
+        self,
+        topic: str,
+        items: Sequence[T],
+        key: Callable[[T], bytes],
+        value: Callable[[T], bytes],
+    ) -> None:
+        """Append a record per item, the partitions of a chunk of keys computed at once.
 
         For the records of a whole flush, whose keys are mostly new to the per-key cache
-        (``partitions_for_keys`` costs a twentieth of a murmur2 per key).
+        (``partitions_for_keys`` costs a twentieth of a murmur2 per key). Values are made
+        as they are appended, a chunk at a time, so a flush of a million rows never holds
+        a million serialised records at once.
         """
-        if not records:
+        if not items:
             return
         producer = self._producer or await self._started()
         count = (await self._cache(producer, topic)).partitions
-        partitions = partitions_for_keys([key for key, _ in records], count)
-        for (key, value), partition in zip(records, partitions, strict=True):
-            await self.send(topic, key, value, partition)
+        for at in range(0, len(items), SEND_CHUNK):
+            chunk = items[at : at + SEND_CHUNK]
+            keys = [key(item) for item in chunk]
+            partitions = partitions_for_keys(keys, count)
+            for item, raw_key, partition in zip(chunk, keys, partitions, strict=True):
+                await self.send(topic, raw_key, value(item), partition)
 
     async def send(
         self,

@@ -340,6 +340,30 @@ def test_backlog_read_directly_keyed_at_random_dead_letters_the_misplaced(
     assert reasons == ["not_keyed_by_visitor"] * misplaced
 
 
+@pytest.mark.parametrize("names", [4], indirect=True)
+def test_a_worker_in_the_other_input_mode_stops_with_the_setting_named(
+    tmp_path: Path, names: Names, workers: Callable[..., WorkerProcess]
+) -> None:
+    """An app's state written through the hop is never read as the direct path's.
+
+    The offsets kept per visitor mean by-visitor offsets in one mode and input offsets in
+    the other; a worker started with the other setting must stop, naming it, instead of
+    skipping or re-applying events.
+    """
+    run = generate_backlog(tmp_path, names, 4, "sparse", seed=91, days=1)
+    produce_records(names.topic, by_visitor(run.lines))
+    first = workers(names, "hop", **_worker_settings(4, direct=False)).start()
+    first.wait_ready()
+    wait_complete([first], names.url, run.expected_events, timeout_s=COMPLETE_S)
+    first.stop()  # SIGTERM: a last checkpoint records the mode with every partition
+    second = workers(names, "direct", **_worker_settings(4, direct=True)).start()
+    poll(lambda: not second.alive, timeout_s=90, what="the worker in the other mode to stop",
+         describe=second.log_tail)  # fmt: skip
+    assert second.proc is not None
+    assert second.proc.returncode != 0
+    assert "JOURNEY_INPUT_KEYED_BY_VISITOR=false" in second.log_tail(200)
+
+
 def _processing(worker: WorkerProcess) -> bool:
     """True once this incarnation works on the backlog (its counters start at 0).
 
