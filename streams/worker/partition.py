@@ -349,28 +349,15 @@ class PartitionState:
         self.applied_ms = now_ms
         if message.topic is not None and message.topic != self.input_topic:
             self._switch_topic(message.topic)
-        applied = self._applied_of
         events = message.events
-        fresh: list[Event] = []
-        reforwarded = 0
         if message.sources:
-            sources = self.sources
-            for ev, (part, in_offset, index) in zip(events, message.sources, strict=True):
-                source = (in_offset, index)
-                last = sources.get(part)
-                seen = last is not None and source <= last
-                if not seen:
-                    sources[part] = source
-                if applied(ev.visitor_key) >= offset:
-                    continue
-                if seen:
-                    reforwarded += 1
-                    continue
-                fresh.append(ev)
+            fresh, offsets, copies = self._sift(events, message.sources, offset)
         else:
+            applied = self._applied_of
             fresh = [ev for ev in events if applied(ev.visitor_key) < offset]
-        self.redelivered += len(events) - len(fresh) - reforwarded
-        return self._take(fresh, [offset] * len(fresh), reforwarded, message.report, now_ms)
+            offsets, copies = [offset] * len(fresh), 0
+            self.redelivered += len(events) - len(fresh)
+        return self._take(fresh, offsets, copies, message.report, now_ms)
 
     def apply_direct(
         self,
@@ -392,6 +379,22 @@ class PartitionState:
         self.applied_ms = now_ms
         if topic != self.input_topic:
             self._switch_topic(topic)
+        fresh, offsets, copies = self._sift(events, sources, None)
+        return self._take(fresh, offsets, copies, report, now_ms)
+
+    def _sift(
+        self, events: list[Event], sources: list[Source], offset: int | None
+    ) -> tuple[list[Event], list[int], int]:
+        """The events to apply, each with its offset, and how many were copies.
+
+        ``offset``: the message offset every event is applied at (the hop), or None for
+        each event's own input offset (direct). An event is skipped when its visitor's
+        record already holds that offset (counted in ``redelivered``), or else dropped as
+        a copy when its source is not past the last one taken from its input partition.
+        Every source seen moves the last one, skipped or not: after a restore from a
+        checkpoint older than some visitor records, a skipped event must still let a
+        later copy of it be recognised.
+        """
         applied = self._applied_of
         last_sources = self.sources
         fresh: list[Event] = []
@@ -403,15 +406,16 @@ class PartitionState:
             seen = last is not None and source <= last
             if not seen:
                 last_sources[part] = source
-            if applied(ev.visitor_key) >= in_offset:
+            at = in_offset if offset is None else offset
+            if applied(ev.visitor_key) >= at:
                 skipped += 1
             elif seen:
                 copies += 1
             else:
                 fresh.append(ev)
-                offsets.append(in_offset)
+                offsets.append(at)
         self.redelivered += skipped
-        return self._take(fresh, offsets, copies, report, now_ms)
+        return fresh, offsets, copies
 
     def _take(
         self,
