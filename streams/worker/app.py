@@ -194,8 +194,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
             payload = record.value if isinstance(record.value, bytes) else b""
             result = parse_payload(payload, now_ms)
             for rejection in result.rejections:
-                metrics.rejected.labels(rejection.reason).inc()
-                sends.append(await dlq.send(value=rejection_record(rejection, record, now_ms)))
+                sends.append(await dead_letter(rejection, record, now_ms))
             source, offset = record.partition, record.offset
             top = tops.get(source)
             for ev, index in zip(result.events, _accepted_indices(result), strict=True):
@@ -228,6 +227,11 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         await asyncio.gather(*sends)
         if batch:
             metrics.batches.inc()
+
+    async def dead_letter(rejection: Rejection, record: Any, now_ms: int) -> Any:
+        """Count a rejection and send it to the dead-letter topic; returns the delivery."""
+        metrics.rejected.labels(rejection.reason).inc()
+        return await dlq.send(value=rejection_record(rejection, record, now_ms))
 
     async def send(partition: int, chunk: bytes, report: bytes | None) -> Any:
         """Send one by-visitor message; returns its delivery future."""
@@ -289,16 +293,14 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
             for ev, index in zip(result.events, _accepted_indices(result), strict=True):
                 taken.append((ev, record, index, single))
             for rejection in result.rejections:
-                metrics.rejected.labels(rejection.reason).inc()
-                sends.append(await dlq.send(value=rejection_record(rejection, record, now_ms)))
+                sends.append(await dead_letter(rejection, record, now_ms))
         # Where each visitor belongs, for the whole batch at once (most live keys are new).
         homes = partitions_for_keys([ev.visitor_key.encode() for ev, *_ in taken], n_partitions)
         for (ev, record, index, single), home in zip(taken, homes, strict=True):
             source = record.partition
             if home != source:
                 rejection = _not_keyed(ev, record.value, None if single else index)
-                metrics.rejected.labels(rejection.reason).inc()
-                sends.append(await dlq.send(value=rejection_record(rejection, record, now_ms)))
+                sends.append(await dead_letter(rejection, record, now_ms))
                 continue
             by_type[ev.event_type] += 1
             ts = ev.ts_ms
