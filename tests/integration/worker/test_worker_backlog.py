@@ -159,10 +159,17 @@ def run_backlog(
 
 
 @pytest.mark.parametrize(
-    ("names", "partitions", "density"),
-    [(4, 4, "sparse"), (8, 8, "sparse"), (4, 4, "dense"), (8, 8, "dense")],
+    ("names", "partitions", "density", "direct"),
+    [
+        (4, 4, "sparse", False),
+        (8, 8, "sparse", False),
+        (4, 4, "dense", False),
+        (8, 8, "dense", False),
+        (4, 4, "sparse", True),
+        (8, 8, "dense", True),
+    ],
     indirect=["names"],
-    ids=["4-sparse", "8-sparse", "4-dense", "8-dense"],
+    ids=["4-sparse", "8-sparse", "4-dense", "8-dense", "direct-4-sparse", "direct-8-dense"],
 )
 def test_backlog_across_partitions_in_time_order(
     tmp_path: Path,
@@ -170,22 +177,37 @@ def test_backlog_across_partitions_in_time_order(
     workers: Callable[..., WorkerProcess],
     partitions: int,
     density: str,
+    direct: bool,
 ) -> None:
-    """Days of traffic in time order on 4 and 8 partitions: nothing late, rows equal replay."""
-    run = generate_backlog(tmp_path, names, partitions, density, seed=41 + partitions)
-    run_backlog(names, workers, run, by_visitor(run.lines), partitions)
+    """Days of traffic in time order on 4 and 8 partitions: nothing late, rows equal replay.
+
+    ``direct``: without the by-visitor hop (input keyed by visitor). Each state partition
+    then reads one input partition only, yet its watermark is still the slowest input
+    partition's progress, so a fast partition never makes another's events late.
+    """
+    seed = 41 + partitions + (2 if direct else 0)
+    run = generate_backlog(tmp_path, names, partitions, density, seed=seed)
+    run_backlog(names, workers, run, by_visitor(run.lines), partitions, direct=direct)
 
 
-@pytest.mark.parametrize("names", [8], indirect=True)
+@pytest.mark.parametrize(
+    ("names", "direct", "seed"),
+    [(8, False, 51), (8, True, 53)],
+    indirect=["names"],
+    ids=["hop", "direct"],
+)
 def test_backlog_with_disorder_of_half_the_allowed_lateness(
-    tmp_path: Path, names: Names, workers: Callable[..., WorkerProcess]
+    tmp_path: Path, names: Names, workers: Callable[..., WorkerProcess], direct: bool, seed: int
 ) -> None:
-    """Each event produced up to 5 minutes after its place in time: still none late."""
-    run = generate_backlog(tmp_path, names, 8, "sparse", seed=51)
-    rng = random.Random(51)
+    """Each event produced up to 5 minutes after its place in time: still none late.
+
+    ``direct``: read without the by-visitor hop (JOURNEY_INPUT_KEYED_BY_VISITOR=true).
+    """
+    run = generate_backlog(tmp_path, names, 8, "sparse", seed=seed)
+    rng = random.Random(seed)
     shuffled = sorted(run.lines, key=lambda line: event_ms(line) + rng.randrange(HALF_LATENESS_MS))
     assert shuffled != run.lines
-    run_backlog(names, workers, run, by_visitor(shuffled), 8)
+    run_backlog(names, workers, run, by_visitor(shuffled), 8, direct=direct)
 
 
 @pytest.mark.parametrize("names", [4], indirect=True)
@@ -267,40 +289,6 @@ def _worker_settings(input_partitions: int, direct: bool) -> dict[str, str | int
     if direct:
         return {"partitions": input_partitions, "input_keyed_by_visitor": "true"}
     return {"partitions": WORKER_PARTITIONS[input_partitions]}
-
-
-@pytest.mark.parametrize(
-    ("names", "partitions", "density"),
-    [(4, 4, "sparse"), (8, 8, "dense")],
-    indirect=["names"],
-    ids=["4-sparse", "8-dense"],
-)
-def test_backlog_read_directly_when_keyed_by_visitor(
-    tmp_path: Path,
-    names: Names,
-    workers: Callable[..., WorkerProcess],
-    partitions: int,
-    density: str,
-) -> None:
-    """Without the by-visitor hop (input keyed by visitor): nothing late, rows equal replay.
-
-    Each state partition now reads one input partition only, yet its watermark is still
-    the slowest input partition's progress, so a fast partition never makes another's
-    events late.
-    """
-    run = generate_backlog(tmp_path, names, partitions, density, seed=43 + partitions)
-    run_backlog(names, workers, run, by_visitor(run.lines), partitions, direct=True)
-
-
-@pytest.mark.parametrize("names", [8], indirect=True)
-def test_backlog_read_directly_with_disorder_of_half_the_allowed_lateness(
-    tmp_path: Path, names: Names, workers: Callable[..., WorkerProcess]
-) -> None:
-    """The direct path with each event produced up to 5 minutes late: none late."""
-    run = generate_backlog(tmp_path, names, 8, "sparse", seed=53)
-    rng = random.Random(53)
-    shuffled = sorted(run.lines, key=lambda line: event_ms(line) + rng.randrange(HALF_LATENESS_MS))
-    run_backlog(names, workers, run, by_visitor(shuffled), 8, direct=True)
 
 
 @pytest.mark.parametrize("names", [4], indirect=True)
