@@ -10,8 +10,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from operator import attrgetter
 from typing import Any
+
+from msgspec.structs import astuple
 
 from streams.clickhouse.backend import ClickHouse
 from streams.clickhouse.dialect import FINAL, minute_ms_expr
@@ -134,8 +135,6 @@ class ClickHouseWriter:
         self.backend = backend
         self.clock = clock or VersionClock()
         self.rollups = rollups
-        self._session_values = attrgetter(*SessionRow.columns())
-        self._order_values = attrgetter(*OrderRow.columns())
 
     def write(
         self,
@@ -154,7 +153,7 @@ class ClickHouseWriter:
         touched, which the rollup refresh recomputes.
         """
         version = self.clock.next()
-        rows: list[tuple[Any, ...]] = [(*self._session_values(s), version, 0) for s in sessions]
+        rows: list[tuple[Any, ...]] = [(*astuple(s), version, 0) for s in sessions]
         minutes = {_minute(s.start_ms) for s in sessions}
         live = {s.session_id for s in sessions}
         removed = sorted(set(removed_session_ids) - live)
@@ -172,9 +171,7 @@ class ClickHouseWriter:
                 rows.append((*row, version, 1))
                 minutes.add(_minute(int(row[start_at])))
         self.backend.insert("sessions", SESSION_COLUMNS, rows)
-        self.backend.insert(
-            "orders", ORDER_COLUMNS, [(*self._order_values(o), version, 0) for o in orders]
-        )
+        self.backend.insert("orders", ORDER_COLUMNS, [(*astuple(o), version, 0) for o in orders])
         if self.rollups and minutes:
             self.refresh_rollups(minutes)
         return minutes

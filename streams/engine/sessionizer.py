@@ -498,22 +498,27 @@ def _emit(
     latter grows). Returns the stages announced now and what the next session inherits.
     """
     row = summary.row
-    for bit, ts, before in summary.reached:
-        if not mask & bit:
-            mask |= bit
-            col.out.transitions.append(StageTransition(
-                "stage", BIT_NAMES[bit], before, row.session_id, key, row.user_id, ts,
-                row.channel))  # fmt: skip
-    col.row(row)
+    if summary.reached_bits & ~mask:
+        for bit, ts, before in summary.reached:
+            if not mask & bit:
+                mask |= bit
+                col.out.transitions.append(StageTransition(
+                    "stage", BIT_NAMES[bit], before, row.session_id, key, row.user_id, ts,
+                    row.channel))  # fmt: skip
+    col.rows[row.session_id] = row
+    if col.removed:
+        col.removed.pop(row.session_id, None)
     for okey, (ts, _eid, revenue, currency, order_id) in summary.orders.items():
         if okey in remembered or okey in orders_seen:
             continue
         orders_seen.add(okey)
         col.orders[okey] = OrderRow(okey, order_id, row.session_id, key, row.customer_key, ts,
                                     revenue, currency)  # fmt: skip
-    after = Prior(True, prior.purchased or bool(row.converted),
-                  summary.last_user_id or prior.user_id)  # fmt: skip
-    return mask, after
+    purchased = prior.purchased or bool(row.converted)
+    user_id = summary.last_user_id or prior.user_id
+    if prior.returning and purchased == prior.purchased and user_id == prior.user_id:
+        return mask, prior  # equal to what a new Prior would be
+    return mask, Prior(True, purchased, user_id)
 
 
 def _reusable_acc(

@@ -139,11 +139,14 @@ class VisitorState(msgspec.Struct, gc=False):
         header, whose first byte has 8 in its low four bits), so those still load.
         """
         sessions: list[tuple[int, int]] = []
-        if self.sessions:
-            firsts = {(ev.ts_ms, ev.event_id): i for i, ev in enumerate(self.events)}
+        events = self.events
+        if len(self.sessions) == 1 and events[0].event_id == self.sessions[0].first_id:
+            sessions = [(0, self.sessions[0].announced)]  # the usual case: one open session
+        elif self.sessions:
+            firsts = {(ev.ts_ms, ev.event_id): i for i, ev in enumerate(events)}
             sessions = [(firsts[s.first_ts, s.first_id], s.announced) for s in self.sessions]
         raw = _encode((_FORMAT, self.closed_sessions, self.purchased, self.user_id,
-                       self.order_keys, sessions, self.events))  # fmt: skip
+                       self.order_keys, sessions, events))  # fmt: skip
         if len(raw) < COMPRESS_FROM:
             return _MSGPACK + raw
         compressed: bytes = lz4.block.compress(raw)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 import msgspec
@@ -62,16 +61,21 @@ class Prior(msgspec.Struct, frozen=True, gc=False):
     user_id: str  # last user_id known from earlier sessions
 
 
-@dataclass(slots=True)
-class SessionSummary:
-    """A session's row plus what the sessionizer needs for transitions, orders and carts."""
+class SessionSummary(msgspec.Struct, gc=False):
+    """A session's row plus what the sessionizer needs for transitions, orders and carts.
+
+    Made once per changed session per call, and read at once: ``orders`` and ``cart`` are
+    the running summary's own (not copies), valid until it is fed again. ``reached_bits``
+    holds every bit in ``reached``, so a caller skips ``reached`` when it announced them all.
+    """
 
     row: SessionRow
     reached: tuple[tuple[int, int, str], ...]  # (bit, ts_ms, stage before) in reach order
-    orders: dict[str, tuple[int, str, float, str, str]] = field(default_factory=dict)
+    reached_bits: int
     # order_key -> (ts_ms, event_id, revenue, currency, order_id) of its earliest purchase
-    cart: list[tuple[str, int, float]] = field(default_factory=list)
-    last_user_id: str = ""
+    orders: dict[str, tuple[int, str, float, str, str]]
+    cart: Sequence[tuple[str, int, float]]
+    last_user_id: str
 
 
 class SessionAcc:
@@ -88,7 +92,7 @@ class SessionAcc:
         "dwell_count", "dwell_sum", "exit_page", "first", "flags", "interactions", "key",
         "landing", "last_id", "last_ts", "last_user", "nps_det", "nps_n", "nps_pro",
         "orders", "page_views", "pend_n", "pend_ts", "prior", "purchases", "rank",
-        "reached", "session_id", "user_id",
+        "reached", "reached_bits", "revenue", "session_id", "touchpoint", "user_id",
     )  # fmt: skip
 
     def __init__(self, key: str, first: StoredEvent, prior: Prior) -> None:
@@ -97,6 +101,8 @@ class SessionAcc:
         self.first = first
         self.prior = prior
         self.session_id = session_id(key, first.ts_ms, first.event_id)
+        self.touchpoint = _touchpoint(first.campaign_source, first.campaign_medium,
+                                      first.campaign_name, first.referrer)  # fmt: skip
         self.count = self.page_views = self.interactions = 0
         self.dwell_sum = self.dwell_count = self.pend_n = self.pend_ts = 0
         self.landing = self.exit_page = self.user_id = self.last_user = ""
@@ -105,11 +111,15 @@ class SessionAcc:
         self.flags = FLAG_RETENTION if prior.purchased else 0
         # Tuples and None until needed: fewer objects for the garbage collector to track.
         self.reached: tuple[tuple[int, int, str], ...] = ((BIT_AWARENESS, first.ts_ms, ""),)
+        self.reached_bits = BIT_AWARENESS
         if prior.purchased:
             self.reached += ((BIT_RETENTION, first.ts_ms, FUNNEL_STAGES[0]),)
+            self.reached_bits |= BIT_RETENTION
         self.cart: list[tuple[str, int, float]] | None = None
         self.cart_value = 0.0
         self.purchases = 0
+        #: Revenue of the distinct orders, summed in the order they were first seen.
+        self.revenue = 0.0
         self.orders: dict[str, tuple[int, str, float, str, str]] | None = None
         self.csat_n = self.csat_ok = self.nps_n = self.nps_pro = self.nps_det = 0
         self.last_ts = first.ts_ms
@@ -137,6 +147,7 @@ class SessionAcc:
             self.purchases,
             self.orders,
         )
+        revenue = self.revenue
         csat_n, csat_ok = self.csat_n, self.csat_ok
         nps_n, nps_pro, nps_det = self.nps_n, self.nps_pro, self.nps_det
         for i in range(lo, hi):
@@ -182,8 +193,10 @@ class SessionAcc:
                     if orders is None:
                         orders = {}
                     if order_key not in orders:
-                        orders[order_key] = (ts, ev.event_id, ev.revenue or 0.0, ev.currency,
+                        order_revenue = ev.revenue or 0.0
+                        orders[order_key] = (ts, ev.event_id, order_revenue, ev.currency,
                                              ev.order_id)  # fmt: skip
+                        revenue += order_revenue
                 flags |= ev_flags
             if etype == "add_to_cart":
                 qty = 1 if ev.quantity is None else ev.quantity
@@ -208,7 +221,11 @@ class SessionAcc:
         self.pend_n, self.pend_ts = pend_n, pend_ts
         self.landing, self.exit_page, self.user_id = landing, exit_page, user_id
         self.last_user, self.device, self.anonymous_id = last_user, device, anonymous_id
+        if reached is not self.reached:
+            for bit, _, _ in reached[len(self.reached) :]:
+                self.reached_bits |= bit
         self.rank, self.flags, self.reached = rank, flags, reached
+        self.revenue = revenue
         self.cart, self.cart_value, self.purchases, self.orders = (
             cart,
             cart_value,
@@ -223,8 +240,7 @@ class SessionAcc:
         first, prior = self.first, self.prior
         rank, flags, page_views = self.rank, self.flags, self.page_views
         session_user = self.user_id or prior.user_id
-        tp = _touchpoint(first.campaign_source, first.campaign_medium, first.campaign_name,
-                         first.referrer)  # fmt: skip
+        tp = self.touchpoint
         duration = self.last_ts - first.ts_ms
         converted = self.purchases > 0
         orders = self.orders or _NO_ORDERS
@@ -241,7 +257,7 @@ class SessionAcc:
             int(prior.returning), int(page_views == 1 and self.interactions == 0),
             int(duration >= 10_000 or page_views >= 2 or converted), int(converted),
             int(bool(cart)), len(cart), self.cart_value, self.purchases, len(orders),
-            sum((o[2] for o in orders.values()), 0.0),
+            self.revenue,
             self.csat_n, self.csat_ok, self.nps_n, self.nps_pro, self.nps_det, int(closed),
         )  # fmt: skip
-        return SessionSummary(row, self.reached, orders, list(cart), self.last_user)
+        return SessionSummary(row, self.reached, self.reached_bits, orders, cart, self.last_user)

@@ -35,7 +35,7 @@ from faust.types import TP
 
 from streams.engine.events import Event
 from streams.engine.intake import IntakeResult, Rejection, parse_payload
-from streams.engine.rows import SessionRow, StageTransition
+from streams.engine.rows import SessionRow, StageTransition, encode_json
 from streams.engine.sessionizer import EngineOutput, SessionConfig
 from streams.engine.stages import StageRules
 from streams.errors import StreamError
@@ -658,9 +658,8 @@ async def _publish(runtime: WorkerRuntime, out: EngineOutput) -> None:
             if transition.stage == "converted":
                 metrics.conversions.inc()
     if out.transitions:
-        # orjson serialises the slotted dataclass directly (dataclasses.asdict is slow).
         await output.send_keyed(
-            settings.transitions_topic, out.transitions, _visitor_of, orjson.dumps
+            settings.transitions_topic, out.transitions, _visitor_of, encode_json
         )
     counted = runtime.counted_orders
     for order in out.orders:
@@ -758,7 +757,7 @@ async def _complete_flush(
         return
     written = time.monotonic()
     await runtime.output.send_keyed(
-        runtime.settings.sessions_topic, list(rows.sessions.values()), _session_of, orjson.dumps
+        runtime.settings.sessions_topic, list(rows.sessions.values()), _session_of, encode_json
     )
     runtime.resumed_ms = int(time.time() * 1000)
     if checkpoints is None:

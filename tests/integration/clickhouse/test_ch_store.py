@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import msgspec
 import pytest
 from chrows import DAY, T0, WORKED_EXAMPLE_SUMMARY, order_row, session_row, worked_example
 
@@ -135,7 +136,7 @@ def test_rewriting_a_session_replaces_it(backend: ClickHouse) -> None:
     writer = ClickHouseWriter(backend)
     row = session_row("a", "v1", T0, events=1, page_views=1, bounced=1)
     writer.write([row])
-    grown = dataclasses.replace(row, events=4, page_views=3, bounced=0, engaged=1)
+    grown = msgspec.structs.replace(row, events=4, page_views=3, bounced=0, engaged=1)
     writer.write([grown])
     writer.write([grown])
     summary = compute_summary(backend)
@@ -154,7 +155,7 @@ def test_tombstone_removes_a_merged_session(backend: ClickHouse, with_starts: bo
     early = session_row("late-merge", "v1", T0 + 1_000)
     keep = session_row("keep", "v1", T0 + 120_000)
     writer.write([early, keep])
-    merged = dataclasses.replace(keep, events=2, page_views=2)
+    merged = msgspec.structs.replace(keep, events=2, page_views=2)
     starts = {"late-merge": T0 + 1_000, "never-written": T0 + 7_000} if with_starts else None
     writer.write([merged], ["late-merge", "never-written"], [], starts)
     summary = compute_summary(backend)
@@ -208,7 +209,7 @@ def test_rollups_follow_rewrites_and_tombstones(backend: ClickHouse) -> None:
         (T0, "Email", "desktop", "awareness", 1, 0, 0, 0, 0),
         (T0 + 60_000, "Direct", "desktop", "purchase", 1, 1, 350, 0, 1),
     ]
-    writer.write([dataclasses.replace(a, channel="Email")], ["c"])
+    writer.write([msgspec.structs.replace(a, channel="Email")], ["c"])
     writer.refresh_rollups([T0, T0 + 60_000])  # re-running a refresh changes nothing
     assert _rollup(backend) == [(T0, "Email", "desktop", "awareness", 2, 0, 0, 0, 0)]
 
@@ -221,7 +222,7 @@ def test_rollup_refresh_of_scattered_minutes_reads_each_of_them(backend: ClickHo
     writer.write(rows)
     assert [(r[0], r[4]) for r in _rollup(backend)] == [(m, 1) for m in minutes]
     # Grow the sessions of the 1st, 3rd and 4th minutes; the 2nd is not touched.
-    grown = [dataclasses.replace(rows[i], channel="Email") for i in (0, 2, 3)]
+    grown = [msgspec.structs.replace(rows[i], channel="Email") for i in (0, 2, 3)]
     writer.write(grown)
     assert [(r[0], r[1]) for r in _rollup(backend)] == [
         (T0, "Email"), (T0 + 60_000, "Direct"), (T0 + 600_000, "Email"), (T0 + 18_000_000, "Email")
