@@ -125,6 +125,9 @@ class Sessionizer:
     Call ``process`` with batches of accepted events in arrival order, ``advance`` with the
     wall clock when idle, ``close_all`` at the end of a replay. The store maps visitor key
     to ``VisitorState``; the heap of close deadlines is rebuilt from it on construction.
+    It holds, for every visitor with an open session, an entry at or before that visitor's
+    first open session's deadline: about one entry per visitor, however many events (an
+    entry per event grew it by every event of the last half hour).
 
     With ``external_watermark`` the events never move the watermark: the caller tracks
     event-time progress (over several input partitions, whose events interleave in any
@@ -277,6 +280,9 @@ class Sessionizer:
                 fresh.append(stored(ev))
         if not fresh:
             return
+        # The close deadline queued for the visitor (or an earlier one) is its first open
+        # session's: a new entry is needed only when that comes earlier now.
+        before = state.sessions[0].last_ts if state.sessions else None
         fresh.sort(key=_sort_key)
         if not self._append(state, fresh, col):
             if state.events and _sort_key(fresh[0]) < _sort_key(state.events[-1]):
@@ -286,8 +292,9 @@ class Sessionizer:
             self._resessionize(state, col, self._watermark, emit_open=True)
         self.store[key] = state  # reassign so a persistent table records the change
         if state.sessions:
-            deadline = state.sessions[0].last_ts + self.config.session_timeout_ms
-            heapq.heappush(self._deadlines, (deadline, key))
+            last_ts = state.sessions[0].last_ts
+            if before is None or last_ts < before:
+                heapq.heappush(self._deadlines, (last_ts + self.config.session_timeout_ms, key))
 
     def _append(self, state: VisitorState, fresh: list[StoredEvent], col: _Collector) -> bool:
         """The common case without a re-cut: sorted ``fresh`` events after all the visitor's.
@@ -373,8 +380,12 @@ class Sessionizer:
             state = self.store.get(key)
             if state is None or not state.sessions:
                 continue
-            if state.sessions[0].last_ts + timeout >= self._watermark:
-                continue  # stale entry; the visitor's current deadline is queued separately
+            deadline = state.sessions[0].last_ts + timeout
+            if deadline >= self._watermark:
+                # Queued before the session went on: queue its deadline now. A visitor has
+                # about one entry, not one per event (see _ingest).
+                heapq.heappush(heap, (deadline, key))
+                continue
             self._resessionize(state, col, self._watermark, emit_open=False)
             self.store[key] = state
             if state.sessions:

@@ -270,6 +270,47 @@ def test_rebuilds_deadlines_from_a_handed_store() -> None:
     assert [r.visitor_key for r in out.sessions if r.closed] == ["v1"]
 
 
+def test_deadline_heap_holds_about_one_entry_per_visitor() -> None:
+    """Events that extend a session queue no deadline; sessions still close on time.
+
+    One hour of lateness, so that an event out of order can open an earlier session.
+    Visitors a and b: 500 events each, one per minute in order (one session each).
+    Visitor d: an event at the end, then one 45 minutes before it, a session of its own
+    whose deadline comes earlier and needs an entry of its own. Every session closes when
+    the watermark passes its last event plus the timeout, not at an earlier queued entry.
+    """
+    cfg = SessionConfig(allowed_lateness_ms=HOUR)
+    timeout, lateness = cfg.session_timeout_ms, cfg.allowed_lateness_ms
+    s = Sessionizer(cfg, RULES)
+    for i in range(500):
+        s.process([ev(f"a{i:03d}", T0 + i * MINUTE, visitor="a"),
+                   ev(f"b{i:03d}", T0 + i * MINUTE, visitor="b")])  # fmt: skip
+        assert len(s._deadlines) <= 2
+    last = T0 + 499 * MINUTE
+    s.process([ev("d1", last, visitor="d")])
+    out = s.process([ev("d0", last - 45 * MINUTE, visitor="d")])
+    # Both rows change (the later session now has one before it), and both stay open.
+    assert sorted((r.start_ms, r.closed) for r in out.sessions) == [
+        (last - 45 * MINUTE, 0), (last, 0)
+    ]  # fmt: skip
+    assert len(s._deadlines) == 4
+
+    def closed_by(max_ts: int, eid: str) -> list[tuple[str, int, int]]:
+        """Sessions closed once event time reaches ``max_ts`` (visitor c's events)."""
+        rows = s.process([ev(eid, max_ts, visitor="c")]).sessions
+        return sorted((r.visitor_key, r.start_ms, r.events) for r in rows if r.closed)
+
+    early_deadline = last - 45 * MINUTE + timeout
+    assert closed_by(early_deadline + lateness, "c0") == []
+    assert closed_by(early_deadline + lateness + 1, "c1") == [("d", last - 45 * MINUTE, 1)]
+    deadline = last + timeout  # a's, b's and d's other session
+    assert closed_by(deadline + lateness, "c2") == []
+    assert closed_by(deadline + lateness + 1, "c3") == [
+        ("a", T0, 500), ("b", T0, 500), ("d", last, 1)
+    ]  # fmt: skip
+    assert len(s._deadlines) <= 2  # visitor c's open session (and perhaps a stale entry)
+
+
 def test_streaming_out_of_order_equals_replay() -> None:
     """Out-of-order arrival within the lateness gives exactly the replay's rows."""
     events = [ev(f"e{i}", T0 + i * 4 * MINUTE, "product_view" if i % 3 else "page_view")
