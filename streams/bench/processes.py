@@ -31,6 +31,39 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _RUNNING: set[ManagedProcess] = set()
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the parenthesised command name (state is [0])."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime (fields 14 and 15 of /proc/PID/stat) in seconds; 0 once it is gone."""
+    try:
+        fields = _stat_fields(pid)
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def _descendants(pid: int) -> list[int]:
+    """Live descendants of ``pid`` (by the parent id in every /proc/N/stat)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents.setdefault(int(_stat_fields(int(entry.name))[1]), []).append(
+                    int(entry.name)
+                )
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found.extend(children)
+        todo.extend(children)
+    return found
+
+
 class BenchError(JourneyError):
     """A bench phase could not complete (a process died, a bounded wait ran out)."""
 
@@ -103,18 +136,24 @@ class ManagedProcess:
             return ""
 
     def rss_bytes(self) -> int:
-        """Resident set size (VmRSS of /proc/PID/status) in bytes."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise BenchError(f"no VmRSS for process {self.pid}")
+        """Resident set size (VmRSS of /proc/PID/status) of the process and its descendants.
+
+        The worker writes to ClickHouse from a child process (streams.clickhouse.process):
+        its memory and CPU are the worker's too.
+        """
+        total = 0
+        for pid in (self.pid, *_descendants(self.pid)):
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        if not total:
+            raise BenchError(f"no VmRSS for process {self.pid}")
+        return total
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time the process has used so far."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        # Fields after the parenthesised command name; utime and stime are 14 and 15.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        """User plus system CPU time the process and its live descendants used so far."""
+        return sum(_cpu_seconds(pid) for pid in (self.pid, *_descendants(self.pid)))
 
     def stop(self, grace_s: float = STOP_GRACE_S, first: int = signal.SIGTERM) -> None:
         """Signal ``first`` (SIGTERM), wait up to ``grace_s``, then SIGKILL; idempotent."""

@@ -61,9 +61,7 @@ def run(args: argparse.Namespace) -> int:
     import faust
     from prometheus_client import start_http_server
 
-    from streams.clickhouse.backend import open_backend
-    from streams.clickhouse.migrations import apply_migrations
-    from streams.clickhouse.writer import ClickHouseWriter
+    from streams.clickhouse.process import WriterProcess
     from streams.engine.stages import load_stage_rules
     from streams.metrics import JourneyMetrics
     from streams.sink import ClickHouseSink
@@ -79,12 +77,12 @@ def run(args: argparse.Namespace) -> int:
     data_dir = Path(settings.data_dir)
     (data_dir / "faust").mkdir(parents=True, exist_ok=True)
     target = settings.clickhouse_url or str(data_dir / "clickhouse")
-    backend = open_backend(target)
-    apply_migrations(backend)
+    # The writes run in a child process of their own (see streams.clickhouse.process).
+    writer = WriterProcess(target)
     metrics = JourneyMetrics.create()
     start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)
     sink = ClickHouseSink(
-        ClickHouseWriter(backend),
+        writer,
         metrics,
         max_rows=settings.flush_rows,
         flush_interval_s=settings.flush_interval_s,

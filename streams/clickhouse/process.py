@@ -1,0 +1,203 @@
+"""ClickHouse writes in a process of their own, so that they do not hold the worker's GIL.
+
+The worker applies events on one core: its event loop and every thread it starts share one
+interpreter lock. Serialising a flush's rows for the native protocol (or for chdb) is
+mostly work done holding that lock, and with live traffic a flush carries about one
+session row per event: profiled at 18,000 events/s, the write thread held it a tenth of
+the time, time the intake then waited for. :class:`WriterProcess` does the same
+:class:`~streams.clickhouse.writer.ClickHouseWriter` work in a child process: the worker
+passes each batch as plain tuples over a pipe (about 1.6 us a row to pickle, against about
+7 us a row to write) and waits for the answer, releasing the lock meanwhile.
+
+The child opens the target (a server URL or an embedded folder) and applies the
+migrations before it answers ``ready``, so the worker never opens an embedded folder
+itself: chdb allows one process per folder. Failures come back as they would from the
+writer: :class:`~streams.errors.StorageError` for ClickHouse refusing or unreachable,
+anything else as a :class:`RuntimeError` carrying the child's traceback. A child that dies
+is started again at the next write, which first fails with a ``StorageError`` (the sink's
+retry then writes the batch again). The child exits when the worker closes the pipe, or
+dies, however it dies (it reads end-of-file).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import threading
+import traceback
+from collections.abc import Mapping, Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from msgspec.structs import astuple
+
+from streams.engine.rows import OrderRow, SessionRow
+from streams.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+#: How long the child may take to open ClickHouse and apply the migrations.
+START_TIMEOUT_S = 120.0
+
+
+def _exit_with_parent() -> None:
+    """Exit the moment the worker dies, even in the middle of a write.
+
+    An orphan writing on would be a second writer next to the worker restarted after a
+    crash: its rollup refresh, computed from an older read, could land with a newer
+    version. So the child ends as the worker did, mid-write or not (a SIGKILL of the
+    worker leaves ClickHouse as it left it before this process existed).
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="journey-parent-watch", daemon=True).start()
+
+
+def _serve(conn: Connection, target: str) -> None:
+    """The child: open ``target``, migrate, then write every batch received until EOF."""
+    _exit_with_parent()
+    from streams.clickhouse.backend import open_backend
+    from streams.clickhouse.migrations import apply_migrations
+    from streams.clickhouse.writer import ClickHouseWriter
+
+    try:
+        backend = open_backend(target)
+        apply_migrations(backend)
+    except StorageError as exc:
+        conn.send(("storage", str(exc)))
+        return
+    except Exception:
+        conn.send(("fatal", traceback.format_exc()))
+        return
+    writer = ClickHouseWriter(backend)
+    conn.send(("ready", backend.name))
+    try:
+        while True:
+            try:
+                raw = conn.recv_bytes()
+            except EOFError:
+                return
+            sessions, removed, orders, starts = pickle.loads(raw)
+            try:
+                minutes = writer.write(
+                    [SessionRow(*row) for row in sessions],
+                    removed,
+                    [OrderRow(*row) for row in orders],
+                    starts,
+                )
+            except StorageError as exc:
+                answer: tuple[str, Any] = ("storage", str(exc))
+            except Exception:
+                answer = ("fatal", traceback.format_exc())
+            else:
+                answer = ("ok", minutes)
+            try:
+                conn.send(answer)
+            except OSError:
+                return  # the worker closed the pipe
+    finally:
+        backend.close()
+
+
+class WriterProcess:
+    """A :class:`~streams.sink.RowWriter` whose writes run in a child process (see module)."""
+
+    def __init__(self, target: str) -> None:
+        """Start the child for ``target`` and wait until it is ready; StorageError if not."""
+        self.target = target
+        self.name = ""
+        self._context = multiprocessing.get_context("spawn")
+        self._conn: Connection | None = None
+        self._process: Any = None
+        self._lock = threading.Lock()
+        self._start()
+
+    def _start(self) -> None:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=_serve, args=(child, self.target), name="journey-clickhouse", daemon=True
+        )
+        process.start()
+        child.close()
+        self._conn, self._process = parent, process
+        if not parent.poll(START_TIMEOUT_S):
+            self._stop()
+            raise StorageError(
+                f"the ClickHouse writer process did not open {self.target!r} "
+                f"within {START_TIMEOUT_S:.0f} s"
+            )
+        try:
+            self.name = self._answer()
+        except BaseException:
+            self._stop()
+            raise
+
+    def _answer(self) -> Any:
+        """The child's answer to the last request; raises what it reported."""
+        assert self._conn is not None
+        try:
+            kind, value = self._conn.recv()
+        except (EOFError, OSError):
+            self._stop()
+            raise StorageError(
+                "the ClickHouse writer process exited; it is started again at the next write"
+            ) from None
+        if kind == "storage":
+            raise StorageError(value)
+        if kind == "fatal":
+            raise RuntimeError(f"the ClickHouse writer process failed:\n{value}")
+        return value
+
+    def write(
+        self,
+        sessions: Sequence[SessionRow],
+        removed_session_ids: Sequence[str] = (),
+        orders: Sequence[OrderRow] = (),
+        removed_starts: Mapping[str, int] | None = None,
+    ) -> set[int]:
+        """:meth:`ClickHouseWriter.write` in the child; blocks (without the GIL) until done."""
+        payload = pickle.dumps(
+            (
+                [astuple(row) for row in sessions],
+                list(removed_session_ids),
+                [astuple(order) for order in orders],
+                dict(removed_starts or {}),
+            ),
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+        with self._lock:
+            if self._conn is None:
+                self._start()
+            assert self._conn is not None
+            try:
+                self._conn.send_bytes(payload)
+            except OSError:
+                self._stop()
+                raise StorageError(
+                    "the ClickHouse writer process exited; it is started again at the next write"
+                ) from None
+            minutes: set[int] = self._answer()
+            return minutes
+
+    def _stop(self) -> None:
+        conn, process, self._conn, self._process = self._conn, self._process, None, None
+        if conn is not None:
+            conn.close()
+        if process is not None:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+
+    def close(self) -> None:
+        """Close the pipe; the child finishes what it was doing and exits."""
+        with self._lock:
+            self._stop()
