@@ -27,6 +27,7 @@ import heapq
 import itertools
 from bisect import bisect_right
 from collections.abc import Iterable, MutableMapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from streams.engine.events import Event
@@ -42,6 +43,7 @@ from streams.engine.state import (
 from streams.engine.summary import BIT_NAMES, Prior, SessionAcc, SessionSummary, session_id
 
 _NEVER = -(2**62)  # the watermark before any event: nothing is late
+_NO_KEYS: frozenset[str] = frozenset()
 _FOREVER = 2**62
 
 
@@ -270,6 +272,9 @@ class Sessionizer:
         state = self.store.get(key)
         if state is None:
             state = VisitorState(key)
+        elif len(group) == 1 and self._continue(state, group[0], col):
+            self.store[key] = state  # the deadline only moved later: nothing to queue
+            return
         seen = {ev.event_id for ev in state.events}
         fresh: list[StoredEvent] = []
         for ev in group:
@@ -295,6 +300,55 @@ class Sessionizer:
             last_ts = state.sessions[0].last_ts
             if before is None or last_ts < before:
                 heapq.heappush(self._deadlines, (last_ts + self.config.session_timeout_ms, key))
+
+    def _continue(self, state: VisitorState, ev: Event, col: _Collector) -> bool:
+        """The commonest live case, one event continuing the visitor's one open session.
+
+        Applies when the session's running summary covers all the visitor's events, the
+        event follows them and is no copy of one, and neither a new session nor a close
+        follows from it: then it is one step of the summary, exactly what :meth:`_append`
+        would do, without the bookkeeping for several events and sessions. Returns False,
+        having changed nothing, when the case does not apply.
+        """
+        if len(state.sessions) != 1:
+            return False
+        current = state.sessions[0]
+        acc = current.acc
+        events = state.events
+        config = self.config
+        ts = ev.ts_ms
+        if (
+            acc is None
+            or acc.count != len(events)
+            or config.split_on_campaign
+            or ts < acc.last_ts
+            or (ts == acc.last_ts and ev.event_id <= acc.last_id)
+            or ts - acc.last_ts > config.session_timeout_ms
+            or ts - current.first_ts > config.max_session_ms
+            or ts + config.session_timeout_ms < self._watermark
+        ):
+            return False
+        prior = acc.prior
+        if (
+            prior.returning != (state.closed_sessions > 0)
+            or prior.purchased != state.purchased
+            or prior.user_id != state.user_id
+        ):
+            return False
+        event_id = ev.event_id
+        for kept in events:
+            if kept.event_id == event_id:
+                col.out.duplicates += 1
+                return True
+        events.append(stored(ev))
+        acc.feed(events, len(events) - 1, len(events), self.rules)
+        summary = acc.summary(False)
+        remembered = set(state.order_keys) if summary.orders else _NO_KEYS
+        current.announced, _ = _emit(
+            col, state.visitor_key, summary, current.announced, prior, remembered, set()
+        )
+        current.last_ts = ts
+        return True
 
     def _append(self, state: VisitorState, fresh: list[StoredEvent], col: _Collector) -> bool:
         """The common case without a re-cut: sorted ``fresh`` events after all the visitor's.
@@ -499,7 +553,7 @@ def _emit(
     summary: SessionSummary,
     mask: int,
     prior: Prior,
-    remembered: set[str],
+    remembered: AbstractSet[str],
     orders_seen: set[str],
 ) -> tuple[int, Prior]:
     """Emit a summarised session: stages not yet announced, its row, orders not yet written.

@@ -834,13 +834,15 @@ async def _write_checkpoint(
     delete), without its per-record bookkeeping. Faust recovers the table from them.
     """
     changelog = table.changelog_topic.get_topic_name()
+    records: list[tuple[bytes, bytes | None]] = []
     for key, value in writes:
         if key == WATERMARK_KEY:
             store_key = _watermark_key(partition)
             table.data[store_key] = value
+            records.append((store_key, value))
         else:
-            store_key = key  # already in the table's store (PartitionState.checkpoint)
-        await runtime.output.send(changelog, store_key, value, partition=partition)
+            records.append((key, value))  # already in the table's store (checkpoint)
+    await runtime.output.send_to_partition(changelog, partition, records)
 
 
 def _update_consumer_lag(runtime: WorkerRuntime) -> None:

@@ -104,7 +104,29 @@ class OutputProducer:
             keys = [key(item) for item in chunk]
             partitions = partitions_for_keys(keys, count)
             for item, raw_key, partition in zip(chunk, keys, partitions, strict=True):
-                await self.send(topic, raw_key, value(item), partition)
+                raw_value = value(item)
+                # The usual case inline (a batch with room); a full or missing one in send.
+                # The table is read each time: a submit meanwhile (another task, while
+                # send waited) hands its batches over and starts a new table.
+                builder = self._builders.get((topic, partition))
+                if (
+                    builder is None
+                    or builder.append(key=raw_key, value=raw_value, timestamp=None) is None
+                ):
+                    await self.send(topic, raw_key, raw_value, partition)
+
+    async def send_to_partition(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]]
+    ) -> None:
+        """Append (key, value) records to one partition, in order (changelog writes)."""
+        for raw_key, raw_value in records:
+            # As in send_keyed: the usual case inline, a full or missing batch in send.
+            builder = self._builders.get((topic, partition))
+            if (
+                builder is None
+                or builder.append(key=raw_key, value=raw_value, timestamp=None) is None
+            ):
+                await self.send(topic, raw_key, raw_value, partition)
 
     async def send(
         self,
