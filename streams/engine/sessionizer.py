@@ -44,6 +44,8 @@ from streams.engine.summary import BIT_NAMES, Prior, SessionAcc, SessionSummary,
 
 _NEVER = -(2**62)  # the watermark before any event: nothing is late
 _NO_KEYS: frozenset[str] = frozenset()
+#: What a visitor's first session inherits: nothing.
+_FIRST_PRIOR = Prior(False, False, "")
 _FOREVER = 2**62
 
 
@@ -272,6 +274,11 @@ class Sessionizer:
         state = self.store.get(key)
         if state is None:
             state = VisitorState(key)
+            if len(group) == 1 and self._open(state, group[0], col):
+                self.store[key] = state
+                deadline = state.sessions[0].last_ts + self.config.session_timeout_ms
+                heapq.heappush(self._deadlines, (deadline, key))
+                return
         elif len(group) == 1 and self._continue(state, group[0], col):
             self.store[key] = state  # the deadline only moved later: nothing to queue
             return
@@ -300,6 +307,25 @@ class Sessionizer:
             last_ts = state.sessions[0].last_ts
             if before is None or last_ts < before:
                 heapq.heappush(self._deadlines, (last_ts + self.config.session_timeout_ms, key))
+
+    def _open(self, state: VisitorState, ev: Event, col: _Collector) -> bool:
+        """A new visitor's first event, the other common live case: a session of one event.
+
+        Exactly what :meth:`_append` does for it, unless the session would close at once
+        (its deadline already behind the watermark); then False, having changed nothing.
+        """
+        if ev.ts_ms + self.config.session_timeout_ms < self._watermark:
+            return False
+        first = stored(ev)
+        state.events.append(first)
+        acc = SessionAcc(state.visitor_key, first, _FIRST_PRIOR)
+        acc.feed(state.events, 0, 1, self.rules)
+        col.out.opened += 1
+        mask, _ = _emit(
+            col, state.visitor_key, acc.summary(False), 0, _FIRST_PRIOR, _NO_KEYS, set()
+        )
+        state.sessions = [OpenSession(first.ts_ms, first.event_id, first.ts_ms, mask, acc)]
+        return True
 
     def _continue(self, state: VisitorState, ev: Event, col: _Collector) -> bool:
         """The commonest live case, one event continuing the visitor's one open session.
