@@ -29,7 +29,7 @@ import threading
 import traceback
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, Protocol
 
 from msgspec.structs import astuple
 
@@ -61,7 +61,22 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="journey-parent-watch", daemon=True).start()
 
 
-def _serve(conn: Connection, target: str) -> None:
+class AfterWrite(Protocol):
+    """Work the child does with a batch's session rows once ClickHouse has them.
+
+    Picklable (it travels to the child before :meth:`start`); the worker publishes the
+    rows to its sessions topic this way (``streams.worker.output.SessionsPublisher``).
+    Whatever it raises reaches the worker as a RuntimeError.
+    """
+
+    def start(self) -> None:
+        """Open what it needs, in the child."""
+
+    def __call__(self, sessions: list[SessionRow]) -> None:
+        """Handle the session rows of a batch just written."""
+
+
+def _serve(conn: Connection, target: str, after: AfterWrite | None) -> None:
     """The child: open ``target``, migrate, then write every batch received until EOF."""
     _exit_with_parent()
     from streams.clickhouse.backend import open_backend
@@ -71,6 +86,8 @@ def _serve(conn: Connection, target: str) -> None:
     try:
         backend = open_backend(target)
         apply_migrations(backend)
+        if after is not None:
+            after.start()
     except StorageError as exc:
         conn.send(("storage", str(exc)))
         return
@@ -86,13 +103,11 @@ def _serve(conn: Connection, target: str) -> None:
             except EOFError:
                 return
             sessions, removed, orders, starts = pickle.loads(raw)
+            rows = [SessionRow(*row) for row in sessions]
             try:
-                minutes = writer.write(
-                    [SessionRow(*row) for row in sessions],
-                    removed,
-                    [OrderRow(*row) for row in orders],
-                    starts,
-                )
+                minutes = writer.write(rows, removed, [OrderRow(*row) for row in orders], starts)
+                if after is not None:
+                    after(rows)
             except StorageError as exc:
                 answer: tuple[str, Any] = ("storage", str(exc))
             except Exception:
@@ -110,9 +125,14 @@ def _serve(conn: Connection, target: str) -> None:
 class WriterProcess:
     """A :class:`~streams.sink.RowWriter` whose writes run in a child process (see module)."""
 
-    def __init__(self, target: str) -> None:
-        """Start the child for ``target`` and wait until it is ready; StorageError if not."""
+    def __init__(self, target: str, after: AfterWrite | None = None) -> None:
+        """Start the child for ``target`` and wait until it is ready; StorageError if not.
+
+        ``after`` runs in the child with each batch's session rows once they are written;
+        a write returns only when it is done too.
+        """
         self.target = target
+        self.after = after
         self.name = ""
         self._context = multiprocessing.get_context("spawn")
         self._conn: Connection | None = None
@@ -123,7 +143,10 @@ class WriterProcess:
     def _start(self) -> None:
         parent, child = self._context.Pipe()
         process = self._context.Process(
-            target=_serve, args=(child, self.target), name="journey-clickhouse", daemon=True
+            target=_serve,
+            args=(child, self.target, self.after),
+            name="journey-clickhouse",
+            daemon=True,
         )
         process.start()
         child.close()

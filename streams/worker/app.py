@@ -35,7 +35,7 @@ from faust.types import TP
 
 from streams.engine.events import Event
 from streams.engine.intake import IntakeResult, Rejection, parse_payload
-from streams.engine.rows import SessionRow, StageTransition, encode_json
+from streams.engine.rows import StageTransition, encode_json
 from streams.engine.sessionizer import EngineOutput, SessionConfig
 from streams.engine.stages import StageRules
 from streams.errors import StreamError
@@ -456,11 +456,6 @@ def _visitor_of(transition: StageTransition) -> bytes:
     return transition.visitor_key.encode()
 
 
-def _session_of(row: SessionRow) -> bytes:
-    """Key of a sessions topic record: its session."""
-    return row.session_id.encode()
-
-
 def _not_keyed(event: Event, payload: bytes, index: int | None) -> Rejection:
     """The dead-letter entry of an event that came in another partition than its visitor's.
 
@@ -755,10 +750,8 @@ async def _complete_flush(
         # would cover messages whose rows were never written); all is redelivered.
         runtime.abandoned = True
         return
+    # The writer process published the rows to the sessions topic too (SessionsPublisher).
     written = time.monotonic()
-    await runtime.output.send_keyed(
-        runtime.settings.sessions_topic, list(rows.sessions.values()), _session_of, encode_json
-    )
     runtime.resumed_ms = int(time.time() * 1000)
     if checkpoints is None:
         await runtime.output.submit()

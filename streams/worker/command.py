@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from streams.metrics import JourneyMetrics
     from streams.sink import ClickHouseSink
     from streams.worker.app import WorkerRuntime, build_app
-    from streams.worker.output import OutputProducer
+    from streams.worker.output import OutputProducer, SessionsPublisher
     from streams.worker.repair import GapFetcher
     from streams.worker.topics import ensure_topics
 
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     (data_dir / "faust").mkdir(parents=True, exist_ok=True)
     target = settings.clickhouse_url or str(data_dir / "clickhouse")
     # The writes run in a child process of their own (see streams.clickhouse.process).
-    writer = WriterProcess(target)
+    writer = WriterProcess(target, after=SessionsPublisher(settings))
     metrics = JourneyMetrics.create()
     start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)
     sink = ClickHouseSink(

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 
+from streams.engine.rows import SessionRow, encode_json
 from streams.errors import StreamError
 from streams.settings import Settings
 from streams.worker.partitioning import PartitionCache, partitions_for_keys
@@ -203,3 +204,50 @@ class OutputProducer:
             finally:
                 await self._producer.stop()
                 self._producer = None
+
+
+class SessionsPublisher:
+    """Publishes a flush's session rows to the sessions topic, from the ClickHouse writer.
+
+    Runs in the writer process (``streams.clickhouse.process.AfterWrite``) right after
+    the rows reached ClickHouse, and returns once Kafka acknowledged them: the rows are
+    already there as tuples, so the worker's own process no longer encodes and appends a
+    record per changed session (a tenth of its time with live traffic). The order of a
+    flush is unchanged: ClickHouse, then the sessions topic, then the checkpoint.
+    Records are keyed by session id, the value is the row's JSON.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        """Publish to ``settings.sessions_topic`` with a producer made in :meth:`start`."""
+        self.settings = settings
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._producer: OutputProducer | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"settings": self.settings}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.settings = state["settings"]
+        self._loop = None
+        self._producer = None
+
+    def start(self) -> None:
+        """An event loop and a producer of this process's own."""
+        self._loop = asyncio.new_event_loop()
+        self._producer = OutputProducer(self.settings)
+        self._loop.run_until_complete(self._producer._started())
+
+    def __call__(self, sessions: list[SessionRow]) -> None:
+        """Send the rows and wait for their delivery; StreamError if Kafka refused them."""
+        assert self._loop is not None
+        assert self._producer is not None
+        self._loop.run_until_complete(self._send(self._producer, sessions))
+
+    async def _send(self, producer: OutputProducer, sessions: list[SessionRow]) -> None:
+        await producer.send_keyed(self.settings.sessions_topic, sessions, _session_key, encode_json)
+        await producer.flush()
+
+
+def _session_key(row: SessionRow) -> bytes:
+    """Key of a sessions topic record: its session."""
+    return row.session_id.encode()

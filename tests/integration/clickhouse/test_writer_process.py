@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 from chrows import DAY, T0, WORKED_EXAMPLE_SUMMARY, worked_example
-from conftest import open_server
+from support import open_server
 
 from streams.clickhouse.embedded import EmbeddedBackend
 from streams.clickhouse.process import WriterProcess
 from streams.clickhouse.summary import compute_summary
+from streams.engine.rows import SessionRow
 from streams.errors import StorageError
 
 pytestmark = pytest.mark.integration
@@ -128,3 +129,24 @@ def test_the_child_exits_when_the_worker_is_killed(tmp_path: Path) -> None:
             if parent.poll() is None:
                 parent.kill()
                 parent.wait(10)
+
+
+class _Refuses:
+    """An after-write hook that fails (as a publisher whose Kafka refused the rows)."""
+
+    def start(self) -> None:
+        """Nothing to open."""
+
+    def __call__(self, sessions: list[SessionRow]) -> None:
+        raise ValueError(f"refused {len(sessions)} rows")
+
+
+def test_an_after_write_failure_reaches_the_worker(server_url: str) -> None:
+    """The hook runs in the child after the write; what it raises comes back, named."""
+    writer = WriterProcess(server_url, after=_Refuses())
+    try:
+        sessions, orders = worked_example()
+        with pytest.raises(RuntimeError, match=f"refused {len(sessions)} rows"):
+            writer.write(sessions, [], orders)
+    finally:
+        writer.close()

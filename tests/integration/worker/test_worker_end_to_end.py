@@ -9,6 +9,7 @@ endpoint can be read.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from workerkit import (
     generate_file,
     generate_to_kafka,
     query,
+    read_topic,
     replay_reference,
     summary,
     table_rows,
@@ -89,6 +91,37 @@ def test_session_and_order_rows_equal_replay(completed_run: CompletedRun) -> Non
         replayed = table_rows(names.reference_url, table, key)
         assert streamed, f"the worker wrote no {table} rows"
         assert streamed == replayed, f"{table}: " + describe_difference(streamed, replayed)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_sessions_topic_ends_with_every_replayed_row(completed_run: CompletedRun) -> None:
+    """The last record of every session on the sessions topic is replay's row of it.
+
+    Keyed by session id, one record per change: the last one per key is the session's
+    final row (closed), column for column. Ids merged away may have records too; every
+    replayed session must have one.
+    """
+    names = completed_run.names
+    columns = [c for (c, *_) in query(names.reference_url, "DESCRIBE TABLE sessions")]
+    keep = [c for c in columns if c not in ("version", "deleted")]
+    replayed = {
+        row[0]: dict(zip(keep, row, strict=True))
+        for row in query(
+            names.reference_url,
+            f"SELECT {', '.join(keep)} FROM sessions FINAL WHERE deleted = 0 ORDER BY session_id",
+        )
+    }
+    last: dict[str, dict[str, object]] = {}
+    for key, value in read_topic(names.sessions_topic, expected=len(replayed)):
+        last[key.decode()] = json.loads(value)
+    missing = sorted(set(replayed) - set(last))
+    assert not missing, f"{len(missing)} replayed sessions have no record, e.g. {missing[:3]}"
+    differing = [sid for sid, row in replayed.items() if last[sid] != row]
+    assert not differing, (
+        f"{len(differing)} sessions differ, e.g. {differing[0]}: topic {last[differing[0]]} "
+        f"!= replay {replayed[differing[0]]}"
+    )
 
 
 @pytest.mark.integration
