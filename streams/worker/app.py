@@ -774,8 +774,9 @@ async def _complete_flush(
     took = time.monotonic() - began
     if took >= SLOW_FLUSH_S:
         log.warning(
-            "slow flush: %.2f s (ClickHouse %.2f s for %d session rows, records %.2f s for "
-            "%d checkpoint records, Kafka acks %.2f s, %d messages acknowledged)",
+            "slow flush: %.2f s (ClickHouse and sessions topic %.2f s for %d session rows, "
+            "records %.2f s for %d checkpoint records, Kafka acks %.2f s, %d messages "
+            "acknowledged)",
             took, written - began, len(rows.sessions), encoded - written, checkpointed,
             time.monotonic() - encoded, len(unacked),
         )  # fmt: skip
