@@ -169,10 +169,7 @@ class WriterProcess:
         try:
             kind, value = self._conn.recv()
         except (EOFError, OSError):
-            self._stop()
-            raise StorageError(
-                "the ClickHouse writer process exited; it is started again at the next write"
-            ) from None
+            raise self._exited() from None
         if kind == "storage":
             raise StorageError(value)
         if kind == "fatal":
@@ -203,12 +200,16 @@ class WriterProcess:
             try:
                 self._conn.send_bytes(payload)
             except OSError:
-                self._stop()
-                raise StorageError(
-                    "the ClickHouse writer process exited; it is started again at the next write"
-                ) from None
+                raise self._exited() from None
             minutes: set[int] = self._answer()
             return minutes
+
+    def _exited(self) -> StorageError:
+        """The child is gone: forget it (the next write starts another); the error to raise."""
+        self._stop()
+        return StorageError(
+            "the ClickHouse writer process exited; it is started again at the next write"
+        )
 
     def _stop(self) -> None:
         conn, process, self._conn, self._process = self._conn, self._process, None, None

@@ -107,7 +107,8 @@ class _Collector:
 
     def row(self, row: SessionRow) -> None:
         self.rows[row.session_id] = row
-        self.removed.pop(row.session_id, None)
+        if self.removed:  # rarely any: most calls remove no session
+            self.removed.pop(row.session_id, None)
 
     def remove(self, sid: str, start_ms: int) -> None:
         self.rows.pop(sid, None)
@@ -596,9 +597,7 @@ def _emit(
                 col.out.transitions.append(StageTransition(
                     "stage", BIT_NAMES[bit], before, row.session_id, key, row.user_id, ts,
                     row.channel))  # fmt: skip
-    col.rows[row.session_id] = row
-    if col.removed:
-        col.removed.pop(row.session_id, None)
+    col.row(row)
     for okey, (ts, _eid, revenue, currency, order_id) in summary.orders.items():
         if okey in remembered or okey in orders_seen:
             continue

@@ -106,14 +106,7 @@ class OutputProducer:
             partitions = partitions_for_keys(keys, count)
             for item, raw_key, partition in zip(chunk, keys, partitions, strict=True):
                 raw_value = value(item)
-                # The usual case inline (a batch with room); a full or missing one in send.
-                # The table is read each time: a submit meanwhile (another task, while
-                # send waited) hands its batches over and starts a new table.
-                builder = self._builders.get((topic, partition))
-                if (
-                    builder is None
-                    or builder.append(key=raw_key, value=raw_value, timestamp=None) is None
-                ):
+                if not self._append(topic, partition, raw_key, raw_value):
                     await self.send(topic, raw_key, raw_value, partition)
 
     async def send_to_partition(
@@ -121,13 +114,20 @@ class OutputProducer:
     ) -> None:
         """Append (key, value) records to one partition, in order (changelog writes)."""
         for raw_key, raw_value in records:
-            # As in send_keyed: the usual case inline, a full or missing batch in send.
-            builder = self._builders.get((topic, partition))
-            if (
-                builder is None
-                or builder.append(key=raw_key, value=raw_value, timestamp=None) is None
-            ):
+            if not self._append(topic, partition, raw_key, raw_value):
                 await self.send(topic, raw_key, raw_value, partition)
+
+    def _append(self, topic: str, partition: int, key: bytes, value: bytes | None) -> bool:
+        """Append to the partition's open batch if it has room (the usual case, no await).
+
+        False when there is no batch or it is full: then :meth:`send` does it. The table
+        is read at every call: a submit meanwhile (another task, while a send waited)
+        hands its batches over and starts a new table.
+        """
+        builder = self._builders.get((topic, partition))
+        return builder is not None and (
+            builder.append(key=key, value=value, timestamp=None) is not None
+        )
 
     async def send(
         self,

@@ -42,6 +42,15 @@ def _gone(pid: int, timeout_s: float) -> bool:
     return False
 
 
+def _assert_worked_example_on(url: str) -> None:
+    """The server database at ``url`` holds the worked example, by its hand-computed summary."""
+    backend = open_server(url)
+    try:
+        assert compute_summary(backend, T0, T0 + DAY) == WORKED_EXAMPLE_SUMMARY
+    finally:
+        backend.close()
+
+
 def test_server_writes_give_the_worked_example(server_url: str) -> None:
     """Rows written through the child read back as the hand-computed summary."""
     writer = WriterProcess(server_url)
@@ -52,11 +61,7 @@ def test_server_writes_give_the_worked_example(server_url: str) -> None:
         assert minutes == {s.start_ms // 60_000 * 60_000 for s in sessions[:3]}
     finally:
         writer.close()
-    backend = open_server(server_url)
-    try:
-        assert compute_summary(backend, T0, T0 + DAY) == WORKED_EXAMPLE_SUMMARY
-    finally:
-        backend.close()
+    _assert_worked_example_on(server_url)
 
 
 def test_embedded_writes_give_the_worked_example(tmp_path: Path) -> None:
@@ -97,11 +102,7 @@ def test_a_dead_child_fails_one_write_then_is_replaced(server_url: str) -> None:
         assert writer._process.pid != first.pid
     finally:
         writer.close()
-    backend = open_server(server_url)
-    try:
-        assert compute_summary(backend, T0, T0 + DAY) == WORKED_EXAMPLE_SUMMARY
-    finally:
-        backend.close()
+    _assert_worked_example_on(server_url)
 
 
 def test_the_child_exits_when_the_worker_is_killed(tmp_path: Path) -> None:
