@@ -17,14 +17,75 @@ SPEC's drop-off at every stage: awareness, consideration, purchase without a pur
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 #: Event-time lag buckets (seconds): from live traffic to a backlog of hours.
 LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
 #: ClickHouse insert latency buckets (seconds).
 WRITE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class BatchHistogram(Collector):
+    """A histogram observed a batch of values at a time.
+
+    ``prometheus_client.Histogram.observe`` walks its buckets in Python and takes a lock
+    for the sum and for the bucket: about 1.5 us, paid for every event the worker takes
+    (its event lag). Here a batch takes the lock once and finds each value's bucket with
+    ``bisect`` (0.1-0.2 us a value). Exposed exactly like a ``Histogram`` without labels:
+    ``_bucket`` (cumulative, ``le``), ``_count`` and ``_sum``.
+    """
+
+    #: Named as on prometheus_client's metrics (read by the documentation check).
+    _type = "histogram"
+    _labelnames: tuple[str, ...] = ()
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Iterable[float], registry: CollectorRegistry
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = sorted(float(b) for b in buckets)
+        #: Values per bucket (not cumulative); the last one is +Inf.
+        self._counts = [0] * (len(self._bounds) + 1)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        """Observe one value."""
+        self.observe_many((value,))
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        """Observe every value (one lock for all)."""
+        bounds, counts = self._bounds, self._counts
+        with self._lock:
+            total = 0.0
+            for value in values:
+                counts[bisect_left(bounds, value)] += 1  # le: first bound >= value
+                total += value
+            self._sum += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative = 0
+        buckets: list[tuple[str, float]] = []
+        for bound, count in zip([*self._bounds, float("inf")], counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        yield HistogramMetricFamily(
+            self._name, self._documentation, buckets=buckets, sum_value=total
+        )
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self._name, self._documentation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +105,7 @@ class JourneyMetrics:
     conversions: Counter
     revenue: Counter
     open_sessions: Gauge
-    event_lag: Histogram
+    event_lag: BatchHistogram
     watermark_lag: Gauge
     clickhouse_write_seconds: Histogram
     clickhouse_rows: Counter
@@ -123,11 +184,11 @@ class JourneyMetrics:
             open_sessions=Gauge(
                 "journey_open_sessions", "Sessions currently open in this worker.", registry=reg
             ),
-            event_lag=Histogram(
+            event_lag=BatchHistogram(
                 "journey_event_lag_seconds",
                 "Wall-clock time minus event time when an event is processed.",
-                buckets=LAG_BUCKETS,
-                registry=reg,
+                LAG_BUCKETS,
+                reg,
             ),
             watermark_lag=Gauge(
                 "journey_watermark_lag_seconds",
