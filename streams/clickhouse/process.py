@@ -6,8 +6,9 @@ mostly work done holding that lock, and with live traffic a flush carries about 
 session row per event: profiled at 18,000 events/s, the write thread held it a tenth of
 the time, time the intake then waited for. :class:`WriterProcess` does the same
 :class:`~streams.clickhouse.writer.ClickHouseWriter` work in a child process: the worker
-passes each batch as plain tuples over a pipe (about 1.6 us a row to pickle, against about
-7 us a row to write) and waits for the answer, releasing the lock meanwhile.
+passes each batch over a pipe as msgpack (msgspec encodes the row structs in about 0.65 us
+a row, against 1.5 us to pickle them as tuples and about 7 us to write them) and waits for
+the answer, releasing the lock meanwhile.
 
 The child opens the target (a server URL or an embedded folder) and applies the
 migrations before it answers ``ready``, so the worker never opens an embedded folder
@@ -24,19 +25,23 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import pickle
 import threading
 import traceback
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
-from msgspec.structs import astuple
+import msgspec
 
 from streams.engine.rows import OrderRow, SessionRow
 from streams.errors import StorageError
 
 log = logging.getLogger(__name__)
+
+#: A write's arguments on the pipe: session rows, removed ids, order rows, removed starts.
+_Batch = tuple[list[SessionRow], list[str], list[OrderRow], dict[str, int]]
+_encode_batch = msgspec.msgpack.Encoder().encode
+_decode_batch = msgspec.msgpack.Decoder(_Batch).decode
 
 #: How long the child may take to open ClickHouse and apply the migrations.
 START_TIMEOUT_S = 120.0
@@ -102,10 +107,9 @@ def _serve(conn: Connection, target: str, after: AfterWrite | None) -> None:
                 raw = conn.recv_bytes()
             except EOFError:
                 return
-            sessions, removed, orders, starts = pickle.loads(raw)
-            rows = [SessionRow(*row) for row in sessions]
+            rows, removed, orders, starts = _decode_batch(raw)
             try:
-                minutes = writer.write(rows, removed, [OrderRow(*row) for row in orders], starts)
+                minutes = writer.write(rows, removed, orders, starts)
                 if after is not None:
                     after(rows)
             except StorageError as exc:
@@ -184,14 +188,8 @@ class WriterProcess:
         removed_starts: Mapping[str, int] | None = None,
     ) -> set[int]:
         """:meth:`ClickHouseWriter.write` in the child; blocks (without the GIL) until done."""
-        payload = pickle.dumps(
-            (
-                [astuple(row) for row in sessions],
-                list(removed_session_ids),
-                [astuple(order) for order in orders],
-                dict(removed_starts or {}),
-            ),
-            protocol=pickle.HIGHEST_PROTOCOL,
+        payload = _encode_batch(
+            (list(sessions), list(removed_session_ids), list(orders), dict(removed_starts or {}))
         )
         with self._lock:
             if self._conn is None:
