@@ -21,6 +21,7 @@ from streams.bench.processes import BenchError
 from streams.bench.producer import produce_bulk
 from streams.bench.resources import BenchResources
 from streams.bench.workers import probe_until_live, settle, start_worker
+from streams.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +79,10 @@ def run_memory(
                 f"the worker showed {open_after - open_before} of {count} new open sessions "
                 f"after {timeout_s:.0f} s"
             )
-        # The flush just emptied the buffer; let the checkpoint after it finish too.
-        settle(flush_interval_s + 1.0)
+        # The flush just emptied the buffer; let the checkpoint after it finish too (the
+        # worker's default interval for its input path).
+        every = Settings(input_keyed_by_visitor=res.direct).checkpoint_every_s()
+        settle(max(flush_interval_s, every) + 1.0)
         rss_after = worker.process.rss_bytes()
         open_after = int((worker.metrics() or {}).get("journey_open_sessions", open_after))
     finally:

@@ -54,7 +54,12 @@ from streams.worker.codec import (
 )
 from streams.worker.intake import IntakeConsumer
 from streams.worker.output import OutputProducer
-from streams.worker.partition import WATERMARK_KEY, Checkpoint, PartitionState
+from streams.worker.partition import (
+    WATERMARK_KEY,
+    Checkpoint,
+    PartitionState,
+    PendingCheckpoint,
+)
 from streams.worker.partitioning import PartitionCache, partition_for_key, partitions_for_keys
 from streams.worker.repair import GapFetcher
 from streams.worker.topics import by_visitor_topic
@@ -92,8 +97,10 @@ class WorkerRuntime:
     #: By-visitor partition -> monotonic time a progress report was last sent to it.
     reported: dict[int, float] = field(default_factory=dict)
     counted_orders: OrderedDict[str, float] = field(default_factory=OrderedDict)
-    #: The flush writing what it took (see _flush), if one is under way.
-    inflight: asyncio.Future[None] | None = None
+    #: The flush writing the rows it took (see _flush), if one is under way.
+    inflight: asyncio.Future[bool] | None = None
+    #: The checkpoint taken with a flush (see _flush), if one is under way.
+    checkpointing: asyncio.Future[None] | None = None
     #: Set when a flush gave up its rows at shutdown: no later flush may write anything.
     abandoned: bool = False
     #: Direct mode: input partition -> next offset, for input applied since the last
@@ -113,7 +120,17 @@ FORWARD_MAX_BYTES = 512 * 1024
 REPAIR_TIMEOUT_S = 180.0
 #: Messages waiting in Kafka with none delivered nor flushed for this long are read directly.
 STALL_REPAIR_S = 15.0
-#: A flush taking this long is logged with where its time went.
+#: Visitor states a checkpoint encodes before it lets the agent run (some 10-20 ms).
+ENCODE_SLICE = 2_000
+#: Changelog records appended before the agent may run.
+APPEND_SLICE = 5_000
+#: Rows (as many JOURNEY_FLUSH_ROWS) buffered beside a write under way that make the agent
+#: wait for it (see _flush_due).
+WAIT_FOR_WRITE_ROWS = 2
+#: A checkpoint taking this long (it runs beside processing) is logged with where its time
+#: went.
+SLOW_CHECKPOINT_S = 5.0
+#: A flush taking this long is logged.
 SLOW_FLUSH_S = 1.0
 #: Exit status when Kafka did not take the worker's output or skipped input cannot be read.
 EXIT_OUTPUT_LOST = 75
@@ -129,7 +146,6 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
     """The Faust app with its topics, table, agents and timers."""
     settings = runtime.settings
     metrics = runtime.metrics
-    sink = runtime.sink
     n_partitions = settings.partitions
     #: visitor key -> by-visitor partition, hashed once per busy visitor, not per event.
     partition_of = PartitionCache(n_partitions)
@@ -184,12 +200,12 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         once per batch and type.
         """
         now_ms = int(time.time() * 1000)
-        now_s = now_ms / 1000
         groups: dict[int, list[bytes]] = defaultdict(list)
         by_type: Counter[str] = Counter()
         tops: dict[int, int | None] = {}
         sends = []
-        observe_lag = metrics.event_lag.observe
+        #: Event times of the accepted events (their lag is observed once per batch).
+        times: list[int] = []
         for record in batch:
             payload = record.value if isinstance(record.value, bytes) else b""
             result = parse_payload(payload, now_ms)
@@ -202,13 +218,14 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                 ts = ev.ts_ms
                 if top is None or ts > top:
                     top = ts
-                observe_lag(max(0.0, now_s - ts / 1000))
+                times.append(ts)
                 groups[partition_of(ev.visitor_key)].append(
                     encode_forwarded(ev, source, offset, index)
                 )
             tops[source] = top
         for event_type, count in by_type.items():
             metrics.events.labels(event_type).inc(count)
+        _observe_lags(metrics, times, now_ms)
         report = await intake.report(tops)
         encoded_report = encode_report(report) if report is not None else None
         sent_s = time.monotonic()
@@ -268,7 +285,6 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         by-visitor topic to the other workers' states (every ``REPORT_INTERVAL_S``).
         """
         now_ms = int(time.time() * 1000)
-        now_s = now_ms / 1000
         epochs = intake.epochs
         states = runtime.partitions
         events_of: dict[int, list[Event]] = {}
@@ -277,7 +293,8 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         by_type: Counter[str] = Counter()
         tops: dict[int, int | None] = {}
         sends = []
-        observe_lag = metrics.event_lag.observe
+        #: Event times of the accepted events (their lag is observed once per batch).
+        times: list[int] = []
         #: Accepted events: (event, its record, its index in the message, a single event?).
         taken: list[tuple[Event, Any, int, bool]] = []
         for record in batch:
@@ -307,11 +324,12 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
             top = tops[source]
             if top is None or ts > top:
                 tops[source] = ts
-            observe_lag(max(0.0, now_s - ts / 1000))
+            times.append(ts)
             events_of.setdefault(source, []).append(ev)
             sources_of.setdefault(source, []).append((source, record.offset, index))
         for event_type, count in by_type.items():
             metrics.events.labels(event_type).inc(count)
+        _observe_lags(metrics, times, now_ms)
         report = await intake.report(tops)
         async with runtime.lock:
             now_ms = int(time.time() * 1000)
@@ -326,7 +344,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                     runtime.unacked_events += len(events)
                 if partition in ends:
                     runtime.uncommitted[partition] = ends[partition]
-            if sink.due():
+            if _flush_due(runtime):
                 await _flush(runtime, visitors)
         encoded_report = encode_report(report) if report is not None else None
         await report_alone(sends, encoded_report, (), time.monotonic())
@@ -376,7 +394,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                 await _publish(runtime, out)
                 runtime.unacked.append((manual, event))
                 runtime.unacked_events += len(message.events)
-                if sink.due():
+                if _flush_due(runtime):
                     await _flush(runtime, visitors)
 
     @app.timer(interval=0.5)  # type: ignore[untyped-decorator]
@@ -402,7 +420,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                     max(0.0, (now_ms - state.sessionizer.watermark_ms) / 1000)
                 )
             metrics.open_sessions.set(sum(s.open_sessions for s in runtime.partitions.values()))
-            if sink.due() or _checkpoint_due(runtime):
+            if _flush_due(runtime, checkpoint=True):
                 await _flush(runtime, visitors)
             else:
                 # Transitions and late events leave within a tick, not only at a flush.
@@ -449,6 +467,12 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         await runtime.output.stop()
 
     return app
+
+
+def _observe_lags(metrics: JourneyMetrics, times: list[int], now_ms: int) -> None:
+    """The event lag (wall clock minus event time, seconds, at least 0) of every time."""
+    if times:
+        metrics.event_lag.observe_many((now_ms - ts) / 1000 if ts < now_ms else 0.0 for ts in times)
 
 
 def _visitor_of(transition: StageTransition) -> bytes:
@@ -673,12 +697,40 @@ async def _publish(runtime: WorkerRuntime, out: EngineOutput) -> None:
 
 
 def _checkpoint_due(runtime: WorkerRuntime) -> bool:
-    """True when unacknowledged input waited a checkpoint interval or reached the cap."""
+    """True when unacknowledged input waited a checkpoint interval or reached the cap.
+
+    The cap is as many events as ``JOURNEY_FLUSH_ROWS`` per flush interval of the
+    checkpoint interval: a backlog checkpoints about as often by count as live traffic
+    does by time, relative to the flushes.
+    """
     if not runtime.unacked and not runtime.uncommitted:
         return False
     settings = runtime.settings
+    every = settings.checkpoint_every_s()
     waited = time.monotonic() - runtime.last_checkpoint
-    return waited >= settings.checkpoint_interval_s or runtime.unacked_events >= settings.flush_rows
+    cap = settings.flush_rows * max(1.0, every / settings.flush_interval_s)
+    return waited >= every or runtime.unacked_events >= cap
+
+
+def _flush_due(runtime: WorkerRuntime, checkpoint: bool = False) -> bool:
+    """True when rows (or, with ``checkpoint``, a checkpoint) are due and may go now.
+
+    They may when the previous flush's rows are written, or when the buffer is full.
+
+    While a write is under way, the rows keep coalescing in the buffer and the flush
+    waits for the next batch or tick after it: at 20,000 events/s a write (ClickHouse,
+    the rollup refresh, the sessions topic) took 1-2 s, and waiting for it at every 2-s
+    flush held the agent up for whatever it overran. Only a buffer of twice
+    ``JOURNEY_FLUSH_ROWS`` makes the agent wait (the back-pressure while ClickHouse is
+    slow or away).
+    """
+    sink = runtime.sink
+    if not (sink.due() or (checkpoint and _checkpoint_due(runtime))):
+        return False
+    task = runtime.inflight
+    if task is None or task.done():
+        return True
+    return sink.pending >= WAIT_FOR_WRITE_ROWS * runtime.settings.flush_rows
 
 
 async def _flush(
@@ -688,43 +740,47 @@ async def _flush(
 
     ClickHouse gets every flush interval's rows (dashboards stay live); the checkpoint
     (every changed visitor's record to the changelog) and the acknowledgement follow only
-    every ``JOURNEY_CHECKPOINT_INTERVAL_S``, or when ``checkpoint`` is True (rebalance,
-    shutdown). A visitor active for minutes is then serialised once per checkpoint instead
-    of once per flush.
+    every checkpoint interval (``Settings.checkpoint_every_s``), or when ``checkpoint`` is
+    True (rebalance, shutdown). A visitor active for minutes is then serialised once per
+    checkpoint instead of once per flush.
 
     Everything a flush writes is taken at once, here, under the lock: the rows, the
-    changed visitors' records serialised as they are now, and the messages to
-    acknowledge. A task then writes them in order (rows to ClickHouse and the sessions
-    topic, visitor records, partition records, acknowledgements) while the agent goes on
-    applying messages; the next flush waits for it first, so the agent waits on ClickHouse
-    only when a flush is due before the previous one finished. Safe because what a
-    checkpoint holds is exactly the state the taken rows came from: messages applied after
+    changed visitors (``PartitionState.begin_checkpoint``: their states as they are now)
+    and the messages to acknowledge. Two tasks then write them while the agent goes on
+    applying messages: one the rows (ClickHouse and the sessions topic), the other, once
+    those are written, the checkpoint (visitor records, partition records,
+    acknowledgements). The next flush waits for the rows task only, so the agent waits on
+    ClickHouse only when a flush is due before the previous one finished; the next
+    checkpoint also waits for this one. Rows of a later flush may reach ClickHouse before
+    this checkpoint is written, never the other way round. Safe because what a checkpoint
+    holds is exactly the state the rows taken with it came from: messages applied after
     the take are neither in its records nor acknowledged by it, and a crash re-applies
     every unacknowledged message to the last checkpoint and rewrites the same rows.
     ``wait`` returns only when everything is written (rebalance, shutdown).
     """
     await _settle(runtime)
+    due = checkpoint or _checkpoint_due(runtime)
+    if due:
+        await _settle_checkpoint(runtime)
     if runtime.abandoned:
         return  # a flush gave its rows up (stopping): nothing after it may be acknowledged
-    rows = runtime.sink.take()
-    checkpoints: list[Checkpoint] | None = None
-    unacked: list[tuple[Any, Any]] = []
-    commits: dict[int, int] = {}
-    if checkpoint or _checkpoint_due(runtime):
-        checkpoints = [state.checkpoint() for state in runtime.partitions.values()]
+    writing = runtime.inflight = asyncio.ensure_future(_write_rows(runtime, runtime.sink.take()))
+    if due:
+        checkpoints = [state.begin_checkpoint() for state in runtime.partitions.values()]
         unacked, runtime.unacked = runtime.unacked, []
         commits, runtime.uncommitted = runtime.uncommitted, {}
         runtime.unacked_events = 0
         runtime.last_checkpoint = time.monotonic()
-    runtime.inflight = asyncio.ensure_future(
-        _complete_flush(runtime, table, rows, checkpoints, unacked, commits)
-    )
+        runtime.checkpointing = asyncio.ensure_future(
+            _complete_checkpoint(runtime, table, writing, checkpoints, unacked, commits)
+        )
     if wait:
         await _settle(runtime)
+        await _settle_checkpoint(runtime)
 
 
 async def _settle(runtime: WorkerRuntime) -> None:
-    """Wait until the flush under way (if any) has written everything it took."""
+    """Wait until the rows of the flush under way (if any) are written."""
     task, runtime.inflight = runtime.inflight, None
     if task is None:
         return
@@ -734,31 +790,67 @@ async def _settle(runtime: WorkerRuntime) -> None:
         _exit_unrecoverable("a flush failed")
 
 
-async def _complete_flush(
-    runtime: WorkerRuntime,
-    table: Any,
-    rows: PendingRows,
-    checkpoints: list[Checkpoint] | None,
-    unacked: list[tuple[Any, Any]],
-    commits: dict[int, int],
-) -> None:
-    """Write what :func:`_flush` took, in order; see there."""
+async def _settle_checkpoint(runtime: WorkerRuntime) -> None:
+    """Wait until the checkpoint under way (if any) is written and its input acknowledged."""
+    task, runtime.checkpointing = runtime.checkpointing, None
+    if task is None:
+        return
+    try:
+        await task
+    except Exception:
+        _exit_unrecoverable("a checkpoint failed")
+
+
+async def _write_rows(runtime: WorkerRuntime, rows: PendingRows) -> bool:
+    """Write a flush's rows; False if they were given up (stopping with ClickHouse away).
+
+    The writer process publishes them to the sessions topic too (``SessionsPublisher``).
+    """
     began = time.monotonic()
     if not await runtime.sink.write(rows, should_stop=lambda: runtime.stopping):
         # Stopping with ClickHouse away: these rows are given up, so no flush after this
         # one may checkpoint or acknowledge anything (its records and acknowledgements
         # would cover messages whose rows were never written); all is redelivered.
         runtime.abandoned = True
-        return
-    # The writer process published the rows to the sessions topic too (SessionsPublisher).
-    written = time.monotonic()
+        return False
     runtime.resumed_ms = int(time.time() * 1000)
-    if checkpoints is None:
-        await runtime.output.submit()
-        return
+    await runtime.output.submit()
+    took = time.monotonic() - began
+    if took >= SLOW_FLUSH_S:
+        log.warning(
+            "slow flush: %.2f s for %d session rows to ClickHouse and the sessions topic",
+            took, len(rows.sessions),
+        )  # fmt: skip
+    return True
+
+
+async def _complete_checkpoint(
+    runtime: WorkerRuntime,
+    table: Any,
+    writing: asyncio.Future[bool],
+    checkpoints: list[PendingCheckpoint],
+    unacked: list[tuple[Any, Any]],
+    commits: dict[int, int],
+) -> None:
+    """Write what :func:`_flush` took for a checkpoint, once its rows are written.
+
+    The visitor states are encoded a slice at a time, letting the agent apply messages in
+    between (the store encodes a state it is about to change first; see
+    ``PendingCheckpoint``), while the rows are being written: all at once, they held the
+    event loop for up to a second with live traffic.
+    """
+    began = time.monotonic()
+    for pending in checkpoints:
+        for _ in range(len(pending.pending) // ENCODE_SLICE):
+            pending.encode_some(ENCODE_SLICE)
+            await asyncio.sleep(0)  # the agent may apply messages in between
+    finished = [pending.finish() for pending in checkpoints]
+    encoded = time.monotonic()
+    if not await writing:
+        return  # the rows were given up (see _write_rows): nothing may be acknowledged
+    written = time.monotonic()
     try:
-        checkpointed = await _write_checkpoints(runtime, table, checkpoints)
-        encoded = time.monotonic()
+        records = await _write_checkpoints(runtime, table, finished)
         # Output records and changelog writes are acknowledged before the input is.
         await _deliver_output(runtime)
     except Exception:
@@ -766,19 +858,19 @@ async def _complete_flush(
         # leaves the drained visitors unwritten: acknowledging anything later could lose
         # them, so stop the way a crash does.
         _exit_unrecoverable("checkpoint not written")
+    delivered = time.monotonic()
     runtime.resumed_ms = int(time.time() * 1000)
     for stream, event in unacked:
         await stream.ack(event)
     if commits and runtime.intake is not None:
         await runtime.intake.commit(commits)
     took = time.monotonic() - began
-    if took >= SLOW_FLUSH_S:
+    if took >= SLOW_CHECKPOINT_S:
         log.warning(
-            "slow flush: %.2f s (ClickHouse and sessions topic %.2f s for %d session rows, "
-            "records %.2f s for %d checkpoint records, Kafka acks %.2f s, %d messages "
-            "acknowledged)",
-            took, written - began, len(rows.sessions), encoded - written, checkpointed,
-            time.monotonic() - encoded, len(unacked),
+            "slow checkpoint: %.2f s (encoding %d records %.2f s, waiting for the rows "
+            "%.2f s, records to Kafka %.2f s, %d messages acknowledged)",
+            took, records, encoded - began, written - encoded, delivered - written,
+            len(unacked),
         )  # fmt: skip
 
 
@@ -836,7 +928,12 @@ async def _write_checkpoint(
             records.append((store_key, value))
         else:
             records.append((key, value))  # already in the table's store (checkpoint)
-    await runtime.output.send_to_partition(changelog, partition, records)
+    for at in range(0, len(records), APPEND_SLICE):
+        if at:
+            await asyncio.sleep(0)  # a slice at a time, so the agent is not held up
+        await runtime.output.send_to_partition(
+            changelog, partition, records[at : at + APPEND_SLICE]
+        )
 
 
 def _update_consumer_lag(runtime: WorkerRuntime) -> None:
