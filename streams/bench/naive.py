@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from streams.engine.intake import parse_payload
     from streams.engine.sessionizer import SessionConfig, Sessionizer
     from streams.engine.stages import load_stage_rules
+    from streams.kafka_connection import client_config
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     backend = open_backend(args.clickhouse)
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sessionizer = Sessionizer(SessionConfig(), load_stage_rules(None))
     app = faust.App(
         args.app_id,
-        broker=[f"kafka://{b}" for b in args.brokers.split(",")],
+        **client_config(args.brokers, "faust"),
         store="memory://",
         datadir=str(args.data_dir),
         web_enabled=False,

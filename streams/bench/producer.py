@@ -18,6 +18,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
+from streams.kafka_connection import client_config
+
 #: Bytes per batch (one per partition in flight); large, as loopback has no latency to hide.
 BATCH_BYTES = 512 * 1024
 #: Batches awaited at once before the next round is built (bounds memory in the accumulator).
@@ -32,7 +34,7 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 def _producer(brokers: str, linger_ms: int) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=brokers.split(","),
+        **client_config(brokers, "aiokafka"),
         acks=1,
         linger_ms=linger_ms,
         max_batch_size=BATCH_BYTES,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.kafka_connection import client_config
+
 
 @dataclass(frozen=True, slots=True)
 class ConsumeResult:
@@ -33,7 +35,7 @@ async def consume_raw(
 ) -> ConsumeResult:
     """Read ``topic`` from the start until ``expected`` events are decoded (bounded)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=brokers.split(","),
+        **client_config(brokers, "aiokafka"),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -19,6 +19,7 @@ from typing import Any
 
 from streams.clickhouse.server import ServerBackend
 from streams.errors import StorageError
+from streams.kafka_connection import client_config
 
 with warnings.catch_warnings():
     # kafka-python 3.0 uses a deprecated importlib.resources call at import time.
@@ -55,7 +56,7 @@ class BenchResources:
     def _admin(self) -> Any:
         try:
             return KafkaAdminClient(
-                bootstrap_servers=self.brokers.split(","),
+                **client_config(self.brokers, "kafka-python"),
                 client_id=f"jb-{self.tag}-admin",
                 request_timeout_ms=30_000,
             )

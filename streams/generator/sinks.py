@@ -12,6 +12,7 @@ from typing import Any, BinaryIO, Protocol
 
 from streams.errors import ConfigError, StreamError
 from streams.generator.batching import Record
+from streams.kafka_connection import client_config
 
 with warnings.catch_warnings():
     # kafka-python 3.0 loads its protocol schemas with the deprecated
@@ -111,7 +112,7 @@ class KafkaSink:
         self._first_error: BaseException | None = None
         try:
             self._producer: Any = KafkaProducer(
-                bootstrap_servers=[b.strip() for b in brokers.split(",") if b.strip()],
+                **client_config(brokers, "kafka-python"),
                 client_id="journey-generate",
                 acks=1,
                 # Large, lingering batches: throughput matters more than per-event latency.

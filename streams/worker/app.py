@@ -39,6 +39,7 @@ from streams.engine.rows import StageTransition, encode_json
 from streams.engine.sessionizer import EngineOutput, SessionConfig
 from streams.engine.stages import StageRules
 from streams.errors import StreamError
+from streams.kafka_connection import client_config
 from streams.metrics import JourneyMetrics
 from streams.settings import Settings
 from streams.sink import ClickHouseSink, PendingRows
@@ -151,7 +152,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
     partition_of = PartitionCache(n_partitions)
     app = faust.App(
         settings.app_id,
-        broker=[f"kafka://{host.strip()}" for host in settings.brokers.split(",")],
+        **client_config(settings, "faust"),
         store="memory://",
         datadir=f"{settings.data_dir}/faust",
         web_enabled=False,

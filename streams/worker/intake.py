@@ -39,6 +39,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from streams.engine.progress import ProgressReport, SourceProgress
+from streams.kafka_connection import client_config
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class IntakeConsumer:
         topics = () if self.direct else (s.input_topic,)
         return AIOKafkaConsumer(
             *topics,
-            bootstrap_servers=s.brokers.split(","),
+            **client_config(s, "aiokafka"),
             group_id=f"{s.app_id}-intake",
             client_id=f"{s.app_id}-intake",
             enable_auto_commit=False,

@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.engine.rows import SessionRow, encode_json
 from streams.errors import StreamError
+from streams.kafka_connection import client_config
 from streams.settings import Settings
 from streams.worker.partitioning import PartitionCache, partitions_for_keys
 
@@ -58,7 +59,7 @@ class OutputProducer:
             async with self._lock:
                 if self._producer is None:
                     producer = AIOKafkaProducer(
-                        bootstrap_servers=self._settings.brokers.split(","),
+                        **client_config(self._settings, "aiokafka"),
                         client_id=f"{self._settings.app_id}-output",
                         linger_ms=20,
                         max_batch_size=1024 * 1024,

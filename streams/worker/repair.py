@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.errors import StreamError
+from streams.kafka_connection import client_config
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class GapFetcher:
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            bootstrap_servers=self._settings.brokers.split(","),
+            **client_config(self._settings, "aiokafka"),
             client_id=f"{self._settings.app_id}-repair",
             group_id=None,
             enable_auto_commit=False,

@@ -15,6 +15,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streams.errors import ConfigError, StreamError
+from streams.kafka_connection import client_config
 from streams.settings import Settings
 
 
@@ -44,7 +45,7 @@ def ensure_topics(settings: Settings, timeout_ms: int = 10_000) -> list[str]:
     """Create the missing worker topics; returns the names created."""
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=settings.brokers.split(","),
+            **client_config(settings, "kafka-python"),
             client_id=f"{settings.app_id}-admin",
             request_timeout_ms=timeout_ms,
         )
