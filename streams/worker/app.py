@@ -1,10 +1,9 @@
 """The Faust worker: two thin agents around the pure engine.
 
-``intake`` reads the input topic in batches, validates every message (rejections go to
-the dead-letter topic with their reason), and forwards the accepted events grouped by the
-partition their visitor hashes to: one message per partition per batch. That is the
-repartition by visitor key (producers may key by anything) and it turns a stream of small
-messages into few large ones, so the per-message cost of Faust is paid once per batch.
+``intake`` reads the input topic in batches; the ``Forwarder`` validates every message
+(rejections go to the dead-letter topic with their reason) and forwards the accepted
+events grouped by the partition their visitor hashes to: one message per partition per
+batch (or, with input keyed by visitor, applies them here).
 
 ``sessionize`` reads those per-partition batches; each message is applied to that
 partition's ``PartitionState`` (sessionizer + offsets), its rows are buffered in the
@@ -23,7 +22,7 @@ import contextlib
 import logging
 import os
 import time
-from collections import Counter, OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -33,8 +32,6 @@ import orjson
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
-from streams.engine.events import Event
-from streams.engine.intake import IntakeResult, Rejection, parse_payload
 from streams.engine.rows import StageTransition, encode_json
 from streams.engine.sessionizer import EngineOutput, SessionConfig
 from streams.engine.stages import StageRules
@@ -43,16 +40,8 @@ from streams.kafka_connection import client_config
 from streams.metrics import JourneyMetrics
 from streams.settings import Settings
 from streams.sink import ClickHouseSink, PendingRows
-from streams.worker.codec import (
-    Source,
-    chunk_forwarded,
-    decode_forwarded,
-    encode_forwarded,
-    encode_report,
-    encode_topic,
-    forwarded_message,
-    rejection_record,
-)
+from streams.worker.codec import decode_forwarded
+from streams.worker.forwarder import DirectBatch, Forwarder
 from streams.worker.intake import IntakeConsumer
 from streams.worker.output import OutputProducer
 from streams.worker.partition import (
@@ -61,7 +50,7 @@ from streams.worker.partition import (
     PartitionState,
     PendingCheckpoint,
 )
-from streams.worker.partitioning import PartitionCache, partition_for_key, partitions_for_keys
+from streams.worker.partitioning import partition_for_key
 from streams.worker.repair import GapFetcher
 from streams.worker.topics import by_visitor_topic
 
@@ -95,8 +84,6 @@ class WorkerRuntime:
     recovered: bool = False
     intake: IntakeConsumer | None = None
     lag_partitions: set[int] = field(default_factory=set)
-    #: By-visitor partition -> monotonic time a progress report was last sent to it.
-    reported: dict[int, float] = field(default_factory=dict)
     counted_orders: OrderedDict[str, float] = field(default_factory=OrderedDict)
     #: The flush writing the rows it took (see _flush), if one is under way.
     inflight: asyncio.Future[bool] | None = None
@@ -114,9 +101,6 @@ class WorkerRuntime:
 #: Order keys remembered for the revenue counter (an order row is re-emitted every time its
 #: session changes; the counter must add each order once). Bounded: the oldest are dropped.
 COUNTED_ORDERS_MAX = 200_000
-#: Largest forwarded message: well under the broker's default message.max.bytes (1 MiB); an
-#: intake batch for one partition is split into as many messages as it takes.
-FORWARD_MAX_BYTES = 512 * 1024
 #: Bound of each fetch of a repair of skipped messages; beyond it the worker exits.
 REPAIR_TIMEOUT_S = 180.0
 #: Messages waiting in Kafka with none delivered nor flushed for this long are read directly.
@@ -135,12 +119,6 @@ SLOW_CHECKPOINT_S = 5.0
 SLOW_FLUSH_S = 1.0
 #: Exit status when Kafka did not take the worker's output or skipped input cannot be read.
 EXIT_OUTPUT_LOST = 75
-#: Dead-letter reason of an event whose visitor hashes to another partition than the one it
-#: came in, when the worker takes its input directly (JOURNEY_INPUT_KEYED_BY_VISITOR).
-NOT_KEYED_BY_VISITOR = "not_keyed_by_visitor"
-#: Every by-visitor partition gets the intake's progress report at least this often, with
-#: events or alone: a partition hearing nothing would hold its watermark (and sessions).
-REPORT_INTERVAL_S = 1.0
 
 
 def build_app(runtime: WorkerRuntime) -> faust.App:
@@ -148,8 +126,6 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
     settings = runtime.settings
     metrics = runtime.metrics
     n_partitions = settings.partitions
-    #: visitor key -> by-visitor partition, hashed once per busy visitor, not per event.
-    partition_of = PartitionCache(n_partitions)
     app = faust.App(
         settings.app_id,
         **client_config(settings, "faust"),
@@ -180,7 +156,6 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         **raw,
     )
     dlq = app.topic(settings.dlq_topic, **raw)
-    input_topic = encode_topic(settings.input_topic)
     visitors = app.Table(
         "visitors",
         partitions=n_partitions,
@@ -189,174 +164,35 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         value_type=bytes,
     )
 
-    async def forward(batch: Sequence[Any]) -> None:
-        """Validate a batch of input records and forward it, one message per partition.
-
-        Rejections go to the dead-letter topic; accepted events, each with its source
-        (input partition, offset, index in the message), are grouped by the partition
-        their visitor hashes to. The last message to each partition carries the intake's
-        progress report, which covers this batch; a partition that got no events hears
-        the report alone, at least every ``REPORT_INTERVAL_S`` (also when the batch is
-        empty: that is how idle input keeps the watermark moving). Metrics are counted
-        once per batch and type.
-        """
-        now_ms = int(time.time() * 1000)
-        groups: dict[int, list[bytes]] = defaultdict(list)
-        by_type: Counter[str] = Counter()
-        tops: dict[int, int | None] = {}
-        sends = []
-        #: Event times of the accepted events (their lag is observed once per batch).
-        times: list[int] = []
-        for record in batch:
-            payload = record.value if isinstance(record.value, bytes) else b""
-            result = parse_payload(payload, now_ms)
-            for rejection in result.rejections:
-                sends.append(await dead_letter(rejection, record, now_ms))
-            source, offset = record.partition, record.offset
-            top = tops.get(source)
-            for ev, index in zip(result.events, _accepted_indices(result), strict=True):
-                by_type[ev.event_type] += 1
-                ts = ev.ts_ms
-                if top is None or ts > top:
-                    top = ts
-                times.append(ts)
-                groups[partition_of(ev.visitor_key)].append(
-                    encode_forwarded(ev, source, offset, index)
-                )
-            tops[source] = top
-        for event_type, count in by_type.items():
-            metrics.events.labels(event_type).inc(count)
-        _observe_lags(metrics, times, now_ms)
-        report = await intake.report(tops)
-        encoded_report = encode_report(report) if report is not None else None
-        sent_s = time.monotonic()
-        for partition, encoded in groups.items():
-            chunks = chunk_forwarded(encoded, FORWARD_MAX_BYTES)
-            for n, chunk in enumerate(chunks, start=1):
-                if n > 1:
-                    # One chunk at a time: a later chunk delivered after an earlier one failed
-                    # would make the re-read copies of the earlier one look forwarded twice.
-                    await sends[-1]
-                last = n == len(chunks)
-                sends.append(await send(partition, chunk, encoded_report if last else None))
-            runtime.reported[partition] = sent_s
-        await report_alone(sends, encoded_report, groups.keys(), sent_s)
-        # Delivered before the batch's offsets are committed: a crash re-forwards, never loses.
-        await asyncio.gather(*sends)
-        if batch:
-            metrics.batches.inc()
-
-    async def dead_letter(rejection: Rejection, record: Any, now_ms: int) -> Any:
-        """Count a rejection and send it to the dead-letter topic; returns the delivery."""
-        metrics.rejected.labels(rejection.reason).inc()
-        return await dlq.send(value=rejection_record(rejection, record, now_ms))
-
-    async def send(partition: int, chunk: bytes, report: bytes | None) -> Any:
-        """Send one by-visitor message; returns its delivery future."""
-        value = forwarded_message(input_topic, chunk, report)
-        key = str(partition).encode()
-        return await by_visitor.send(key=key, value=value, partition=partition)
-
-    async def report_alone(
-        sends: list[Any], report: bytes | None, skip: Iterable[int], sent_s: float
-    ) -> None:
-        """The report, alone, to every partition not in ``skip`` that waited long enough."""
-        if report is None:
-            return
-        reported = runtime.reported
-        skipped = set(skip)
-        for partition in range(n_partitions):
-            if partition not in skipped and sent_s - reported.get(partition, 0.0) >= (
-                REPORT_INTERVAL_S
-            ):
-                sends.append(await send(partition, b"[]", report))
-                reported[partition] = sent_s
-
-    async def take_direct(batch: Sequence[Any]) -> None:
-        """Direct mode: validate a batch and apply its events to the partitions' states here.
-
-        No hop: the events of input partition i go to state partition i, which Faust
-        assigned to this worker with its table (the intake reads only those). Records of a
-        partition whose state is not loaded, or was loaded again since the intake's
-        position was set (``epoch``), are left alone: nothing of them is applied nor
-        committed, and the owner reads them again from the state's checkpoint. An event
-        whose visitor hashes to another partition than the one it came in is
-        dead-lettered as ``not_keyed_by_visitor`` (its visitor's state lives elsewhere).
-        The progress report goes to every local state at once, and through the
-        by-visitor topic to the other workers' states (every ``REPORT_INTERVAL_S``).
-        """
-        now_ms = int(time.time() * 1000)
-        epochs = intake.epochs
-        states = runtime.partitions
-        events_of: dict[int, list[Event]] = {}
-        sources_of: dict[int, list[Source]] = {}
-        ends: dict[int, int] = {}
-        by_type: Counter[str] = Counter()
-        tops: dict[int, int | None] = {}
-        sends = []
-        #: Event times of the accepted events (their lag is observed once per batch).
-        times: list[int] = []
-        #: Accepted events: (event, its record, its index in the message, a single event?).
-        taken: list[tuple[Event, Any, int, bool]] = []
-        for record in batch:
-            source = record.partition
-            state = states.get(source)
-            if state is None or state.epoch != epochs.get(source):
-                continue
-            ends[source] = record.offset + 1
-            tops.setdefault(source, None)
-            payload = record.value if isinstance(record.value, bytes) else b""
-            result = parse_payload(payload, now_ms)
-            single = not result.rejections and len(result.events) == 1
-            for ev, index in zip(result.events, _accepted_indices(result), strict=True):
-                taken.append((ev, record, index, single))
-            for rejection in result.rejections:
-                sends.append(await dead_letter(rejection, record, now_ms))
-        # Where each visitor belongs, for the whole batch at once (most live keys are new).
-        homes = partitions_for_keys([ev.visitor_key.encode() for ev, *_ in taken], n_partitions)
-        for (ev, record, index, single), home in zip(taken, homes, strict=True):
-            source = record.partition
-            if home != source:
-                rejection = _not_keyed(ev, record.value, None if single else index)
-                sends.append(await dead_letter(rejection, record, now_ms))
-                continue
-            by_type[ev.event_type] += 1
-            ts = ev.ts_ms
-            top = tops[source]
-            if top is None or ts > top:
-                tops[source] = ts
-            times.append(ts)
-            events_of.setdefault(source, []).append(ev)
-            sources_of.setdefault(source, []).append((source, record.offset, index))
-        for event_type, count in by_type.items():
-            metrics.events.labels(event_type).inc(count)
-        _observe_lags(metrics, times, now_ms)
-        report = await intake.report(tops)
+    async def apply_direct(batch: DirectBatch) -> None:
+        """Direct mode: a batch's events and progress report to every local state."""
         async with runtime.lock:
             now_ms = int(time.time() * 1000)
             for partition, state in list(runtime.partitions.items()):
-                if state.epoch != epochs.get(partition):
+                if state.epoch != intake.epochs.get(partition):
                     continue  # loaded again meanwhile: its input is read again from the start
-                events = events_of.get(partition, [])
-                if events or report is not None:
-                    sources = sources_of.get(partition, [])
-                    out = state.apply_direct(settings.input_topic, events, sources, report, now_ms)
+                events = batch.events.get(partition, [])
+                if events or batch.report is not None:
+                    sources = batch.sources.get(partition, [])
+                    out = state.apply_direct(
+                        settings.input_topic, events, sources, batch.report, now_ms
+                    )
                     await _publish(runtime, out)
                     runtime.unacked_events += len(events)
-                if partition in ends:
-                    runtime.uncommitted[partition] = ends[partition]
+                if partition in batch.ends:
+                    runtime.uncommitted[partition] = batch.ends[partition]
             if _flush_due(runtime):
                 await _flush(runtime, visitors)
-        encoded_report = encode_report(report) if report is not None else None
-        await report_alone(sends, encoded_report, (), time.monotonic())
-        await asyncio.gather(*sends)
-        if batch:
-            metrics.batches.inc()
 
     direct = settings.input_keyed_by_visitor
+    # The intake hands each batch to the forwarder, which asks the intake for its progress.
     intake = runtime.intake = IntakeConsumer(
-        settings, take_direct if direct else forward, direct=direct
+        settings, lambda batch: handle_batch(batch), direct=direct
     )
+    forwarder = Forwarder(
+        settings, metrics, by_visitor, dlq, intake, runtime.partitions, apply=apply_direct
+    )
+    handle_batch = forwarder.take_direct if direct else forwarder.forward
 
     @app.task  # type: ignore[untyped-decorator]
     async def run_intake() -> None:
@@ -470,38 +306,9 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
     return app
 
 
-def _observe_lags(metrics: JourneyMetrics, times: list[int], now_ms: int) -> None:
-    """The event lag (wall clock minus event time, seconds, at least 0) of every time."""
-    if times:
-        metrics.event_lag.observe_many((now_ms - ts) / 1000 if ts < now_ms else 0.0 for ts in times)
-
-
 def _visitor_of(transition: StageTransition) -> bytes:
     """Key of a transition record: its visitor."""
     return transition.visitor_key.encode()
-
-
-def _not_keyed(event: Event, payload: bytes, index: int | None) -> Rejection:
-    """The dead-letter entry of an event that came in another partition than its visitor's.
-
-    A batch element is re-serialised from the accepted event (the envelope's raw element
-    is not kept once it decoded).
-    """
-    raw = payload if index is None else orjson.dumps(event.to_dict())
-    return Rejection(NOT_KEYED_BY_VISITOR, raw, index)
-
-
-def _accepted_indices(result: IntakeResult) -> Iterable[int]:
-    """Index of each accepted event in its message's batch envelope (0 for a single event).
-
-    Rejected elements keep their index in their ``Rejection``; the accepted ones are the
-    rest, in order. The index is part of an event's source, so it must not depend on
-    which neighbours were accepted.
-    """
-    rejected = {r.index for r in result.rejections if r.index is not None}
-    if not rejected:
-        return range(len(result.events))
-    return [i for i in range(len(result.events) + len(rejected)) if i not in rejected]
 
 
 def _owned_and_recovered(runtime: WorkerRuntime, app: faust.App, tp: TP) -> bool:

@@ -28,7 +28,6 @@ from workerkit import (
 
 from streams.engine.intake import parse_payload
 from streams.engine.progress import ProgressReport
-from streams.worker.app import FORWARD_MAX_BYTES
 from streams.worker.codec import (
     chunk_forwarded,
     encode_forwarded,
@@ -36,6 +35,7 @@ from streams.worker.codec import (
     encode_topic,
     forwarded_message,
 )
+from streams.worker.forwarder import FORWARD_MAX_BYTES
 from streams.worker.partitioning import partition_for_key
 
 with warnings.catch_warnings():

@@ -1,0 +1,307 @@
+"""The intake's handler of a batch: validate, dead-letter, and hand on by visitor partition.
+
+Through the by-visitor topic (the default) the accepted events are forwarded grouped by
+the partition their visitor hashes to: one message per partition per batch. That is the
+repartition by visitor key (producers may key by anything) and it turns a stream of small
+messages into few large ones, so the per-message cost of Faust is paid once per batch.
+With input keyed by visitor (``JOURNEY_INPUT_KEYED_BY_VISITOR``) there is no hop: the
+events go to the local partition states directly (:meth:`Forwarder.take_direct`).
+
+The topics, the intake's progress and the local apply are handed in (``Topic``,
+``IntakeProgress``, ``DirectApply``): a test drives a batch with fakes of each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from streams.engine.events import Event
+from streams.engine.intake import IntakeResult, Rejection, parse_payload
+from streams.engine.progress import ProgressReport
+from streams.metrics import JourneyMetrics
+from streams.settings import Settings
+from streams.worker.codec import (
+    Source,
+    chunk_forwarded,
+    encode_forwarded,
+    encode_report,
+    encode_topic,
+    forwarded_message,
+    rejection_record,
+)
+from streams.worker.partition import PartitionState
+from streams.worker.partitioning import PartitionCache, partitions_for_keys
+
+#: Largest forwarded message: well under the broker's default message.max.bytes (1 MiB); an
+#: intake batch for one partition is split into as many messages as it takes.
+FORWARD_MAX_BYTES = 512 * 1024
+#: Dead-letter reason of an event whose visitor hashes to another partition than the one it
+#: came in, when the worker takes its input directly (JOURNEY_INPUT_KEYED_BY_VISITOR).
+NOT_KEYED_BY_VISITOR = "not_keyed_by_visitor"
+#: Every by-visitor partition gets the intake's progress report at least this often, with
+#: events or alone: a partition hearing nothing would hold its watermark (and sessions).
+REPORT_INTERVAL_S = 1.0
+
+
+class Topic(Protocol):
+    """A topic the forwarder sends to (a Faust topic, or a list in a test)."""
+
+    async def send(
+        self, *, key: bytes | None = None, value: bytes | None = None, partition: int | None = None
+    ) -> Awaitable[Any]:
+        """Send one record; returns its delivery (awaited before the batch is committed)."""
+
+
+class IntakeProgress(Protocol):
+    """What the forwarder asks the intake (``IntakeConsumer``): progress and epochs."""
+
+    @property
+    def epochs(self) -> Mapping[int, int]:
+        """Direct mode: input partition -> epoch of the start its records now follow."""
+
+    async def report(self, tops: Mapping[int, int | None]) -> ProgressReport | None:
+        """The progress report covering a batch whose highest event times are ``tops``."""
+
+
+@dataclass(frozen=True, slots=True)
+class DirectBatch:
+    """Direct mode: what a batch brings to the local partition states, by partition.
+
+    ``events`` and ``sources`` are the accepted events of each input partition (which is
+    also their state partition) with their sources; ``ends`` the offset after the last
+    record read of each; ``report`` the intake's progress report, for every state.
+    """
+
+    events: dict[int, list[Event]]
+    sources: dict[int, list[Source]]
+    ends: dict[int, int]
+    report: ProgressReport | None
+
+
+#: Direct mode: applies a batch to the local partition states (under the worker's lock).
+DirectApply = Callable[[DirectBatch], Awaitable[None]]
+
+
+class Forwarder:
+    """Validates intake batches: rejections to the dead-letter topic, events on by visitor.
+
+    :meth:`forward` (through the by-visitor topic) and :meth:`take_direct` (input keyed by
+    visitor) are the intake's batch handlers; one of them is used, by the mode.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: JourneyMetrics,
+        by_visitor: Topic,
+        dead_letters: Topic,
+        intake: IntakeProgress,
+        states: Mapping[int, PartitionState],
+        apply: DirectApply | None = None,
+    ) -> None:
+        """``states``: the loaded partition states; ``apply``: direct mode's local apply."""
+        self._metrics = metrics
+        self._partitions = settings.partitions
+        self._by_visitor = by_visitor
+        self._dead_letters = dead_letters
+        self._intake = intake
+        self._states = states
+        self._apply = apply
+        self._input_topic = encode_topic(settings.input_topic)
+        #: visitor key -> by-visitor partition, hashed once per busy visitor, not per event.
+        self._partition_of = PartitionCache(settings.partitions)
+        #: By-visitor partition -> monotonic time a progress report was last sent to it.
+        self.reported: dict[int, float] = {}
+
+    async def forward(self, batch: Sequence[Any]) -> None:
+        """Validate a batch of input records and forward it, one message per partition.
+
+        Rejections go to the dead-letter topic; accepted events, each with its source
+        (input partition, offset, index in the message), are grouped by the partition
+        their visitor hashes to. The last message to each partition carries the intake's
+        progress report, which covers this batch; a partition that got no events hears
+        the report alone, at least every ``REPORT_INTERVAL_S`` (also when the batch is
+        empty: that is how idle input keeps the watermark moving). Metrics are counted
+        once per batch and type.
+        """
+        metrics = self._metrics
+        partition_of = self._partition_of
+        now_ms = int(time.time() * 1000)
+        groups: dict[int, list[bytes]] = defaultdict(list)
+        by_type: Counter[str] = Counter()
+        tops: dict[int, int | None] = {}
+        sends = []
+        #: Event times of the accepted events (their lag is observed once per batch).
+        times: list[int] = []
+        for record in batch:
+            payload = record.value if isinstance(record.value, bytes) else b""
+            result = parse_payload(payload, now_ms)
+            for rejection in result.rejections:
+                sends.append(await self._dead_letter(rejection, record, now_ms))
+            source, offset = record.partition, record.offset
+            top = tops.get(source)
+            for ev, index in zip(result.events, _accepted_indices(result), strict=True):
+                by_type[ev.event_type] += 1
+                ts = ev.ts_ms
+                if top is None or ts > top:
+                    top = ts
+                times.append(ts)
+                groups[partition_of(ev.visitor_key)].append(
+                    encode_forwarded(ev, source, offset, index)
+                )
+            tops[source] = top
+        for event_type, count in by_type.items():
+            metrics.events.labels(event_type).inc(count)
+        _observe_lags(metrics, times, now_ms)
+        report = await self._intake.report(tops)
+        encoded_report = encode_report(report) if report is not None else None
+        sent_s = time.monotonic()
+        for partition, encoded in groups.items():
+            chunks = chunk_forwarded(encoded, FORWARD_MAX_BYTES)
+            for n, chunk in enumerate(chunks, start=1):
+                if n > 1:
+                    # One chunk at a time: a later chunk delivered after an earlier one failed
+                    # would make the re-read copies of the earlier one look forwarded twice.
+                    await sends[-1]
+                last = n == len(chunks)
+                sends.append(await self._send(partition, chunk, encoded_report if last else None))
+            self.reported[partition] = sent_s
+        await self._report_alone(sends, encoded_report, groups.keys(), sent_s)
+        # Delivered before the batch's offsets are committed: a crash re-forwards, never loses.
+        await asyncio.gather(*sends)
+        if batch:
+            metrics.batches.inc()
+
+    async def take_direct(self, batch: Sequence[Any]) -> None:
+        """Direct mode: validate a batch and apply its events to the partitions' states here.
+
+        No hop: the events of input partition i go to state partition i, which Faust
+        assigned to this worker with its table (the intake reads only those). Records of a
+        partition whose state is not loaded, or was loaded again since the intake's
+        position was set (``epoch``), are left alone: nothing of them is applied nor
+        committed, and the owner reads them again from the state's checkpoint. An event
+        whose visitor hashes to another partition than the one it came in is
+        dead-lettered as ``not_keyed_by_visitor`` (its visitor's state lives elsewhere).
+        The progress report goes to every local state at once (``apply``), and through the
+        by-visitor topic to the other workers' states (every ``REPORT_INTERVAL_S``).
+        """
+        apply = self._apply
+        if apply is None:
+            raise TypeError("Forwarder.take_direct needs the local apply of direct mode")
+        metrics = self._metrics
+        now_ms = int(time.time() * 1000)
+        epochs = self._intake.epochs
+        states = self._states
+        events_of: dict[int, list[Event]] = {}
+        sources_of: dict[int, list[Source]] = {}
+        ends: dict[int, int] = {}
+        by_type: Counter[str] = Counter()
+        tops: dict[int, int | None] = {}
+        sends = []
+        #: Event times of the accepted events (their lag is observed once per batch).
+        times: list[int] = []
+        #: Accepted events: (event, its record, its index in the message, a single event?).
+        taken: list[tuple[Event, Any, int, bool]] = []
+        for record in batch:
+            source = record.partition
+            state = states.get(source)
+            if state is None or state.epoch != epochs.get(source):
+                continue
+            ends[source] = record.offset + 1
+            tops.setdefault(source, None)
+            payload = record.value if isinstance(record.value, bytes) else b""
+            result = parse_payload(payload, now_ms)
+            single = not result.rejections and len(result.events) == 1
+            for ev, index in zip(result.events, _accepted_indices(result), strict=True):
+                taken.append((ev, record, index, single))
+            for rejection in result.rejections:
+                sends.append(await self._dead_letter(rejection, record, now_ms))
+        # Where each visitor belongs, for the whole batch at once (most live keys are new).
+        keys = [ev.visitor_key.encode() for ev, *_ in taken]
+        homes = partitions_for_keys(keys, self._partitions)
+        for (ev, record, index, single), home in zip(taken, homes, strict=True):
+            source = record.partition
+            if home != source:
+                rejection = _not_keyed(ev, record.value, None if single else index)
+                sends.append(await self._dead_letter(rejection, record, now_ms))
+                continue
+            by_type[ev.event_type] += 1
+            ts = ev.ts_ms
+            top = tops[source]
+            if top is None or ts > top:
+                tops[source] = ts
+            times.append(ts)
+            events_of.setdefault(source, []).append(ev)
+            sources_of.setdefault(source, []).append((source, record.offset, index))
+        for event_type, count in by_type.items():
+            metrics.events.labels(event_type).inc(count)
+        _observe_lags(metrics, times, now_ms)
+        report = await self._intake.report(tops)
+        await apply(DirectBatch(events_of, sources_of, ends, report))
+        encoded_report = encode_report(report) if report is not None else None
+        await self._report_alone(sends, encoded_report, (), time.monotonic())
+        await asyncio.gather(*sends)
+        if batch:
+            metrics.batches.inc()
+
+    async def _dead_letter(self, rejection: Rejection, record: Any, now_ms: int) -> Any:
+        """Count a rejection and send it to the dead-letter topic; returns the delivery."""
+        self._metrics.rejected.labels(rejection.reason).inc()
+        return await self._dead_letters.send(value=rejection_record(rejection, record, now_ms))
+
+    async def _send(self, partition: int, chunk: bytes, report: bytes | None) -> Any:
+        """Send one by-visitor message; returns its delivery future."""
+        value = forwarded_message(self._input_topic, chunk, report)
+        key = str(partition).encode()
+        return await self._by_visitor.send(key=key, value=value, partition=partition)
+
+    async def _report_alone(
+        self, sends: list[Any], report: bytes | None, skip: Iterable[int], sent_s: float
+    ) -> None:
+        """The report, alone, to every partition not in ``skip`` that waited long enough."""
+        if report is None:
+            return
+        reported = self.reported
+        skipped = set(skip)
+        for partition in range(self._partitions):
+            if partition not in skipped and sent_s - reported.get(partition, 0.0) >= (
+                REPORT_INTERVAL_S
+            ):
+                sends.append(await self._send(partition, b"[]", report))
+                reported[partition] = sent_s
+
+
+def _observe_lags(metrics: JourneyMetrics, times: list[int], now_ms: int) -> None:
+    """The event lag (wall clock minus event time, seconds, at least 0) of every time."""
+    if times:
+        metrics.event_lag.observe_many((now_ms - ts) / 1000 if ts < now_ms else 0.0 for ts in times)
+
+
+def _not_keyed(event: Event, payload: bytes, index: int | None) -> Rejection:
+    """The dead-letter entry of an event that came in another partition than its visitor's.
+
+    A batch element is re-serialised from the accepted event (the envelope's raw element
+    is not kept once it decoded).
+    """
+    raw = payload if index is None else orjson.dumps(event.to_dict())
+    return Rejection(NOT_KEYED_BY_VISITOR, raw, index)
+
+
+def _accepted_indices(result: IntakeResult) -> Iterable[int]:
+    """Index of each accepted event in its message's batch envelope (0 for a single event).
+
+    Rejected elements keep their index in their ``Rejection``; the accepted ones are the
+    rest, in order. The index is part of an event's source, so it must not depend on
+    which neighbours were accepted.
+    """
+    rejected = {r.index for r in result.rejections if r.index is not None}
+    if not rejected:
+        return range(len(result.events))
+    return [i for i in range(len(result.events) + len(rejected)) if i not in rejected]

@@ -1,0 +1,197 @@
+"""Forwarder: a batch validated, rejections dead-lettered with their reason, events by visitor.
+
+Driven without Faust or Kafka: topics and the intake's progress are fakes, the partition
+states live in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streams.engine.progress import ProgressReport
+from streams.engine.stages import StageRules
+from streams.metrics import JourneyMetrics
+from streams.settings import Settings
+from streams.worker.codec import decode_forwarded
+from streams.worker.forwarder import NOT_KEYED_BY_VISITOR, DirectBatch, Forwarder
+from streams.worker.partition import PartitionState
+from streams.worker.partitioning import partition_for_key
+
+NOW = 1_700_000_000_000
+PARTITIONS = 4
+
+
+class Topic:
+    """A topic that records what is sent to it; every send is delivered at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes | None, bytes | None, int | None]] = []
+
+    async def send(
+        self, *, key: bytes | None = None, value: bytes | None = None, partition: int | None = None
+    ) -> asyncio.Future[None]:
+        self.sent.append((key, value, partition))
+        delivered = asyncio.get_running_loop().create_future()
+        delivered.set_result(None)
+        return delivered
+
+
+class Intake:
+    """The intake's progress: reports the highest event time of every partition seen."""
+
+    def __init__(self, epochs: Mapping[int, int] | None = None) -> None:
+        self.epochs = dict(epochs or {})
+        self.tops: list[dict[int, int | None]] = []
+
+    async def report(self, tops: Mapping[int, int | None]) -> ProgressReport | None:
+        self.tops.append(dict(tops))
+        progress = tuple(sorted((p, t) for p, t in tops.items() if t is not None))
+        return ProgressReport(PARTITIONS, progress)
+
+
+def _record(partition: int, offset: int, payload: object) -> Any:
+    value = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return types.SimpleNamespace(
+        topic="clickstream", partition=partition, offset=offset, value=value
+    )
+
+
+def _event(event_id: str, visitor: str, ts: int = NOW - 1_000) -> dict[str, object]:
+    return {"event_id": event_id, "event_type": "page_view", "timestamp": ts,
+            "anonymous_id": visitor}  # fmt: skip
+
+
+def _visitors_of(partition: int, count: int) -> list[str]:
+    """Visitor keys that hash to ``partition`` of PARTITIONS."""
+    found = []
+    n = 0
+    while len(found) < count:
+        key = f"visitor-{n}"
+        if partition_for_key(key.encode(), PARTITIONS) == partition:
+            found.append(key)
+        n += 1
+    return found
+
+
+def _count(metrics: JourneyMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def _forwarder(
+    metrics: JourneyMetrics,
+    intake: Intake,
+    states: Mapping[int, PartitionState] | None = None,
+    applied: list[DirectBatch] | None = None,
+) -> tuple[Forwarder, Topic, Topic]:
+    by_visitor, dlq = Topic(), Topic()
+    settings = Settings(partitions=PARTITIONS)
+
+    async def apply(batch: DirectBatch) -> None:
+        assert applied is not None
+        applied.append(batch)
+
+    forwarder = Forwarder(settings, metrics, by_visitor, dlq, intake, states or {}, apply=apply)  # type: ignore[arg-type]
+    return forwarder, by_visitor, dlq
+
+
+def test_forward_groups_events_by_visitor_partition_and_dead_letters_rejections() -> None:
+    """One message per partition with its visitors' events and sources; reasons to the DLQ."""
+    (a,) = _visitors_of(0, 1)
+    b, c = _visitors_of(2, 2)
+    batch = [
+        _record(1, 10, _event("e1", a)),
+        _record(1, 11, b"{not json"),
+        _record(3, 5, {"batch": [_event("e2", b), {"event_type": "page_view"}, _event("e3", c)]}),
+    ]
+    metrics = JourneyMetrics.create(CollectorRegistry())
+    intake = Intake()
+    forwarder, by_visitor, dlq = _forwarder(metrics, intake)
+    asyncio.run(forwarder.forward(batch))
+
+    reasons = [orjson.loads(value or b"")["reason"] for _, value, _ in dlq.sent]
+    assert reasons == ["invalid_json", "missing_field:event_id"]
+    assert intake.tops == [{1: NOW - 1_000, 3: NOW - 1_000}]
+    sent = {partition: decode_forwarded(value or b"") for _, value, partition in by_visitor.sent}
+    assert sorted(sent) == [0, 1, 2, 3]  # every partition hears the report
+    assert [ev.visitor_key for ev in sent[0].events] == [a]
+    assert sent[0].sources == [(1, 10, 0)]
+    assert [ev.visitor_key for ev in sent[2].events] == [b, c]
+    assert sent[2].sources == [(3, 5, 0), (3, 5, 2)]  # the rejected element keeps index 1
+    assert sent[1].events == []
+    assert sent[3].events == []
+    assert all(message.report is not None for message in sent.values())
+    assert all(key == str(partition).encode() for key, _, partition in by_visitor.sent)
+    assert _count(metrics, "journey_events_total", event_type="page_view") == 3
+    assert _count(metrics, "journey_events_rejected_total", reason="invalid_json") == 1
+    assert _count(metrics, "journey_batches_total") == 1
+
+
+def test_forward_sends_the_report_alone_at_most_every_interval() -> None:
+    """A partition without events hears the report alone only once per REPORT_INTERVAL_S."""
+    (a,) = _visitors_of(0, 1)
+    metrics = JourneyMetrics.create(CollectorRegistry())
+    forwarder, by_visitor, _ = _forwarder(metrics, Intake())
+
+    async def twice() -> None:
+        await forwarder.forward([_record(0, 0, _event("e1", a))])
+        await forwarder.forward([_record(0, 1, _event("e2", a))])
+
+    asyncio.run(twice())
+    partitions = [partition for _, _, partition in by_visitor.sent]
+    assert partitions == [0, 1, 2, 3, 0]  # the second batch: partition 0's events only
+
+
+def test_take_direct_dead_letters_events_of_another_partition() -> None:
+    """Direct mode: an event whose visitor hashes elsewhere is dead-lettered, not applied."""
+    home, elsewhere = _visitors_of(1, 1)[0], _visitors_of(2, 1)[0]
+    config, rules = Settings().session_config(), StageRules.default()
+    states = {p: PartitionState(p, config, rules, direct=True) for p in (1, 3)}
+    states[3].epoch = 7  # loaded again since the intake's position was set: left alone
+    batch = [
+        _record(1, 40, _event("e1", home)),
+        _record(1, 41, _event("e2", elsewhere)),
+        _record(1, 42, {"batch": [_event("e3", home), _event("e4", elsewhere)]}),
+        _record(3, 9, _event("e5", home)),
+        _record(0, 3, _event("e6", home)),  # no state loaded here
+    ]
+    metrics = JourneyMetrics.create(CollectorRegistry())
+    applied: list[DirectBatch] = []
+    forwarder, by_visitor, dlq = _forwarder(metrics, Intake({1: 0, 3: 6}), states, applied)
+    asyncio.run(forwarder.take_direct(batch))
+
+    rejected = [orjson.loads(value or b"") for _, value, _ in dlq.sent]
+    assert [r["reason"] for r in rejected] == [NOT_KEYED_BY_VISITOR] * 2
+    assert [(r["source"]["offset"], r["batch_index"]) for r in rejected] == [(41, None), (42, 1)]
+    assert orjson.loads(rejected[1]["payload"])["event_id"] == "e4"
+    (taken,) = applied
+    assert [ev.event_id for ev in taken.events[1]] == ["e1", "e3"]
+    assert taken.sources[1] == [(1, 40, 0), (1, 42, 0)]
+    assert taken.ends == {1: 43}
+    assert list(taken.events) == [1]
+    assert taken.report is not None
+    assert _count(metrics, "journey_events_rejected_total", reason=NOT_KEYED_BY_VISITOR) == 2
+    assert _count(metrics, "journey_events_total", event_type="page_view") == 2
+    # The report reaches the other workers' partitions through the by-visitor topic.
+    assert sorted(partition for _, _, partition in by_visitor.sent) == [0, 1, 2, 3]
+    assert all(decode_forwarded(value or b"").events == [] for _, value, _ in by_visitor.sent)
+
+
+def test_take_direct_needs_the_local_apply() -> None:
+    """A forwarder built without ``apply`` (by-visitor mode) refuses a direct batch."""
+    forwarder = Forwarder(
+        Settings(partitions=PARTITIONS),
+        JourneyMetrics.create(CollectorRegistry()),
+        Topic(),
+        Topic(),
+        Intake(),
+        {},
+    )  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="direct"):
+        asyncio.run(forwarder.take_direct([]))
