@@ -22,18 +22,15 @@ import contextlib
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import faust
-import orjson
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
-from streams.engine.rows import StageTransition, encode_json
-from streams.engine.sessionizer import EngineOutput, SessionConfig
+from streams.engine.sessionizer import SessionConfig
 from streams.engine.stages import StageRules
 from streams.errors import StreamError
 from streams.kafka_connection import client_config
@@ -51,6 +48,7 @@ from streams.worker.partition import (
     PendingCheckpoint,
 )
 from streams.worker.partitioning import partition_for_key
+from streams.worker.publisher import Publisher
 from streams.worker.repair import GapFetcher
 from streams.worker.topics import by_visitor_topic
 
@@ -84,7 +82,6 @@ class WorkerRuntime:
     recovered: bool = False
     intake: IntakeConsumer | None = None
     lag_partitions: set[int] = field(default_factory=set)
-    counted_orders: OrderedDict[str, float] = field(default_factory=OrderedDict)
     #: The flush writing the rows it took (see _flush), if one is under way.
     inflight: asyncio.Future[bool] | None = None
     #: The checkpoint taken with a flush (see _flush), if one is under way.
@@ -96,11 +93,13 @@ class WorkerRuntime:
     uncommitted: dict[int, int] = field(default_factory=dict)
     #: Direct mode: the last epoch given to a loaded partition (see IntakeConsumer.own).
     epoch: int = 0
+    #: What becomes of the output of every message applied.
+    publisher: Publisher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.publisher = Publisher(self.settings, self.metrics, self.sink, self.output)
 
 
-#: Order keys remembered for the revenue counter (an order row is re-emitted every time its
-#: session changes; the counter must add each order once). Bounded: the oldest are dropped.
-COUNTED_ORDERS_MAX = 200_000
 #: Bound of each fetch of a repair of skipped messages; beyond it the worker exits.
 REPAIR_TIMEOUT_S = 180.0
 #: Messages waiting in Kafka with none delivered nor flushed for this long are read directly.
@@ -177,7 +176,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                     out = state.apply_direct(
                         settings.input_topic, events, sources, batch.report, now_ms
                     )
-                    await _publish(runtime, out)
+                    await runtime.publisher.publish(out)
                     runtime.unacked_events += len(events)
                 if partition in batch.ends:
                     runtime.uncommitted[partition] = batch.ends[partition]
@@ -228,7 +227,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                 if skipped is not None:
                     await _repair(runtime, visitors, by_visitor.get_topic_name(), state, skipped)
                 out = state.apply(message, offset, int(time.time() * 1000))
-                await _publish(runtime, out)
+                await runtime.publisher.publish(out)
                 runtime.unacked.append((manual, event))
                 runtime.unacked_events += len(message.events)
                 if _flush_due(runtime):
@@ -304,11 +303,6 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         await runtime.output.stop()
 
     return app
-
-
-def _visitor_of(transition: StageTransition) -> bytes:
-    """Key of a transition record: its visitor."""
-    return transition.visitor_key.encode()
 
 
 def _owned_and_recovered(runtime: WorkerRuntime, app: faust.App, tp: TP) -> bool:
@@ -442,7 +436,7 @@ async def _repair(
                 _exit_unrecoverable("skipped messages could not be read")
             for offset, value in batch:
                 out = state.apply(decode_forwarded(value), offset, int(time.time() * 1000))
-                await _publish(runtime, out)
+                await runtime.publisher.publish(out)
             runtime.metrics.skipped_messages.inc(len(batch))
             if runtime.sink.due():
                 await _flush(runtime, table)
@@ -458,50 +452,6 @@ def _exit_unrecoverable(what: str) -> NoReturn:
     log.critical("%s; exiting without acknowledging input", what, exc_info=True)
     logging.shutdown()
     os._exit(EXIT_OUTPUT_LOST)
-
-
-async def _publish(runtime: WorkerRuntime, out: EngineOutput) -> None:
-    """Count the output in Prometheus, buffer its rows, publish transitions and late events."""
-    metrics = runtime.metrics
-    settings = runtime.settings
-    output = runtime.output
-    runtime.sink.add(out.sessions, out.removed_session_ids, out.orders, out.removed_starts)
-    if out.duplicates:
-        metrics.duplicates.inc(out.duplicates)
-    if out.opened:
-        metrics.sessions_started.inc(out.opened)
-    for row in out.sessions:
-        if row.closed:
-            metrics.sessions_closed.labels(
-                row.furthest_stage, "true" if row.converted else "false"
-            ).inc()
-            if row.has_cart:
-                metrics.cart_sessions_closed.inc()
-                if not row.converted:
-                    metrics.carts_abandoned.inc()
-    for transition in out.transitions:
-        if transition.kind == "stage":
-            metrics.stage_reached.labels(transition.stage).inc()
-            if transition.stage == "converted":
-                metrics.conversions.inc()
-    if out.transitions:
-        await output.send_keyed(
-            settings.transitions_topic, out.transitions, _visitor_of, encode_json
-        )
-    counted = runtime.counted_orders
-    for order in out.orders:
-        before = counted.pop(order.order_key, 0.0)
-        counted[order.order_key] = order.revenue
-        if order.revenue > before:  # a new order, or its earliest purchase changed
-            metrics.revenue.inc(order.revenue - before)
-    while len(counted) > COUNTED_ORDERS_MAX:
-        counted.popitem(last=False)
-    if out.late:
-        metrics.late.inc(len(out.late))
-        for ev in out.late:
-            await output.send(
-                settings.late_topic, ev.visitor_key.encode(), orjson.dumps(ev.to_dict())
-            )
 
 
 def _checkpoint_due(runtime: WorkerRuntime) -> bool:
