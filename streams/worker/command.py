@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from streams.engine.stages import load_stage_rules
     from streams.metrics import JourneyMetrics
     from streams.sink import ClickHouseSink
-    from streams.worker.app import WorkerRuntime, build_app
+    from streams.worker.app import build_app
     from streams.worker.output import OutputProducer, SessionsPublisher
     from streams.worker.repair import GapFetcher
     from streams.worker.topics import ensure_topics
@@ -87,16 +87,14 @@ def run(args: argparse.Namespace) -> int:
         max_rows=settings.flush_rows,
         flush_interval_s=settings.flush_interval_s,
     )
-    runtime = WorkerRuntime(
+    app = build_app(
         settings=settings,
-        config=settings.session_config(),
         rules=rules,
         metrics=metrics,
         sink=sink,
         output=OutputProducer(settings),
-        repair=GapFetcher(settings),
+        reader=GapFetcher(settings),
     )
-    app = build_app(runtime)
     tune_garbage_collector()
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
     # Runs until SIGTERM/SIGINT, then stops the agents (flushing and committing) and exits.

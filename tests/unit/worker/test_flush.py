@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import types
-import warnings
 from typing import Any
 
 from streams.engine.events import Event
 from streams.engine.progress import ProgressReport
+from streams.engine.stages import StageRules
 from streams.errors import StorageError
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
 from streams.worker.codec import Forwarded
+from streams.worker.flusher import Flusher
 from streams.worker.output import OutputProducer
 from streams.worker.partition import PartitionState
-
-with warnings.catch_warnings():
-    # kafka-python (imported with Faust) uses a deprecated importlib.resources call.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from streams.worker import app
+from streams.worker.runtime import WorkerRuntime
 
 T0 = 1_700_000_000_000
 
@@ -71,24 +68,24 @@ def test_rows_given_up_at_shutdown_leave_everything_unacknowledged() -> None:
         settings = Settings(checkpoint_interval_s=3600.0)
         sink = ClickHouseSink(DownWriter(), None, flush_interval_s=0.0, sleep=_quick)
         output, stream = Output(), Stream()
-        runtime = app.WorkerRuntime(
-            settings, settings.session_config(), app.StageRules.default(), None,  # type: ignore[arg-type]
-            sink, output, None,  # type: ignore[arg-type]
-        )  # fmt: skip
-        state = runtime.partitions[0] = PartitionState(0, runtime.config, runtime.rules)
+        runtime = WorkerRuntime()
+        state = runtime.partitions[0] = PartitionState(
+            0, settings.session_config(), StageRules.default()
+        )
         state.expect_from(0)
         event = Event("e1", "page_view", T0, "v1", anonymous_id="v1")
         report = ProgressReport(1, ((0, T0 + 3 * 3_600_000),))
         out = state.apply(Forwarded([event], [(0, 0, 0)], report), 0, T0)  # opens and closes
         sink.add(out.sessions, out.removed_session_ids, out.orders, out.removed_starts)
-        runtime.unacked.append((stream, "message-0"))
         table = types.SimpleNamespace(
             changelog_topic=types.SimpleNamespace(get_topic_name=lambda: "changelog"), data={}
         )
-        await app._flush(runtime, table)  # rows only; retrying in the background
+        flusher = Flusher(settings, runtime, sink, output, table)  # type: ignore[arg-type]
+        flusher.unacked.append((stream, "message-0"))
+        await flusher.flush()  # rows only; retrying in the background
         await asyncio.sleep(0.05)
         runtime.stopping = True  # SIGTERM: the shutdown flush follows
-        await app._flush(runtime, table, checkpoint=True, wait=True)
+        await flusher.flush(checkpoint=True, wait=True)
         return output, stream
 
     output, stream = asyncio.run(scenario())

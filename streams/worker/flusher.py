@@ -1,0 +1,368 @@
+"""Flushes and checkpoints: rows to ClickHouse, state to the changelog, then the acknowledgement.
+
+At every flush, in this order: rows to ClickHouse, session rows to the sessions topic,
+and (every checkpoint interval) changed visitor records to the Faust table's changelog;
+only then are the messages acknowledged, so Kafka commits only offsets whose effects are
+durable (docs/architecture.md, "Exactly once across crashes"). The table and its
+changelog are reached through ``VisitorTable``, the output topics through
+``CheckpointOutput``: a test drives a flush with a dict and a list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from typing import Any, Protocol
+
+from streams.errors import StreamError
+from streams.settings import Settings
+from streams.sink import ClickHouseSink, PendingRows
+from streams.worker.partition import WATERMARK_KEY, Checkpoint, PendingCheckpoint
+from streams.worker.runtime import WorkerRuntime, exit_unrecoverable
+
+log = logging.getLogger(__name__)
+
+#: Visitor states a checkpoint encodes before it lets the agent run (some 10-20 ms).
+ENCODE_SLICE = 2_000
+#: Changelog records appended before the agent may run.
+APPEND_SLICE = 5_000
+#: Rows (as many JOURNEY_FLUSH_ROWS) buffered beside a write under way that make the agent
+#: wait for it (see Flusher.due).
+WAIT_FOR_WRITE_ROWS = 2
+#: A checkpoint taking this long (it runs beside processing) is logged with where its time
+#: went.
+SLOW_CHECKPOINT_S = 5.0
+#: A flush taking this long is logged.
+SLOW_FLUSH_S = 1.0
+
+
+class ChangelogTopic(Protocol):
+    """The changelog topic of the table (Faust's ``Table.changelog_topic``)."""
+
+    def get_topic_name(self) -> str:
+        """The topic's name."""
+
+
+class VisitorTable(Protocol):
+    """The Faust table of visitor records, as flushes and partition loads use it.
+
+    ``data`` is its store: the records of every partition this worker holds, by key
+    (Faust's memory store, or a dict in a test).
+    """
+
+    @property
+    def data(self) -> MutableMapping[bytes, Any]:
+        """The table's store."""
+
+    @property
+    def changelog_topic(self) -> ChangelogTopic:
+        """The topic Faust recovers the table from."""
+
+
+class CheckpointOutput(Protocol):
+    """The output producer, as a flush uses it (``OutputProducer``, or a list in a test)."""
+
+    async def send_to_partition(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]]
+    ) -> None:
+        """Append (key, value) records to one partition, in order."""
+
+    async def submit(self) -> None:
+        """Hand every batch to the client."""
+
+    async def flush(self) -> None:
+        """Wait until Kafka has every record appended so far; raise ``StreamError`` if not."""
+
+
+#: Direct mode: commits the input offsets (partition -> next offset) a checkpoint covers.
+CommitInput = Callable[[Mapping[int, int]], Awaitable[None]]
+#: A message applied and not acknowledged yet: (stream, event), for ``stream.ack(event)``.
+Unacked = tuple[Any, Any]
+
+
+def watermark_key(partition: int) -> bytes:
+    """Table key of a partition's watermark (visitor keys never start with NUL)."""
+    return b"\x00watermark:" + str(partition).encode()
+
+
+class Flusher:
+    """Takes the buffered rows and, when due, a checkpoint, and writes them beside processing.
+
+    It owns the messages applied since the last checkpoint (to acknowledge once the
+    checkpoint holding their effects is written) and the flush and checkpoint under way.
+    Every method is called under the worker's lock (``WorkerRuntime.lock``); the writes
+    themselves run in tasks beside the agent.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: WorkerRuntime,
+        sink: ClickHouseSink,
+        output: CheckpointOutput,
+        table: VisitorTable,
+        commit: CommitInput | None = None,
+    ) -> None:
+        """``commit``: direct mode, the intake's commit of input offsets (None otherwise)."""
+        self._settings = settings
+        self._runtime = runtime
+        self._sink = sink
+        self._output = output
+        self._table = table
+        self._commit = commit
+        #: Messages applied since the last checkpoint: (stream, event) to acknowledge.
+        self.unacked: list[Unacked] = []
+        #: Events in the unacknowledged messages (bounds the input a crash re-applies).
+        self.unacked_events = 0
+        #: Direct mode: input partition -> next offset, for input applied since the last
+        #: checkpoint (committed once the checkpoint holding its effects is written).
+        self.uncommitted: dict[int, int] = {}
+        #: Monotonic time of the last checkpoint (state to the changelog, input acknowledged).
+        self.last_checkpoint = time.monotonic()
+        #: The flush writing the rows it took (see flush), if one is under way.
+        self.inflight: asyncio.Future[bool] | None = None
+        #: The checkpoint taken with a flush (see flush), if one is under way.
+        self.checkpointing: asyncio.Future[None] | None = None
+        #: Set when a flush gave up its rows at shutdown: no later flush may write anything.
+        self.abandoned = False
+
+    def applied(self, stream: Any, event: Any, events: int) -> None:
+        """A message of ``events`` events was applied: the checkpoint after it acknowledges it."""
+        self.unacked.append((stream, event))
+        self.unacked_events += events
+
+    def applied_direct(self, events: int) -> None:
+        """Direct mode: ``events`` input events were applied (see :meth:`checkpoint_due`)."""
+        self.unacked_events += events
+
+    def commit_later(self, partition: int, offset: int) -> None:
+        """Direct mode: input of ``partition`` up to ``offset`` (next to read) was applied."""
+        self.uncommitted[partition] = offset
+
+    def checkpoint_due(self) -> bool:
+        """True when unacknowledged input waited a checkpoint interval or reached the cap.
+
+        The cap is as many events as ``JOURNEY_FLUSH_ROWS`` per flush interval of the
+        checkpoint interval: a backlog checkpoints about as often by count as live traffic
+        does by time, relative to the flushes.
+        """
+        if not self.unacked and not self.uncommitted:
+            return False
+        settings = self._settings
+        every = settings.checkpoint_every_s()
+        waited = time.monotonic() - self.last_checkpoint
+        cap = settings.flush_rows * max(1.0, every / settings.flush_interval_s)
+        return waited >= every or self.unacked_events >= cap
+
+    def due(self, checkpoint: bool = False) -> bool:
+        """True when rows (or, with ``checkpoint``, a checkpoint) are due and may go now.
+
+        They may when the previous flush's rows are written, or when the buffer is full.
+
+        While a write is under way, the rows keep coalescing in the buffer and the flush
+        waits for the next batch or tick after it: at 20,000 events/s a write (ClickHouse,
+        the rollup refresh, the sessions topic) took 1-2 s, and waiting for it at every 2-s
+        flush held the agent up for whatever it overran. Only a buffer of twice
+        ``JOURNEY_FLUSH_ROWS`` makes the agent wait (the back-pressure while ClickHouse is
+        slow or away).
+        """
+        sink = self._sink
+        if not (sink.due() or (checkpoint and self.checkpoint_due())):
+            return False
+        task = self.inflight
+        if task is None or task.done():
+            return True
+        return sink.pending >= WAIT_FOR_WRITE_ROWS * self._settings.flush_rows
+
+    async def flush(self, checkpoint: bool = False, wait: bool = False) -> None:
+        """Take the buffered rows (and, when due, a checkpoint) and write them beside processing.
+
+        ClickHouse gets every flush interval's rows (dashboards stay live); the checkpoint
+        (every changed visitor's record to the changelog) and the acknowledgement follow
+        only every checkpoint interval (``Settings.checkpoint_every_s``), or when
+        ``checkpoint`` is True (rebalance, shutdown). A visitor active for minutes is then
+        serialised once per checkpoint instead of once per flush.
+
+        Everything a flush writes is taken at once, here, under the lock: the rows, the
+        changed visitors (``PartitionState.begin_checkpoint``: their states as they are
+        now) and the messages to acknowledge. Two tasks then write them while the agent
+        goes on applying messages: one the rows (ClickHouse and the sessions topic), the
+        other, once those are written, the checkpoint (visitor records, partition records,
+        acknowledgements). The next flush waits for the rows task only, so the agent waits
+        on ClickHouse only when a flush is due before the previous one finished; the next
+        checkpoint also waits for this one. Rows of a later flush may reach ClickHouse
+        before this checkpoint is written, never the other way round. Safe because what a
+        checkpoint holds is exactly the state the rows taken with it came from: messages
+        applied after the take are neither in its records nor acknowledged by it, and a
+        crash re-applies every unacknowledged message to the last checkpoint and rewrites
+        the same rows. ``wait`` returns only when everything is written (rebalance,
+        shutdown).
+        """
+        await self._settle()
+        due = checkpoint or self.checkpoint_due()
+        if due:
+            await self._settle_checkpoint()
+        if self.abandoned:
+            return  # a flush gave its rows up (stopping): nothing after it may be acknowledged
+        writing = self.inflight = asyncio.ensure_future(self._write_rows(self._sink.take()))
+        if due:
+            partitions = self._runtime.partitions
+            checkpoints = [state.begin_checkpoint() for state in partitions.values()]
+            unacked, self.unacked = self.unacked, []
+            commits, self.uncommitted = self.uncommitted, {}
+            self.unacked_events = 0
+            self.last_checkpoint = time.monotonic()
+            self.checkpointing = asyncio.ensure_future(
+                self._complete_checkpoint(writing, checkpoints, unacked, commits)
+            )
+        if wait:
+            await self._settle()
+            await self._settle_checkpoint()
+
+    async def _settle(self) -> None:
+        """Wait until the rows of the flush under way (if any) are written."""
+        task, self.inflight = self.inflight, None
+        if task is None:
+            return
+        try:
+            await task
+        except Exception:
+            exit_unrecoverable("a flush failed")
+
+    async def _settle_checkpoint(self) -> None:
+        """Wait until the checkpoint under way (if any) is written and its input acknowledged."""
+        task, self.checkpointing = self.checkpointing, None
+        if task is None:
+            return
+        try:
+            await task
+        except Exception:
+            exit_unrecoverable("a checkpoint failed")
+
+    async def _write_rows(self, rows: PendingRows) -> bool:
+        """Write a flush's rows; False if they were given up (stopping with ClickHouse away).
+
+        The writer process publishes them to the sessions topic too (``SessionsPublisher``).
+        """
+        runtime = self._runtime
+        began = time.monotonic()
+        if not await self._sink.write(rows, should_stop=lambda: runtime.stopping):
+            # Stopping with ClickHouse away: these rows are given up, so no flush after this
+            # one may checkpoint or acknowledge anything (its records and acknowledgements
+            # would cover messages whose rows were never written); all is redelivered.
+            self.abandoned = True
+            return False
+        runtime.resumed_ms = int(time.time() * 1000)
+        await self._output.submit()
+        took = time.monotonic() - began
+        if took >= SLOW_FLUSH_S:
+            log.warning(
+                "slow flush: %.2f s for %d session rows to ClickHouse and the sessions topic",
+                took, len(rows.sessions),
+            )  # fmt: skip
+        return True
+
+    async def _complete_checkpoint(
+        self,
+        writing: asyncio.Future[bool],
+        checkpoints: list[PendingCheckpoint],
+        unacked: list[Unacked],
+        commits: dict[int, int],
+    ) -> None:
+        """Write what :meth:`flush` took for a checkpoint, once its rows are written.
+
+        The visitor states are encoded a slice at a time, letting the agent apply messages
+        in between (the store encodes a state it is about to change first; see
+        ``PendingCheckpoint``), while the rows are being written: all at once, they held the
+        event loop for up to a second with live traffic.
+        """
+        began = time.monotonic()
+        for pending in checkpoints:
+            for _ in range(len(pending.pending) // ENCODE_SLICE):
+                pending.encode_some(ENCODE_SLICE)
+                await asyncio.sleep(0)  # the agent may apply messages in between
+        finished = [pending.finish() for pending in checkpoints]
+        encoded = time.monotonic()
+        if not await writing:
+            return  # the rows were given up (see _write_rows): nothing may be acknowledged
+        written = time.monotonic()
+        try:
+            records = await self._write_checkpoints(finished)
+            # Output records and changelog writes are acknowledged before the input is.
+            await self._deliver_output()
+        except Exception:
+            # Any failure here (a send timing out with the broker away, a record too large)
+            # leaves the drained visitors unwritten: acknowledging anything later could lose
+            # them, so stop the way a crash does.
+            exit_unrecoverable("checkpoint not written")
+        delivered = time.monotonic()
+        self._runtime.resumed_ms = int(time.time() * 1000)
+        for stream, event in unacked:
+            await stream.ack(event)
+        if commits and self._commit is not None:
+            await self._commit(commits)
+        took = time.monotonic() - began
+        if took >= SLOW_CHECKPOINT_S:
+            log.warning(
+                "slow checkpoint: %.2f s (encoding %d records %.2f s, waiting for the rows "
+                "%.2f s, records to Kafka %.2f s, %d messages acknowledged)",
+                took, records, encoded - began, written - encoded, delivered - written,
+                len(unacked),
+            )  # fmt: skip
+
+    async def _write_checkpoints(self, checkpoints: list[Checkpoint]) -> int:
+        """Every partition's changed visitor records, delivered, then the partition records.
+
+        A partition's record (its sources) must not be durable without the visitor records
+        written before it. Returns the number of records written.
+        """
+        written = 0
+        for cp in checkpoints:
+            written += len(cp.writes)
+            await self._write_checkpoint(cp.partition, cp.visitors)
+        owns = [(cp.partition, cp.own) for cp in checkpoints if cp.own is not None]
+        if owns:
+            await self._deliver_output()
+            for partition, own in owns:
+                await self._write_checkpoint(partition, [(WATERMARK_KEY, own)])
+        return written
+
+    async def _deliver_output(self) -> None:
+        """Wait until Kafka has every output and changelog record sent so far, or exit."""
+        try:
+            await self._output.flush()
+        except StreamError:
+            # Kafka refused checkpoint or output records even after the client's retries.
+            # The changed visitors were drained from the dirty set, so no later flush would
+            # write them again, and acknowledging anything from now on could lose events.
+            # Stop the way a crash does (no flush, no commit, nothing acknowledged); the
+            # restarted worker recovers from the changelog and the redelivered input.
+            exit_unrecoverable("output not delivered")
+
+    async def _write_checkpoint(
+        self, partition: int, writes: Sequence[tuple[bytes, bytes | None]]
+    ) -> None:
+        """Write records to the table store and its changelog, in the partition they belong to.
+
+        The changelog records go through the output producer with an explicit partition:
+        the same records Faust's ``send_changelog`` would write (key, raw value, ``None``
+        to delete), without its per-record bookkeeping. Faust recovers the table from them.
+        """
+        table = self._table
+        changelog = table.changelog_topic.get_topic_name()
+        records: list[tuple[bytes, bytes | None]] = []
+        for key, value in writes:
+            if key == WATERMARK_KEY:
+                store_key = watermark_key(partition)
+                table.data[store_key] = value
+                records.append((store_key, value))
+            else:
+                records.append((key, value))  # already in the table's store (checkpoint)
+        for at in range(0, len(records), APPEND_SLICE):
+            if at:
+                await asyncio.sleep(0)  # a slice at a time, so the agent is not held up
+            await self._output.send_to_partition(
+                changelog, partition, records[at : at + APPEND_SLICE]
+            )

@@ -1,0 +1,230 @@
+"""Flusher: rows, then the changelog, then acknowledgements; back-pressure; nothing after a give-up.
+
+Driven without Faust or Kafka: a ClickHouseSink over a recording writer, a recording output
+producer and a dict for the table's store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import types
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from streams.engine.events import Event
+from streams.engine.progress import ProgressReport
+from streams.engine.stages import StageRules
+from streams.errors import StorageError
+from streams.settings import Settings
+from streams.sink import ClickHouseSink
+from streams.worker.codec import Forwarded
+from streams.worker.flusher import Flusher, watermark_key
+from streams.worker.partition import PartitionState
+from streams.worker.runtime import WorkerRuntime
+
+T0 = 1_700_000_000_000
+HOUR = 3_600_000
+
+
+class Writer:
+    """The sink's RowWriter: records each write in the shared log; may hold or refuse it."""
+
+    def __init__(self, log: list[Any], release: threading.Event | None = None) -> None:
+        self.log = log
+        self.release = release
+        self.down = False
+
+    def write(self, sessions: Sequence[Any], removed: Sequence[str], orders: Any, *_: Any) -> None:
+        if self.release is not None:
+            self.release.wait(5)
+        if self.down:
+            raise StorageError("ClickHouse unreachable")
+        self.log.append(("rows", len(sessions)))
+
+
+class Output:
+    """The output producer: records changelog appends and deliveries in the shared log."""
+
+    def __init__(self, log: list[Any]) -> None:
+        self.log = log
+
+    async def send_to_partition(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]]
+    ) -> None:
+        self.log.append(("changelog", topic, partition, [key for key, _ in records]))
+
+    async def submit(self) -> None:
+        return None
+
+    async def flush(self) -> None:
+        self.log.append(("delivered",))
+
+
+class Stream:
+    def __init__(self, log: list[Any]) -> None:
+        self.log = log
+
+    async def ack(self, event: str) -> None:
+        self.log.append(("ack", event))
+
+
+def _table(data: dict[bytes, Any]) -> Any:
+    return types.SimpleNamespace(
+        changelog_topic=types.SimpleNamespace(get_topic_name=lambda: "changelog"), data=data
+    )
+
+
+def _state(runtime: WorkerRuntime, settings: Settings, partition: int = 0) -> PartitionState:
+    state = runtime.partitions[partition] = PartitionState(
+        partition, settings.session_config(), StageRules.default()
+    )
+    state.expect_from(0)
+    return state
+
+
+def _apply(state: PartitionState, sink: ClickHouseSink, visitor: str, offset: int) -> int:
+    """Apply one message of one event of ``visitor`` whose session closes at once."""
+    ts = T0 + offset * 4 * HOUR  # past the watermark the message before moved
+    event = Event(f"e{offset}", "page_view", ts, visitor, anonymous_id=visitor)
+    report = ProgressReport(1, ((0, ts + 3 * HOUR),))
+    message = Forwarded([event], [(0, offset, 0)], report)
+    out = state.apply(message, offset, T0)
+    sink.add(out.sessions, out.removed_session_ids, out.orders, out.removed_starts)
+    return len(message.events)
+
+
+def test_checkpoint_writes_rows_then_changelog_then_acknowledges() -> None:
+    """Rows go first, visitor records next, the partition record once those are delivered.
+
+    The message is acknowledged and the direct-mode input committed only after all of it.
+    """
+
+    async def scenario() -> tuple[list[Any], dict[bytes, Any]]:
+        log: list[Any] = []
+        data: dict[bytes, Any] = {}
+        settings = Settings(checkpoint_interval_s=3600.0)
+        sink = ClickHouseSink(Writer(log), None, flush_interval_s=0.0)
+        runtime = WorkerRuntime()
+        state = _state(runtime, settings)
+
+        async def commit(offsets: Mapping[int, int]) -> None:
+            log.append(("commit", dict(offsets)))
+
+        flusher = Flusher(settings, runtime, sink, Output(log), _table(data), commit=commit)
+        flusher.applied(Stream(log), "message-0", _apply(state, sink, "v1", 0))
+        flusher.commit_later(0, 1)
+        await flusher.flush(checkpoint=True, wait=True)
+        return log, data
+
+    log, data = asyncio.run(scenario())
+    assert [entry[0] for entry in log] == [
+        "rows", "changelog", "delivered", "changelog", "delivered", "ack", "commit",
+    ]  # fmt: skip
+    assert log[1] == ("changelog", "changelog", 0, [b"v1"])
+    assert log[3] == ("changelog", "changelog", 0, [watermark_key(0)])
+    assert log[5:] == [("ack", "message-0"), ("commit", {0: 1})]
+    assert watermark_key(0) in data  # the partition's record is in the table's store too
+
+
+def test_checkpoint_waits_for_its_rows_while_the_agent_goes_on() -> None:
+    """A flush returns at once; no changelog record nor acknowledgement precedes its rows."""
+
+    async def scenario() -> None:
+        log: list[Any] = []
+        release = threading.Event()
+        settings = Settings(checkpoint_interval_s=3600.0)
+        sink = ClickHouseSink(Writer(log, release), None, flush_interval_s=0.0)
+        runtime = WorkerRuntime()
+        state = _state(runtime, settings)
+        flusher = Flusher(settings, runtime, sink, Output(log), _table({}))
+        flusher.applied(Stream(log), "message-0", _apply(state, sink, "v1", 0))
+        await flusher.flush(checkpoint=True)  # takes everything, writes beside the agent
+        assert flusher.unacked == []
+        assert flusher.unacked_events == 0
+        flusher.applied(Stream(log), "message-1", _apply(state, sink, "v2", 1))  # after the take
+        await asyncio.sleep(0.05)
+        assert log == []  # the rows are held: no changelog record, no acknowledgement
+        release.set()
+        await flusher.flush(checkpoint=True, wait=True)
+        acks = [entry[1] for entry in log if entry[0] == "ack"]
+        assert acks == ["message-0", "message-1"]
+        first_ack = log.index(("ack", "message-0"))
+        assert log[0][0] == "rows"
+        assert ("changelog", "changelog", 0, [b"v1"]) in log[:first_ack]
+
+    asyncio.run(scenario())
+
+
+def test_a_write_under_way_holds_the_next_flush_only_when_the_buffer_doubles() -> None:
+    """While rows are being written, a due flush waits unless twice JOURNEY_FLUSH_ROWS wait."""
+
+    async def scenario() -> None:
+        log: list[Any] = []
+        release = threading.Event()
+        settings = Settings(flush_rows=2, checkpoint_interval_s=3600.0)
+        sink = ClickHouseSink(Writer(log, release), None, max_rows=2, flush_interval_s=0.0)
+        runtime = WorkerRuntime()
+        state = _state(runtime, settings)
+        flusher = Flusher(settings, runtime, sink, Output(log), _table({}))
+        _apply(state, sink, "v1", 0)
+        assert flusher.due()
+        await flusher.flush()
+        for offset, visitor in enumerate(["v2", "v3", "v4"], start=1):
+            _apply(state, sink, visitor, offset)
+        assert sink.due()
+        assert not flusher.due()  # 3 rows beside the write under way: not yet
+        _apply(state, sink, "v5", 4)
+        assert flusher.due()  # 4 rows, twice JOURNEY_FLUSH_ROWS: the agent waits for the write
+        release.set()
+        await flusher.flush(wait=True)
+        assert log == [("rows", 1), ("rows", 4)]
+
+    asyncio.run(scenario())
+
+
+def test_checkpoint_is_due_after_its_interval_or_at_the_event_cap() -> None:
+    """Unacknowledged input checkpoints after the interval, or at FLUSH_ROWS per flush interval."""
+    settings = Settings(flush_rows=10, flush_interval_s=2.0, checkpoint_interval_s=4.0)
+    runtime = WorkerRuntime()
+    sink = ClickHouseSink(Writer([]), None)
+    flusher = Flusher(settings, runtime, sink, Output([]), _table({}))
+    assert not flusher.checkpoint_due()  # nothing to acknowledge
+    flusher.applied(Stream([]), "message-0", 19)
+    assert not flusher.checkpoint_due()
+    flusher.applied(Stream([]), "message-1", 1)  # 20 events: 10 rows x (4 s / 2 s)
+    assert flusher.checkpoint_due()
+    flusher = Flusher(settings, runtime, sink, Output([]), _table({}))
+    flusher.commit_later(0, 7)  # direct mode: input to commit counts too
+    flusher.last_checkpoint -= 4.0
+    assert flusher.checkpoint_due()
+
+
+def test_rows_given_up_stop_every_later_flush() -> None:
+    """After a flush gave its rows up, later flushes take nothing and acknowledge nothing."""
+
+    async def scenario() -> None:
+        log: list[Any] = []
+        settings = Settings(checkpoint_interval_s=3600.0)
+        writer = Writer(log)
+        writer.down = True
+
+        async def quick(_: float) -> None:
+            await asyncio.sleep(0.005)
+
+        sink = ClickHouseSink(writer, None, flush_interval_s=0.0, sleep=quick)
+        runtime = WorkerRuntime()
+        state = _state(runtime, settings)
+        flusher = Flusher(settings, runtime, sink, Output(log), _table({}))
+        flusher.applied(Stream(log), "message-0", _apply(state, sink, "v1", 0))
+        runtime.stopping = True
+        await flusher.flush(checkpoint=True, wait=True)
+        assert flusher.abandoned
+        writer.down = False
+        runtime.stopping = False
+        flusher.applied(Stream(log), "message-1", _apply(state, sink, "v2", 1))
+        await flusher.flush(checkpoint=True, wait=True)
+        assert log == []  # no rows, no changelog record, no acknowledgement
+        assert sink.pending == 1  # the later rows were not even taken
+
+    asyncio.run(scenario())
