@@ -3,7 +3,8 @@
 ``intake`` reads the input topic in batches; the ``Forwarder`` validates every message
 (rejections go to the dead-letter topic with their reason) and forwards the accepted
 events grouped by the partition their visitor hashes to: one message per partition per
-batch (or, with input keyed by visitor, applies them here).
+batch. With input keyed by visitor the ``DirectIntake`` validates them and applies them
+here instead.
 
 ``sessionize`` reads those per-partition batches; each message is applied to that
 partition's ``PartitionState`` (sessionizer + offsets, loaded by the ``PartitionLoader``),
@@ -37,7 +38,7 @@ from streams.settings import Settings
 from streams.sink import ClickHouseSink
 from streams.worker.codec import decode_forwarded
 from streams.worker.flusher import Flusher
-from streams.worker.forwarder import DirectBatch, Forwarder
+from streams.worker.forwarder import DirectIntake, Forwarder
 from streams.worker.intake import IntakeConsumer
 from streams.worker.loader import PartitionLoader
 from streams.worker.output import OutputProducer
@@ -100,7 +101,7 @@ def build_app(
 
     direct = settings.input_keyed_by_visitor
     runtime = WorkerRuntime()
-    # The intake hands each batch to the forwarder, which asks the intake for its progress.
+    # The intake hands each batch to its handler, which asks the intake for its progress.
     intake = IntakeConsumer(settings, lambda batch: handle_batch(batch), direct=direct)
     publisher = Publisher(settings, metrics, sink, output)
     flusher = Flusher(settings, runtime, sink, output, visitors, commit=intake.commit)
@@ -118,30 +119,13 @@ def build_app(
     #: Input partitions whose consumer lag gauge is set (see _update_consumer_lag).
     lag_partitions: set[int] = set()
 
-    async def apply_direct(batch: DirectBatch) -> None:
-        """Direct mode: a batch's events and progress report to every local state."""
-        async with runtime.lock:
-            now_ms = int(time.time() * 1000)
-            for partition, state in list(runtime.partitions.items()):
-                if state.epoch != intake.epochs.get(partition):
-                    continue  # loaded again meanwhile: its input is read again from the start
-                events = batch.events.get(partition, [])
-                if events or batch.report is not None:
-                    sources = batch.sources.get(partition, [])
-                    out = state.apply_direct(
-                        settings.input_topic, events, sources, batch.report, now_ms
-                    )
-                    await publisher.publish(out)
-                    flusher.applied_direct(len(events))
-                if partition in batch.ends:
-                    flusher.commit_later(partition, batch.ends[partition])
-            if flusher.due():
-                await flusher.flush()
-
-    forwarder = Forwarder(
-        settings, metrics, by_visitor, dlq, intake, runtime.partitions, apply=apply_direct
-    )
-    handle_batch = forwarder.take_direct if direct else forwarder.forward
+    if direct:
+        direct_intake = DirectIntake(
+            settings, metrics, by_visitor, dlq, intake, runtime, publisher, flusher
+        )
+        handle_batch = direct_intake.take
+    else:
+        handle_batch = Forwarder(settings, metrics, by_visitor, dlq, intake).forward
 
     @app.task  # type: ignore[untyped-decorator]
     async def run_intake() -> None:

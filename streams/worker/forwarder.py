@@ -1,14 +1,14 @@
 """The intake's handler of a batch: validate, dead-letter, and hand on by visitor partition.
 
-Through the by-visitor topic (the default) the accepted events are forwarded grouped by
-the partition their visitor hashes to: one message per partition per batch. That is the
-repartition by visitor key (producers may key by anything) and it turns a stream of small
-messages into few large ones, so the per-message cost of Faust is paid once per batch.
-With input keyed by visitor (``JOURNEY_INPUT_KEYED_BY_VISITOR``) there is no hop: the
-events go to the local partition states directly (:meth:`Forwarder.take_direct`).
+Through the by-visitor topic (the default) the ``Forwarder`` forwards the accepted events
+grouped by the partition their visitor hashes to: one message per partition per batch.
+That is the repartition by visitor key (producers may key by anything) and it turns a
+stream of small messages into few large ones, so the per-message cost of Faust is paid
+once per batch. With input keyed by visitor (``JOURNEY_INPUT_KEYED_BY_VISITOR``) there is
+no hop: the ``DirectIntake`` applies the events to the local partition states itself.
 
-The topics, the intake's progress and the local apply are handed in (``Topic``,
-``IntakeProgress``, ``DirectApply``): a test drives a batch with fakes of each.
+The topics and the intake's progress are handed in (``Topic``, ``IntakeProgress``): a test
+drives a batch with fakes of them.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -36,8 +36,12 @@ from streams.worker.codec import (
     forwarded_message,
     rejection_record,
 )
-from streams.worker.partition import PartitionState
 from streams.worker.partitioning import PartitionCache, partitions_for_keys
+from streams.worker.runtime import WorkerRuntime
+
+if TYPE_CHECKING:
+    from streams.worker.flusher import Flusher
+    from streams.worker.publisher import Publisher
 
 #: Largest forwarded message: well under the broker's default message.max.bytes (1 MiB); an
 #: intake batch for one partition is split into as many messages as it takes.
@@ -60,7 +64,7 @@ class Topic(Protocol):
 
 
 class IntakeProgress(Protocol):
-    """What the forwarder asks the intake (``IntakeConsumer``): progress and epochs."""
+    """What the batch handlers ask the intake (``IntakeConsumer``): progress and epochs."""
 
     @property
     def epochs(self) -> Mapping[int, int]:
@@ -85,15 +89,58 @@ class DirectBatch:
     report: ProgressReport | None
 
 
-#: Direct mode: applies a batch to the local partition states (under the worker's lock).
-DirectApply = Callable[[DirectBatch], Awaitable[None]]
+class BatchHandler:
+    """What both batch handlers share: the topics they send to and the reports sent."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: JourneyMetrics,
+        by_visitor: Topic,
+        dead_letters: Topic,
+        intake: IntakeProgress,
+    ) -> None:
+        self._metrics = metrics
+        self._partitions = settings.partitions
+        self._by_visitor = by_visitor
+        self._dead_letters = dead_letters
+        self._intake = intake
+        self._input_topic = encode_topic(settings.input_topic)
+        #: By-visitor partition -> monotonic time a progress report was last sent to it.
+        self.reported: dict[int, float] = {}
+
+    async def _dead_letter(self, rejection: Rejection, record: Any, now_ms: int) -> Any:
+        """Count a rejection and send it to the dead-letter topic; returns the delivery."""
+        self._metrics.rejected.labels(rejection.reason).inc()
+        return await self._dead_letters.send(value=rejection_record(rejection, record, now_ms))
+
+    async def _send(self, partition: int, chunk: bytes, report: bytes | None) -> Any:
+        """Send one by-visitor message; returns its delivery future."""
+        value = forwarded_message(self._input_topic, chunk, report)
+        key = str(partition).encode()
+        return await self._by_visitor.send(key=key, value=value, partition=partition)
+
+    async def _report_alone(
+        self, sends: list[Any], report: bytes | None, skip: Iterable[int], sent_s: float
+    ) -> None:
+        """The report, alone, to every partition not in ``skip`` that waited long enough."""
+        if report is None:
+            return
+        reported = self.reported
+        skipped = set(skip)
+        for partition in range(self._partitions):
+            if partition not in skipped and sent_s - reported.get(partition, 0.0) >= (
+                REPORT_INTERVAL_S
+            ):
+                sends.append(await self._send(partition, b"[]", report))
+                reported[partition] = sent_s
 
 
-class Forwarder:
+class Forwarder(BatchHandler):
     """Validates intake batches: rejections to the dead-letter topic, events on by visitor.
 
-    :meth:`forward` (through the by-visitor topic) and :meth:`take_direct` (input keyed by
-    visitor) are the intake's batch handlers; one of them is used, by the mode.
+    :meth:`forward` is the intake's batch handler when the input goes through the
+    by-visitor topic (the default).
     """
 
     def __init__(
@@ -103,22 +150,10 @@ class Forwarder:
         by_visitor: Topic,
         dead_letters: Topic,
         intake: IntakeProgress,
-        states: Mapping[int, PartitionState],
-        apply: DirectApply | None = None,
     ) -> None:
-        """``states``: the loaded partition states; ``apply``: direct mode's local apply."""
-        self._metrics = metrics
-        self._partitions = settings.partitions
-        self._by_visitor = by_visitor
-        self._dead_letters = dead_letters
-        self._intake = intake
-        self._states = states
-        self._apply = apply
-        self._input_topic = encode_topic(settings.input_topic)
+        super().__init__(settings, metrics, by_visitor, dead_letters, intake)
         #: visitor key -> by-visitor partition, hashed once per busy visitor, not per event.
         self._partition_of = PartitionCache(settings.partitions)
-        #: By-visitor partition -> monotonic time a progress report was last sent to it.
-        self.reported: dict[int, float] = {}
 
     async def forward(self, batch: Sequence[Any]) -> None:
         """Validate a batch of input records and forward it, one message per partition.
@@ -179,8 +214,34 @@ class Forwarder:
         if batch:
             metrics.batches.inc()
 
-    async def take_direct(self, batch: Sequence[Any]) -> None:
-        """Direct mode: validate a batch and apply its events to the partitions' states here.
+
+class DirectIntake(BatchHandler):
+    """Direct mode: validates intake batches and applies them to the local partition states.
+
+    :meth:`take` is the intake's batch handler when the input is keyed by visitor
+    (``JOURNEY_INPUT_KEYED_BY_VISITOR``); the applied output goes to the ``Publisher``, the
+    input applied to the ``Flusher`` (to commit with the next checkpoint).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: JourneyMetrics,
+        by_visitor: Topic,
+        dead_letters: Topic,
+        intake: IntakeProgress,
+        runtime: WorkerRuntime,
+        publisher: Publisher,
+        flusher: Flusher,
+    ) -> None:
+        super().__init__(settings, metrics, by_visitor, dead_letters, intake)
+        self._input_topic_name = settings.input_topic
+        self._runtime = runtime
+        self._publisher = publisher
+        self._flusher = flusher
+
+    async def take(self, batch: Sequence[Any]) -> None:
+        """Validate a batch and apply its events to the partitions' states here.
 
         No hop: the events of input partition i go to state partition i, which Faust
         assigned to this worker with its table (the intake reads only those). Records of a
@@ -189,16 +250,14 @@ class Forwarder:
         committed, and the owner reads them again from the state's checkpoint. An event
         whose visitor hashes to another partition than the one it came in is
         dead-lettered as ``not_keyed_by_visitor`` (its visitor's state lives elsewhere).
-        The progress report goes to every local state at once (``apply``), and through the
-        by-visitor topic to the other workers' states (every ``REPORT_INTERVAL_S``).
+        The progress report goes to every local state at once (:meth:`_apply`), and
+        through the by-visitor topic to the other workers' states (every
+        ``REPORT_INTERVAL_S``).
         """
-        apply = self._apply
-        if apply is None:
-            raise TypeError("Forwarder.take_direct needs the local apply of direct mode")
         metrics = self._metrics
         now_ms = int(time.time() * 1000)
         epochs = self._intake.epochs
-        states = self._states
+        states = self._runtime.partitions
         events_of: dict[int, list[Event]] = {}
         sources_of: dict[int, list[Source]] = {}
         ends: dict[int, int] = {}
@@ -244,38 +303,41 @@ class Forwarder:
             metrics.events.labels(event_type).inc(count)
         _observe_lags(metrics, times, now_ms)
         report = await self._intake.report(tops)
-        await apply(DirectBatch(events_of, sources_of, ends, report))
+        await self._apply(DirectBatch(events_of, sources_of, ends, report))
         encoded_report = encode_report(report) if report is not None else None
         await self._report_alone(sends, encoded_report, (), time.monotonic())
         await asyncio.gather(*sends)
         if batch:
             metrics.batches.inc()
 
-    async def _dead_letter(self, rejection: Rejection, record: Any, now_ms: int) -> Any:
-        """Count a rejection and send it to the dead-letter topic; returns the delivery."""
-        self._metrics.rejected.labels(rejection.reason).inc()
-        return await self._dead_letters.send(value=rejection_record(rejection, record, now_ms))
+    async def _apply(self, batch: DirectBatch) -> None:
+        """A batch's events and progress report to every local state, under the lock.
 
-    async def _send(self, partition: int, chunk: bytes, report: bytes | None) -> Any:
-        """Send one by-visitor message; returns its delivery future."""
-        value = forwarded_message(self._input_topic, chunk, report)
-        key = str(partition).encode()
-        return await self._by_visitor.send(key=key, value=value, partition=partition)
-
-    async def _report_alone(
-        self, sends: list[Any], report: bytes | None, skip: Iterable[int], sent_s: float
-    ) -> None:
-        """The report, alone, to every partition not in ``skip`` that waited long enough."""
-        if report is None:
-            return
-        reported = self.reported
-        skipped = set(skip)
-        for partition in range(self._partitions):
-            if partition not in skipped and sent_s - reported.get(partition, 0.0) >= (
-                REPORT_INTERVAL_S
-            ):
-                sends.append(await self._send(partition, b"[]", report))
-                reported[partition] = sent_s
+        Only partitions whose state is still the one the batch was read for (``epoch``)
+        take it: a partition loaded again while the batch waited for the lock reads its
+        input again from the start.
+        """
+        runtime = self._runtime
+        publisher = self._publisher
+        flusher = self._flusher
+        epochs = self._intake.epochs
+        async with runtime.lock:
+            now_ms = int(time.time() * 1000)
+            for partition, state in list(runtime.partitions.items()):
+                if state.epoch != epochs.get(partition):
+                    continue  # loaded again meanwhile: its input is read again from the start
+                events = batch.events.get(partition, [])
+                if events or batch.report is not None:
+                    sources = batch.sources.get(partition, [])
+                    out = state.apply_direct(
+                        self._input_topic_name, events, sources, batch.report, now_ms
+                    )
+                    await publisher.publish(out)
+                    flusher.applied_direct(len(events))
+                if partition in batch.ends:
+                    flusher.commit_later(partition, batch.ends[partition])
+            if flusher.due():
+                await flusher.flush()
 
 
 def _observe_lags(metrics: JourneyMetrics, times: list[int], now_ms: int) -> None:

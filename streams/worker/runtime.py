@@ -1,9 +1,9 @@
 """What the parts of one worker process share, and the way it stops when it must not go on.
 
 The sessionize agent, the tick timer, the intake's direct apply and the rebalance and
-shutdown handlers run as separate tasks over the same partition states; the forwarder,
-the flusher, the partition loader and the repair of skipped messages are the classes
-they call. ``WorkerRuntime`` is the little they all see: the states, the lock every
+shutdown handlers run as separate tasks over the same partition states; the direct
+intake, the flusher, the partition loader and the repair of skipped messages are the
+classes they call. ``WorkerRuntime`` is the little they all see: the states, the lock every
 task holds while it reads or changes them, and the worker's phase.
 """
 

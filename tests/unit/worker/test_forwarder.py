@@ -1,28 +1,33 @@
-"""Forwarder: a batch validated, rejections dead-lettered with their reason, events by visitor.
+"""Forwarder and DirectIntake: a batch validated, rejections dead-lettered, events handed on.
 
-Driven without Faust or Kafka: topics and the intake's progress are fakes, the partition
-states live in memory.
+Driven without Faust or Kafka: topics and the intake's progress are fakes; in direct mode
+the partition states, the publisher and the flusher are real, over a sink that writes
+nowhere.
 """
 
 from __future__ import annotations
 
 import asyncio
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import pytest
 from prometheus_client import CollectorRegistry
 
 from streams.engine.progress import ProgressReport
 from streams.engine.stages import StageRules
 from streams.metrics import JourneyMetrics
 from streams.settings import Settings
+from streams.sink import ClickHouseSink
 from streams.worker.codec import decode_forwarded
-from streams.worker.forwarder import NOT_KEYED_BY_VISITOR, DirectBatch, Forwarder
+from streams.worker.flusher import Flusher
+from streams.worker.forwarder import NOT_KEYED_BY_VISITOR, DirectIntake, Forwarder
 from streams.worker.partition import PartitionState
 from streams.worker.partitioning import partition_for_key
+from streams.worker.publisher import Publisher
+from streams.worker.runtime import WorkerRuntime
 
 NOW = 1_700_000_000_000
 PARTITIONS = 4
@@ -84,21 +89,67 @@ def _count(metrics: JourneyMetrics, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
 
 
-def _forwarder(
-    metrics: JourneyMetrics,
-    intake: Intake,
-    states: Mapping[int, PartitionState] | None = None,
-    applied: list[DirectBatch] | None = None,
-) -> tuple[Forwarder, Topic, Topic]:
+def _forwarder(metrics: JourneyMetrics, intake: Intake) -> tuple[Forwarder, Topic, Topic]:
     by_visitor, dlq = Topic(), Topic()
     settings = Settings(partitions=PARTITIONS)
-
-    async def apply(batch: DirectBatch) -> None:
-        assert applied is not None
-        applied.append(batch)
-
-    forwarder = Forwarder(settings, metrics, by_visitor, dlq, intake, states or {}, apply=apply)  # type: ignore[arg-type]
+    forwarder = Forwarder(settings, metrics, by_visitor, dlq, intake)
     return forwarder, by_visitor, dlq
+
+
+class Writer:
+    """The sink's RowWriter (no flush is due in these tests)."""
+
+    def write(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class Output:
+    """The output producer, as the publisher and the flusher use it: takes everything."""
+
+    async def send_keyed(self, *args: Any) -> None:
+        return None
+
+    async def send(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    async def send_to_partition(self, *args: Any) -> None:
+        return None
+
+    async def submit(self) -> None:
+        return None
+
+    async def flush(self) -> None:
+        return None
+
+
+@dataclass
+class Direct:
+    """A DirectIntake over real partition states, publisher and flusher, with fake topics."""
+
+    intake: DirectIntake
+    runtime: WorkerRuntime
+    flusher: Flusher
+    sink: ClickHouseSink
+    by_visitor: Topic
+    dlq: Topic
+
+
+def _direct(metrics: JourneyMetrics, intake: Intake, partitions: Sequence[int]) -> Direct:
+    settings = Settings(partitions=PARTITIONS)
+    config, rules = settings.session_config(), StageRules.default()
+    runtime = WorkerRuntime()
+    for partition in partitions:
+        runtime.partitions[partition] = PartitionState(partition, config, rules, direct=True)
+    sink = ClickHouseSink(Writer(), None)
+    output = Output()
+    publisher = Publisher(settings, metrics, sink, output)
+    table = types.SimpleNamespace(
+        changelog_topic=types.SimpleNamespace(get_topic_name=lambda: "changelog"), data={}
+    )
+    flusher = Flusher(settings, runtime, sink, output, table)
+    by_visitor, dlq = Topic(), Topic()
+    direct = DirectIntake(settings, metrics, by_visitor, dlq, intake, runtime, publisher, flusher)
+    return Direct(direct, runtime, flusher, sink, by_visitor, dlq)
 
 
 def test_forward_groups_events_by_visitor_partition_and_dead_letters_rejections() -> None:
@@ -129,6 +180,7 @@ def test_forward_groups_events_by_visitor_partition_and_dead_letters_rejections(
     assert all(message.report is not None for message in sent.values())
     assert all(key == str(partition).encode() for key, _, partition in by_visitor.sent)
     assert _count(metrics, "journey_events_total", event_type="page_view") == 3
+    assert _count(metrics, "journey_event_lag_seconds_count") == 3
     assert _count(metrics, "journey_events_rejected_total", reason="invalid_json") == 1
     assert _count(metrics, "journey_batches_total") == 1
 
@@ -148,12 +200,9 @@ def test_forward_sends_the_report_alone_at_most_every_interval() -> None:
     assert partitions == [0, 1, 2, 3, 0]  # the second batch: partition 0's events only
 
 
-def test_take_direct_dead_letters_events_of_another_partition() -> None:
+def test_direct_intake_dead_letters_events_of_another_partition() -> None:
     """Direct mode: an event whose visitor hashes elsewhere is dead-lettered, not applied."""
     home, elsewhere = _visitors_of(1, 1)[0], _visitors_of(2, 1)[0]
-    config, rules = Settings().session_config(), StageRules.default()
-    states = {p: PartitionState(p, config, rules, direct=True) for p in (1, 3)}
-    states[3].epoch = 7  # loaded again since the intake's position was set: left alone
     batch = [
         _record(1, 40, _event("e1", home)),
         _record(1, 41, _event("e2", elsewhere)),
@@ -162,36 +211,25 @@ def test_take_direct_dead_letters_events_of_another_partition() -> None:
         _record(0, 3, _event("e6", home)),  # no state loaded here
     ]
     metrics = JourneyMetrics.create(CollectorRegistry())
-    applied: list[DirectBatch] = []
-    forwarder, by_visitor, dlq = _forwarder(metrics, Intake({1: 0, 3: 6}), states, applied)
-    asyncio.run(forwarder.take_direct(batch))
+    direct = _direct(metrics, Intake({1: 0, 3: 6}), [1, 3])
+    direct.runtime.partitions[3].epoch = 7  # loaded again since the intake's position was set
+    asyncio.run(direct.intake.take(batch))
 
-    rejected = [orjson.loads(value or b"") for _, value, _ in dlq.sent]
+    rejected = [orjson.loads(value or b"") for _, value, _ in direct.dlq.sent]
     assert [r["reason"] for r in rejected] == [NOT_KEYED_BY_VISITOR] * 2
     assert [(r["source"]["offset"], r["batch_index"]) for r in rejected] == [(41, None), (42, 1)]
     assert orjson.loads(rejected[1]["payload"])["event_id"] == "e4"
-    (taken,) = applied
-    assert [ev.event_id for ev in taken.events[1]] == ["e1", "e3"]
-    assert taken.sources[1] == [(1, 40, 0), (1, 42, 0)]
-    assert taken.ends == {1: 43}
-    assert list(taken.events) == [1]
-    assert taken.report is not None
+    # e1 and e3 applied to partition 1's state (one session), partition 3's left alone.
+    assert direct.runtime.partitions[1].open_sessions == 1
+    assert direct.runtime.partitions[3].open_sessions == 0
+    assert direct.flusher.unacked_events == 2
+    assert direct.flusher.uncommitted == {1: 43}  # committed with the next checkpoint
+    assert direct.sink.pending >= 1
     assert _count(metrics, "journey_events_rejected_total", reason=NOT_KEYED_BY_VISITOR) == 2
     assert _count(metrics, "journey_events_total", event_type="page_view") == 2
+    assert _count(metrics, "journey_event_lag_seconds_count") == 2
+    assert _count(metrics, "journey_batches_total") == 1
     # The report reaches the other workers' partitions through the by-visitor topic.
-    assert sorted(partition for _, _, partition in by_visitor.sent) == [0, 1, 2, 3]
-    assert all(decode_forwarded(value or b"").events == [] for _, value, _ in by_visitor.sent)
-
-
-def test_take_direct_needs_the_local_apply() -> None:
-    """A forwarder built without ``apply`` (by-visitor mode) refuses a direct batch."""
-    forwarder = Forwarder(
-        Settings(partitions=PARTITIONS),
-        JourneyMetrics.create(CollectorRegistry()),
-        Topic(),
-        Topic(),
-        Intake(),
-        {},
-    )  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="direct"):
-        asyncio.run(forwarder.take_direct([]))
+    sent = direct.by_visitor.sent
+    assert sorted(partition for _, _, partition in sent) == [0, 1, 2, 3]
+    assert all(decode_forwarded(value or b"").events == [] for _, value, _ in sent)
