@@ -765,7 +765,11 @@ async def _flush(
         await _settle_checkpoint(runtime)
     if runtime.abandoned:
         return  # a flush gave its rows up (stopping): nothing after it may be acknowledged
-    writing = runtime.inflight = asyncio.ensure_future(_write_rows(runtime, runtime.sink.take()))
+    rows = runtime.sink.take()
+    # The rollups are refreshed with checkpoints (see ClickHouseSink.write), or at once
+    # when no input waits for one (rows of sessions the clock closed while idle).
+    defer = not due and bool(runtime.unacked or runtime.uncommitted)
+    writing = runtime.inflight = asyncio.ensure_future(_write_rows(runtime, rows, defer))
     if due:
         checkpoints = [state.begin_checkpoint() for state in runtime.partitions.values()]
         unacked, runtime.unacked = runtime.unacked, []
@@ -802,13 +806,13 @@ async def _settle_checkpoint(runtime: WorkerRuntime) -> None:
         _exit_unrecoverable("a checkpoint failed")
 
 
-async def _write_rows(runtime: WorkerRuntime, rows: PendingRows) -> bool:
+async def _write_rows(runtime: WorkerRuntime, rows: PendingRows, defer_rollups: bool) -> bool:
     """Write a flush's rows; False if they were given up (stopping with ClickHouse away).
 
     The writer process publishes them to the sessions topic too (``SessionsPublisher``).
     """
     began = time.monotonic()
-    if not await runtime.sink.write(rows, should_stop=lambda: runtime.stopping):
+    if not await runtime.sink.write(rows, lambda: runtime.stopping, defer_rollups):
         # Stopping with ClickHouse away: these rows are given up, so no flush after this
         # one may checkpoint or acknowledge anything (its records and acknowledgements
         # would cover messages whose rows were never written); all is redelivered.
