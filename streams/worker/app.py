@@ -291,11 +291,8 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         events_of: dict[int, list[Event]] = {}
         sources_of: dict[int, list[Source]] = {}
         ends: dict[int, int] = {}
-        by_type: Counter[str] = Counter()
         tops: dict[int, int | None] = {}
         sends = []
-        #: Event times of the accepted events (their lag is observed once per batch).
-        times: list[int] = []
         #: Accepted events: (event, its record, its index in the message, a single event?).
         taken: list[tuple[Event, Any, int, bool]] = []
         for record in batch:
@@ -320,24 +317,21 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                 rejection = _not_keyed(ev, record.value, None if single else index)
                 sends.append(await dead_letter(rejection, record, now_ms))
                 continue
-            by_type[ev.event_type] += 1
             ts = ev.ts_ms
             top = tops[source]
             if top is None or ts > top:
                 tops[source] = ts
-            times.append(ts)
             events_of.setdefault(source, []).append(ev)
             sources_of.setdefault(source, []).append((source, record.offset, index))
-        for event_type, count in by_type.items():
-            metrics.events.labels(event_type).inc(count)
-        _observe_lags(metrics, times, now_ms)
         report = await intake.report(tops)
         async with runtime.lock:
             now_ms = int(time.time() * 1000)
+            applied: list[Event] = []
             for partition, state in list(runtime.partitions.items()):
                 if state.epoch != epochs.get(partition):
                     continue  # loaded again meanwhile: its input is read again from the start
                 events = events_of.get(partition, [])
+                applied += events
                 if events or report is not None:
                     sources = sources_of.get(partition, [])
                     out = state.apply_direct(settings.input_topic, events, sources, report, now_ms)
@@ -345,6 +339,9 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                     runtime.unacked_events += len(events)
                 if partition in ends:
                     runtime.uncommitted[partition] = ends[partition]
+            # Counted once applied: events of a partition revoked while this batch waited
+            # for the lock are read and counted again by their new owner.
+            _count_events(metrics, applied, now_ms)
             if _flush_due(runtime):
                 await _flush(runtime, visitors)
         encoded_report = encode_report(report) if report is not None else None
@@ -468,6 +465,14 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         await runtime.output.stop()
 
     return app
+
+
+def _count_events(metrics: JourneyMetrics, events: list[Event], now_ms: int) -> None:
+    """Count taken events by type and observe their lag, once per batch."""
+    by_type: Counter[str] = Counter(ev.event_type for ev in events)
+    for event_type, count in by_type.items():
+        metrics.events.labels(event_type).inc(count)
+    _observe_lags(metrics, [ev.ts_ms for ev in events], now_ms)
 
 
 def _observe_lags(metrics: JourneyMetrics, times: list[int], now_ms: int) -> None:
