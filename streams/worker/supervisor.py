@@ -111,7 +111,8 @@ def _die_with_supervisor() -> Callable[[], None] | None:
 
     libc is loaded here, before the fork: the child only makes the call. Should the
     supervisor have died between the fork and the call, the child is orphaned already and
-    exits at once.
+    exits at once. Linux sends the signal when the *thread* that forked the child ends, so
+    the children are started from the supervisor's main thread, which ends last.
     """
     if not sys.platform.startswith("linux"):
         return None
