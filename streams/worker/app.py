@@ -293,6 +293,8 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         ends: dict[int, int] = {}
         tops: dict[int, int | None] = {}
         sends = []
+        #: Rejections by input partition, dead-lettered once their partition is applied.
+        rejected: dict[int, list[tuple[Rejection, Any]]] = {}
         #: Accepted events: (event, its record, its index in the message, a single event?).
         taken: list[tuple[Event, Any, int, bool]] = []
         for record in batch:
@@ -308,14 +310,14 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
             for ev, index in zip(result.events, _accepted_indices(result), strict=True):
                 taken.append((ev, record, index, single))
             for rejection in result.rejections:
-                sends.append(await dead_letter(rejection, record, now_ms))
+                rejected.setdefault(source, []).append((rejection, record))
         # Where each visitor belongs, for the whole batch at once (most live keys are new).
         homes = partitions_for_keys([ev.visitor_key.encode() for ev, *_ in taken], n_partitions)
         for (ev, record, index, single), home in zip(taken, homes, strict=True):
             source = record.partition
             if home != source:
                 rejection = _not_keyed(ev, record.value, None if single else index)
-                sends.append(await dead_letter(rejection, record, now_ms))
+                rejected.setdefault(source, []).append((rejection, record))
                 continue
             ts = ev.ts_ms
             top = tops[source]
@@ -332,6 +334,8 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                     continue  # loaded again meanwhile: its input is read again from the start
                 events = events_of.get(partition, [])
                 applied += events
+                for rejection, record in rejected.get(partition, ()):
+                    sends.append(await dead_letter(rejection, record, now_ms))
                 if events or report is not None:
                     sources = sources_of.get(partition, [])
                     out = state.apply_direct(settings.input_topic, events, sources, report, now_ms)
@@ -339,8 +343,9 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                     runtime.unacked_events += len(events)
                 if partition in ends:
                     runtime.uncommitted[partition] = ends[partition]
-            # Counted once applied: events of a partition revoked while this batch waited
-            # for the lock are read and counted again by their new owner.
+            # Counted (and rejections dead-lettered) once applied: the records of a
+            # partition revoked while this batch waited for the lock are read again, and
+            # handled, by their new owner.
             _count_events(metrics, applied, now_ms)
             if _flush_due(runtime):
                 await _flush(runtime, visitors)
