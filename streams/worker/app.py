@@ -202,11 +202,9 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         """
         now_ms = int(time.time() * 1000)
         groups: dict[int, list[bytes]] = defaultdict(list)
-        by_type: Counter[str] = Counter()
         tops: dict[int, int | None] = {}
         sends = []
-        #: Event times of the accepted events (their lag is observed once per batch).
-        times: list[int] = []
+        accepted: list[Event] = []
         for record in batch:
             payload = record.value if isinstance(record.value, bytes) else b""
             result = parse_payload(payload, now_ms)
@@ -214,19 +212,16 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
                 sends.append(await dead_letter(rejection, record, now_ms))
             source, offset = record.partition, record.offset
             top = tops.get(source)
+            accepted += result.events
             for ev, index in zip(result.events, _accepted_indices(result), strict=True):
-                by_type[ev.event_type] += 1
                 ts = ev.ts_ms
                 if top is None or ts > top:
                     top = ts
-                times.append(ts)
                 groups[partition_of(ev.visitor_key)].append(
                     encode_forwarded(ev, source, offset, index)
                 )
             tops[source] = top
-        for event_type, count in by_type.items():
-            metrics.events.labels(event_type).inc(count)
-        _observe_lags(metrics, times, now_ms)
+        _count_events(metrics, accepted, now_ms)
         report = await intake.report(tops)
         encoded_report = encode_report(report) if report is not None else None
         sent_s = time.monotonic()
@@ -473,17 +468,18 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
 
 
 def _count_events(metrics: JourneyMetrics, events: list[Event], now_ms: int) -> None:
-    """Count taken events by type and observe their lag, once per batch."""
+    """Count taken events by type and observe their lag, once per batch.
+
+    The lag is the wall clock minus the event time, in seconds, at least 0.
+    """
+    if not events:
+        return
     by_type: Counter[str] = Counter(ev.event_type for ev in events)
     for event_type, count in by_type.items():
         metrics.events.labels(event_type).inc(count)
-    _observe_lags(metrics, [ev.ts_ms for ev in events], now_ms)
-
-
-def _observe_lags(metrics: JourneyMetrics, times: list[int], now_ms: int) -> None:
-    """The event lag (wall clock minus event time, seconds, at least 0) of every time."""
-    if times:
-        metrics.event_lag.observe_many((now_ms - ts) / 1000 if ts < now_ms else 0.0 for ts in times)
+    metrics.event_lag.observe_many(
+        (now_ms - ev.ts_ms) / 1000 if ev.ts_ms < now_ms else 0.0 for ev in events
+    )
 
 
 def _visitor_of(transition: StageTransition) -> bytes:
@@ -797,23 +793,23 @@ async def _flush(
 async def _settle(runtime: WorkerRuntime) -> None:
     """Wait until the rows of the flush under way (if any) are written."""
     task, runtime.inflight = runtime.inflight, None
-    if task is None:
-        return
-    try:
-        await task
-    except Exception:
-        _exit_unrecoverable("a flush failed")
+    await _finished(task, "a flush failed")
 
 
 async def _settle_checkpoint(runtime: WorkerRuntime) -> None:
     """Wait until the checkpoint under way (if any) is written and its input acknowledged."""
     task, runtime.checkpointing = runtime.checkpointing, None
+    await _finished(task, "a checkpoint failed")
+
+
+async def _finished(task: asyncio.Future[Any] | None, failure: str) -> None:
+    """Wait for ``task`` (if any); if it failed, stop the way a crash does."""
     if task is None:
         return
     try:
         await task
     except Exception:
-        _exit_unrecoverable("a checkpoint failed")
+        _exit_unrecoverable(failure)
 
 
 async def _write_rows(runtime: WorkerRuntime, rows: PendingRows, defer_rollups: bool) -> bool:

@@ -560,10 +560,7 @@ class PartitionState:
         :meth:`begin_checkpoint` and its whole encoding at once (tests, and callers that
         do not mind the pause).
         """
-        pending = self.begin_checkpoint()
-        while pending.encode_some(len(pending.pending)):
-            pass
-        return pending.finish(now_ms)
+        return self.begin_checkpoint().finish(now_ms)
 
     def begin_checkpoint(self) -> PendingCheckpoint:
         """Take the records changed since the last checkpoint, to be encoded bit by bit.

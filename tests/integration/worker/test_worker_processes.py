@@ -30,6 +30,9 @@ from workerkit import (
     worker_env,
 )
 
+from streams.bench.processes import descendants as process_tree
+from streams.bench.processes import stat_fields
+
 EVENTS = 8_000
 PROCESSES = 2
 RATE = 400
@@ -50,34 +53,17 @@ def consecutive_free_ports(count: int) -> int:
     pytest.fail(f"found no {count} consecutive free ports in 50 tries")
 
 
-def _stat(pid: int) -> list[str]:
-    """Fields of /proc/PID/stat after the command name ([0] state, [1] parent pid)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2 :].split()
-
-
 def running(pid: int) -> bool:
     """True while ``pid`` runs (a zombie nobody reaped yet does not count)."""
     try:
-        return _stat(pid)[0] not in "ZX"
+        return stat_fields(pid)[0] not in "ZX"
     except OSError:
         return False
 
 
 def descendants(pid: int) -> list[int]:
     """Live descendants of ``pid``: the workers and their ClickHouse writer processes."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                parents.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        found.extend(children)
-        todo.extend(children)
-    return [p for p in found if running(p)]
+    return [p for p in process_tree(pid) if running(p)]
 
 
 def metrics_port_of(pid: int) -> int | None:
@@ -121,7 +107,7 @@ class SupervisedGroup:
         found: dict[int, int] = {}
         for pid in descendants(self.supervisor.pid):
             port = metrics_port_of(pid)
-            if port is not None and _stat(pid)[1] == str(self.supervisor.pid):
+            if port is not None and stat_fields(pid)[1] == str(self.supervisor.pid):
                 found[port - self.base_port] = pid
         self.seen.update(found.values())
         return found
