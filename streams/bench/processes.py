@@ -52,9 +52,7 @@ def descendants(pid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):
-                parents.setdefault(int(stat_fields(int(entry.name))[1]), []).append(
-                    int(entry.name)
-                )
+                parents.setdefault(int(stat_fields(int(entry.name))[1]), []).append(int(entry.name))
     found: list[int] = []
     todo = [pid]
     while todo:
