@@ -31,7 +31,7 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _RUNNING: set[ManagedProcess] = set()
 
 
-def _stat_fields(pid: int) -> list[str]:
+def stat_fields(pid: int) -> list[str]:
     """Fields of /proc/PID/stat after the parenthesised command name (state is [0])."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     return stat[stat.rindex(")") + 2 :].split()
@@ -40,21 +40,19 @@ def _stat_fields(pid: int) -> list[str]:
 def _cpu_seconds(pid: int) -> float:
     """utime + stime (fields 14 and 15 of /proc/PID/stat) in seconds; 0 once it is gone."""
     try:
-        fields = _stat_fields(pid)
+        fields = stat_fields(pid)
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """Live descendants of ``pid`` (by the parent id in every /proc/N/stat)."""
     parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):
-                parents.setdefault(int(_stat_fields(int(entry.name))[1]), []).append(
-                    int(entry.name)
-                )
+                parents.setdefault(int(stat_fields(int(entry.name))[1]), []).append(int(entry.name))
     found: list[int] = []
     todo = [pid]
     while todo:
@@ -142,7 +140,7 @@ class ManagedProcess:
         its memory and CPU are the worker's too.
         """
         total = 0
-        for pid in (self.pid, *_descendants(self.pid)):
+        for pid in (self.pid, *descendants(self.pid)):
             with contextlib.suppress(OSError):
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
@@ -153,7 +151,7 @@ class ManagedProcess:
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time the process and its live descendants used so far."""
-        return sum(_cpu_seconds(pid) for pid in (self.pid, *_descendants(self.pid)))
+        return sum(_cpu_seconds(pid) for pid in (self.pid, *descendants(self.pid)))
 
     def stop(self, grace_s: float = STOP_GRACE_S, first: int = signal.SIGTERM) -> None:
         """Signal ``first`` (SIGTERM), wait up to ``grace_s``, then SIGKILL; idempotent."""

@@ -27,7 +27,7 @@ import multiprocessing
 import os
 import threading
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
@@ -38,8 +38,9 @@ from streams.errors import StorageError
 
 log = logging.getLogger(__name__)
 
-#: A write's arguments on the pipe: session rows, removed ids, order rows, removed starts.
-_Batch = tuple[list[SessionRow], list[str], list[OrderRow], dict[str, int]]
+#: A write's arguments on the pipe: session rows, removed ids, order rows, removed starts,
+#: whether to defer the rollup refresh, minutes to refresh as well.
+_Batch = tuple[list[SessionRow], list[str], list[OrderRow], dict[str, int], bool, list[int]]
 _encode_batch = msgspec.msgpack.Encoder().encode
 _decode_batch = msgspec.msgpack.Decoder(_Batch).decode
 
@@ -107,9 +108,11 @@ def _serve(conn: Connection, target: str, after: AfterWrite | None) -> None:
                 raw = conn.recv_bytes()
             except EOFError:
                 return
-            rows, removed, orders, starts = _decode_batch(raw)
+            rows, removed, orders, starts, defer, also = _decode_batch(raw)
             try:
-                minutes = writer.write(rows, removed, orders, starts)
+                minutes = writer.write(
+                    rows, removed, orders, starts, defer_rollups=defer, also_refresh=also
+                )
                 if after is not None:
                     after(rows)
             except StorageError as exc:
@@ -186,10 +189,20 @@ class WriterProcess:
         removed_session_ids: Sequence[str] = (),
         orders: Sequence[OrderRow] = (),
         removed_starts: Mapping[str, int] | None = None,
+        *,
+        defer_rollups: bool = False,
+        also_refresh: Collection[int] = (),
     ) -> set[int]:
         """:meth:`ClickHouseWriter.write` in the child; blocks (without the GIL) until done."""
         payload = _encode_batch(
-            (list(sessions), list(removed_session_ids), list(orders), dict(removed_starts or {}))
+            (
+                list(sessions),
+                list(removed_session_ids),
+                list(orders),
+                dict(removed_starts or {}),
+                defer_rollups,
+                sorted(also_refresh),
+            )
         )
         with self._lock:
             if self._conn is None:

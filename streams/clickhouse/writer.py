@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from msgspec.structs import astuple
@@ -142,6 +142,9 @@ class ClickHouseWriter:
         removed_session_ids: Sequence[str] = (),
         orders: Sequence[OrderRow] = (),
         removed_starts: Mapping[str, int] | None = None,
+        *,
+        defer_rollups: bool = False,
+        also_refresh: Collection[int] = (),
     ) -> set[int]:
         """Upsert ``sessions`` and ``orders``; tombstone ``removed_session_ids``.
 
@@ -150,7 +153,10 @@ class ClickHouseWriter:
         stays in its partition and replaces the live version. ``removed_starts`` (removed
         id -> start, epoch ms) lets that lookup use the sort key (start_ms, session_id);
         without a start for every removed id it scans. Returns the start minutes (epoch ms)
-        touched, which the rollup refresh recomputes.
+        touched, which the rollup refresh recomputes: here, together with ``also_refresh``
+        (minutes of earlier deferred writes), unless ``defer_rollups`` leaves that to a
+        later write (the worker refreshes only with its checkpoints, see
+        ``ClickHouseSink.write``).
         """
         version = self.clock.next()
         rows: list[tuple[Any, ...]] = [(*astuple(s), version, 0) for s in sessions]
@@ -172,8 +178,8 @@ class ClickHouseWriter:
                 minutes.add(_minute(int(row[start_at])))
         self.backend.insert("sessions", SESSION_COLUMNS, rows)
         self.backend.insert("orders", ORDER_COLUMNS, [(*astuple(o), version, 0) for o in orders])
-        if self.rollups and minutes:
-            self.refresh_rollups(minutes)
+        if self.rollups and not defer_rollups and (minutes or also_refresh):
+            self.refresh_rollups(minutes.union(also_refresh))
         return minutes
 
     def refresh_rollups(self, minutes: Iterable[int], chunk: int = 1000) -> None:

@@ -78,52 +78,76 @@ class SessionSummary(msgspec.Struct, gc=False):
     last_user_id: str
 
 
-class SessionAcc:
+class SessionAcc(msgspec.Struct, gc=False):
     """A session's running summary: fed its events in order, it gives the row at any point.
 
     The sessionizer keeps one per open session, so an event appended to a session costs
     one step of the summary instead of summarising the whole session again. ``feed``
     continues exactly where the previous call stopped (``last_key`` is the sort key of
     the last event fed), so feeding events in one call or many gives the same summary.
+
+    Made as ``SessionAcc(key, first, prior)``; the other fields start empty. A msgspec
+    Struct without a garbage-collector header, like the states that hold it (nothing it
+    refers to refers back to it): as a slotted class it was tracked, and each young
+    collection walked its 34 references for every summary made since the last one (a
+    seventh of a live event's cost went to the collector, mostly to these).
     """
 
-    __slots__ = (
-        "anonymous_id", "cart", "cart_value", "count", "csat_n", "csat_ok", "device",
-        "dwell_count", "dwell_sum", "exit_page", "first", "flags", "interactions", "key",
-        "landing", "last_id", "last_ts", "last_user", "nps_det", "nps_n", "nps_pro",
-        "orders", "page_views", "pend_n", "pend_ts", "prior", "purchases", "rank",
-        "reached", "reached_bits", "revenue", "session_id", "touchpoint", "user_id",
-    )  # fmt: skip
+    key: str
+    first: StoredEvent
+    prior: Prior
+    session_id: str = ""
+    touchpoint: Touchpoint | None = None
+    count: int = 0
+    page_views: int = 0
+    interactions: int = 0
+    dwell_sum: int = 0
+    dwell_count: int = 0
+    pend_n: int = 0
+    pend_ts: int = 0
+    landing: str = ""
+    exit_page: str = ""
+    user_id: str = ""
+    last_user: str = ""
+    device: str = ""
+    anonymous_id: str = ""
+    rank: int = 1
+    flags: int = 0
+    # Tuples and None until needed: fewer objects to allocate.
+    reached: tuple[tuple[int, int, str], ...] = ()
+    reached_bits: int = 0
+    cart: list[tuple[str, int, float]] | None = None
+    cart_value: float = 0.0
+    purchases: int = 0
+    #: Revenue of the distinct orders, summed in the order they were first seen.
+    revenue: float = 0.0
+    orders: dict[str, tuple[int, str, float, str, str]] | None = None
+    csat_n: int = 0
+    csat_ok: int = 0
+    nps_n: int = 0
+    nps_pro: int = 0
+    nps_det: int = 0
+    last_ts: int = 0
+    last_id: str = ""
 
-    def __init__(self, key: str, first: StoredEvent, prior: Prior) -> None:
-        """An empty summary of visitor ``key``'s session starting with ``first``."""
-        self.key = key
-        self.first = first
-        self.prior = prior
-        self.session_id = session_id(key, first.ts_ms, first.event_id)
+    def __post_init__(self) -> None:
+        """The fields that follow from the first event and the prior."""
+        first, prior = self.first, self.prior
+        self.session_id = session_id(self.key, first.ts_ms, first.event_id)
         self.touchpoint = _touchpoint(first.campaign_source, first.campaign_medium,
                                       first.campaign_name, first.referrer)  # fmt: skip
-        self.count = self.page_views = self.interactions = 0
-        self.dwell_sum = self.dwell_count = self.pend_n = self.pend_ts = 0
-        self.landing = self.exit_page = self.user_id = self.last_user = ""
-        self.device = self.anonymous_id = ""
-        self.rank = 1
-        self.flags = FLAG_RETENTION if prior.purchased else 0
-        # Tuples and None until needed: fewer objects for the garbage collector to track.
-        self.reached: tuple[tuple[int, int, str], ...] = ((BIT_AWARENESS, first.ts_ms, ""),)
-        self.reached_bits = BIT_AWARENESS
-        if prior.purchased:
-            self.reached += ((BIT_RETENTION, first.ts_ms, FUNNEL_STAGES[0]),)
-            self.reached_bits |= BIT_RETENTION
-        self.cart: list[tuple[str, int, float]] | None = None
-        self.cart_value = 0.0
-        self.purchases = 0
-        #: Revenue of the distinct orders, summed in the order they were first seen.
-        self.revenue = 0.0
-        self.orders: dict[str, tuple[int, str, float, str, str]] | None = None
-        self.csat_n = self.csat_ok = self.nps_n = self.nps_pro = self.nps_det = 0
         self.last_ts = first.ts_ms
         self.last_id = first.event_id
+        if prior.purchased:
+            self.flags = FLAG_RETENTION
+            self.reached = (
+                (BIT_AWARENESS, first.ts_ms, ""),
+                (BIT_RETENTION, first.ts_ms, FUNNEL_STAGES[0]),
+            )
+            self.reached_bits = BIT_AWARENESS | BIT_RETENTION
+        else:
+            self.reached = ((BIT_AWARENESS, first.ts_ms, ""),)
+            self.reached_bits = BIT_AWARENESS
 
     @property
     def last_key(self) -> tuple[int, str]:
@@ -241,6 +265,7 @@ class SessionAcc:
         rank, flags, page_views = self.rank, self.flags, self.page_views
         session_user = self.user_id or prior.user_id
         tp = self.touchpoint
+        assert tp is not None  # set in __post_init__
         duration = self.last_ts - first.ts_ms
         converted = self.purchases > 0
         orders = self.orders or _NO_ORDERS

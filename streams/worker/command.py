@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +34,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--loglevel", default="warning", choices=["debug", "info", "warning", "error"]
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help=(
+            "run N worker processes of one consumer group, one core each (default 1). "
+            "With N > 1 this process supervises them: worker I gets JOURNEY_DATA_DIR/worker-I "
+            "and metrics port JOURNEY_METRICS_PORT + I; SIGTERM/SIGINT stops all, one "
+            "exiting stops all with its status. Needs JOURNEY_CLICKHOUSE_URL and "
+            "N <= JOURNEY_PARTITIONS"
+        ),
+    )
     parser.set_defaults(func=run)
 
 
@@ -56,7 +70,18 @@ def tune_garbage_collector() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build everything from the settings, fail fast on a wrong one, then run until stopped."""
+    """Build everything from the settings, fail fast on a wrong one, then run until stopped.
+
+    With ``--processes N`` > 1, supervise N such workers instead (streams.worker.supervisor).
+    """
+    from streams.worker.supervisor import check_process_count, run_group
+
+    settings = Settings.from_env()
+    check_process_count(settings, args.processes)
+    logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr)
+    if args.processes > 1:
+        # The children inherit the environment (PATH, PYTHONPATH, JOURNEY_*), see there.
+        return run_group(settings, args.processes, args.loglevel, os.environ)
     # Heavy imports here: `journey --help` must not pay for faust and chdb.
     import faust
     from prometheus_client import start_http_server
@@ -70,8 +95,6 @@ def run(args: argparse.Namespace) -> int:
     from streams.worker.repair import GapFetcher
     from streams.worker.topics import ensure_topics
 
-    settings = Settings.from_env()
-    logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr)
     rules = load_stage_rules(settings.stage_rules or None)
     ensure_topics(settings)
     data_dir = Path(settings.data_dir)

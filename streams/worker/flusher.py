@@ -206,7 +206,11 @@ class Flusher:
             await self._settle_checkpoint()
         if self.abandoned:
             return  # a flush gave its rows up (stopping): nothing after it may be acknowledged
-        writing = self.inflight = asyncio.ensure_future(self._write_rows(self._sink.take()))
+        rows = self._sink.take()
+        # The rollups are refreshed with checkpoints (see ClickHouseSink.write), or at once
+        # when no input waits for one (rows of sessions the clock closed while idle).
+        defer = not due and bool(self.unacked or self.uncommitted)
+        writing = self.inflight = asyncio.ensure_future(self._write_rows(rows, defer))
         if due:
             partitions = self._runtime.partitions
             checkpoints = [state.begin_checkpoint() for state in partitions.values()]
@@ -224,31 +228,21 @@ class Flusher:
     async def _settle(self) -> None:
         """Wait until the rows of the flush under way (if any) are written."""
         task, self.inflight = self.inflight, None
-        if task is None:
-            return
-        try:
-            await task
-        except Exception:
-            exit_unrecoverable("a flush failed")
+        await _finished(task, "a flush failed")
 
     async def _settle_checkpoint(self) -> None:
         """Wait until the checkpoint under way (if any) is written and its input acknowledged."""
         task, self.checkpointing = self.checkpointing, None
-        if task is None:
-            return
-        try:
-            await task
-        except Exception:
-            exit_unrecoverable("a checkpoint failed")
+        await _finished(task, "a checkpoint failed")
 
-    async def _write_rows(self, rows: PendingRows) -> bool:
+    async def _write_rows(self, rows: PendingRows, defer_rollups: bool) -> bool:
         """Write a flush's rows; False if they were given up (stopping with ClickHouse away).
 
         The writer process publishes them to the sessions topic too (``SessionsPublisher``).
         """
         runtime = self._runtime
         began = time.monotonic()
-        if not await self._sink.write(rows, should_stop=lambda: runtime.stopping):
+        if not await self._sink.write(rows, lambda: runtime.stopping, defer_rollups):
             # Stopping with ClickHouse away: these rows are given up, so no flush after this
             # one may checkpoint or acknowledge anything (its records and acknowledgements
             # would cover messages whose rows were never written); all is redelivered.
@@ -366,3 +360,13 @@ class Flusher:
             await self._output.send_to_partition(
                 changelog, partition, records[at : at + APPEND_SLICE]
             )
+
+
+async def _finished(task: asyncio.Future[Any] | None, failure: str) -> None:
+    """Wait for ``task`` (if any); if it failed, stop the way a crash does."""
+    if task is None:
+        return
+    try:
+        await task
+    except Exception:
+        exit_unrecoverable(failure)

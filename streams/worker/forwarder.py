@@ -79,12 +79,14 @@ class DirectBatch:
     """Direct mode: what a batch brings to the local partition states, by partition.
 
     ``events`` and ``sources`` are the accepted events of each input partition (which is
-    also their state partition) with their sources; ``ends`` the offset after the last
-    record read of each; ``report`` the intake's progress report, for every state.
+    also their state partition) with their sources; ``rejected`` its rejections and
+    misplaced events with their records, to dead-letter; ``ends`` the offset after the
+    last record read of each; ``report`` the intake's progress report, for every state.
     """
 
     events: dict[int, list[Event]]
     sources: dict[int, list[Source]]
+    rejected: dict[int, list[tuple[Rejection, Any]]]
     ends: dict[int, int]
     report: ProgressReport | None
 
@@ -170,11 +172,9 @@ class Forwarder(BatchHandler):
         partition_of = self._partition_of
         now_ms = int(time.time() * 1000)
         groups: dict[int, list[bytes]] = defaultdict(list)
-        by_type: Counter[str] = Counter()
         tops: dict[int, int | None] = {}
         sends = []
-        #: Event times of the accepted events (their lag is observed once per batch).
-        times: list[int] = []
+        accepted: list[Event] = []
         for record in batch:
             payload = record.value if isinstance(record.value, bytes) else b""
             result = parse_payload(payload, now_ms)
@@ -182,19 +182,16 @@ class Forwarder(BatchHandler):
                 sends.append(await self._dead_letter(rejection, record, now_ms))
             source, offset = record.partition, record.offset
             top = tops.get(source)
+            accepted += result.events
             for ev, index in zip(result.events, _accepted_indices(result), strict=True):
-                by_type[ev.event_type] += 1
                 ts = ev.ts_ms
                 if top is None or ts > top:
                     top = ts
-                times.append(ts)
                 groups[partition_of(ev.visitor_key)].append(
                     encode_forwarded(ev, source, offset, index)
                 )
             tops[source] = top
-        for event_type, count in by_type.items():
-            metrics.events.labels(event_type).inc(count)
-        _observe_lags(metrics, times, now_ms)
+        _count_events(metrics, accepted, now_ms)
         report = await self._intake.report(tops)
         encoded_report = encode_report(report) if report is not None else None
         sent_s = time.monotonic()
@@ -254,18 +251,16 @@ class DirectIntake(BatchHandler):
         through the by-visitor topic to the other workers' states (every
         ``REPORT_INTERVAL_S``).
         """
-        metrics = self._metrics
         now_ms = int(time.time() * 1000)
         epochs = self._intake.epochs
         states = self._runtime.partitions
         events_of: dict[int, list[Event]] = {}
         sources_of: dict[int, list[Source]] = {}
         ends: dict[int, int] = {}
-        by_type: Counter[str] = Counter()
         tops: dict[int, int | None] = {}
-        sends = []
-        #: Event times of the accepted events (their lag is observed once per batch).
-        times: list[int] = []
+        sends: list[Any] = []
+        #: Rejections by input partition, dead-lettered once their partition is applied.
+        rejected: dict[int, list[tuple[Rejection, Any]]] = {}
         #: Accepted events: (event, its record, its index in the message, a single event?).
         taken: list[tuple[Event, Any, int, bool]] = []
         for record in batch:
@@ -281,7 +276,7 @@ class DirectIntake(BatchHandler):
             for ev, index in zip(result.events, _accepted_indices(result), strict=True):
                 taken.append((ev, record, index, single))
             for rejection in result.rejections:
-                sends.append(await self._dead_letter(rejection, record, now_ms))
+                rejected.setdefault(source, []).append((rejection, record))
         # Where each visitor belongs, for the whole batch at once (most live keys are new).
         keys = [ev.visitor_key.encode() for ev, *_ in taken]
         homes = partitions_for_keys(keys, self._partitions)
@@ -289,33 +284,30 @@ class DirectIntake(BatchHandler):
             source = record.partition
             if home != source:
                 rejection = _not_keyed(ev, record.value, None if single else index)
-                sends.append(await self._dead_letter(rejection, record, now_ms))
+                rejected.setdefault(source, []).append((rejection, record))
                 continue
-            by_type[ev.event_type] += 1
             ts = ev.ts_ms
             top = tops[source]
             if top is None or ts > top:
                 tops[source] = ts
-            times.append(ts)
             events_of.setdefault(source, []).append(ev)
             sources_of.setdefault(source, []).append((source, record.offset, index))
-        for event_type, count in by_type.items():
-            metrics.events.labels(event_type).inc(count)
-        _observe_lags(metrics, times, now_ms)
         report = await self._intake.report(tops)
-        await self._apply(DirectBatch(events_of, sources_of, ends, report))
+        await self._apply(DirectBatch(events_of, sources_of, rejected, ends, report), sends)
         encoded_report = encode_report(report) if report is not None else None
         await self._report_alone(sends, encoded_report, (), time.monotonic())
         await asyncio.gather(*sends)
         if batch:
-            metrics.batches.inc()
+            self._metrics.batches.inc()
 
-    async def _apply(self, batch: DirectBatch) -> None:
+    async def _apply(self, batch: DirectBatch, sends: list[Any]) -> None:
         """A batch's events and progress report to every local state, under the lock.
 
         Only partitions whose state is still the one the batch was read for (``epoch``)
-        take it: a partition loaded again while the batch waited for the lock reads its
-        input again from the start.
+        take it: their events are applied and counted and their rejections dead-lettered
+        (deliveries added to ``sends``) here. The records of a partition revoked, or
+        loaded again, while the batch waited for the lock are read again, and handled, by
+        their new owner: counting or dead-lettering them here too would count them twice.
         """
         runtime = self._runtime
         publisher = self._publisher
@@ -323,10 +315,14 @@ class DirectIntake(BatchHandler):
         epochs = self._intake.epochs
         async with runtime.lock:
             now_ms = int(time.time() * 1000)
+            applied: list[Event] = []
             for partition, state in list(runtime.partitions.items()):
                 if state.epoch != epochs.get(partition):
                     continue  # loaded again meanwhile: its input is read again from the start
                 events = batch.events.get(partition, [])
+                applied += events
+                for rejection, record in batch.rejected.get(partition, ()):
+                    sends.append(await self._dead_letter(rejection, record, now_ms))
                 if events or batch.report is not None:
                     sources = batch.sources.get(partition, [])
                     out = state.apply_direct(
@@ -336,14 +332,24 @@ class DirectIntake(BatchHandler):
                     flusher.applied_direct(len(events))
                 if partition in batch.ends:
                     flusher.commit_later(partition, batch.ends[partition])
+            _count_events(self._metrics, applied, now_ms)
             if flusher.due():
                 await flusher.flush()
 
 
-def _observe_lags(metrics: JourneyMetrics, times: list[int], now_ms: int) -> None:
-    """The event lag (wall clock minus event time, seconds, at least 0) of every time."""
-    if times:
-        metrics.event_lag.observe_many((now_ms - ts) / 1000 if ts < now_ms else 0.0 for ts in times)
+def _count_events(metrics: JourneyMetrics, events: list[Event], now_ms: int) -> None:
+    """Count taken events by type and observe their lag, once per batch.
+
+    The lag is the wall clock minus the event time, in seconds, at least 0.
+    """
+    if not events:
+        return
+    by_type: Counter[str] = Counter(ev.event_type for ev in events)
+    for event_type, count in by_type.items():
+        metrics.events.labels(event_type).inc(count)
+    metrics.event_lag.observe_many(
+        (now_ms - ev.ts_ms) / 1000 if ev.ts_ms < now_ms else 0.0 for ev in events
+    )
 
 
 def _not_keyed(event: Event, payload: bytes, index: int | None) -> Rejection:

@@ -222,7 +222,9 @@ class TieredStore(MutableMapping[str, VisitorState]):
         generations.append((number, now_ms, written))
         oldest = now_ms - self.hot_ms
         limit = self.hot_limit
-        # The checkpoint just made always stays: the visitors it wrote are the active ones.
+        # The checkpoint just made stays (the visitors it wrote are the active ones), up to
+        # the limit: one that wrote more (a burst of new visitors, a backlog) keeps those
+        # it wrote last, encoded as they changed after the take (see PendingCheckpoint).
         while len(generations) > 1 and (generations[0][1] <= oldest or len(written_at) > limit):
             gone, _, keys = generations.popleft()
             for key in keys:
@@ -230,6 +232,12 @@ class TieredStore(MutableMapping[str, VisitorState]):
                     del written_at[key]
                     if key not in self.dirty:
                         hot.pop(key, None)
+        excess = len(written_at) - limit
+        for key in written[: max(0, excess)]:
+            if written_at.get(key) == number:
+                del written_at[key]
+                if key not in self.dirty:
+                    hot.pop(key, None)
 
     def drain(self) -> set[str]:
         """The keys changed since the last call; resets the record."""
@@ -552,10 +560,7 @@ class PartitionState:
         :meth:`begin_checkpoint` and its whole encoding at once (tests, and callers that
         do not mind the pause).
         """
-        pending = self.begin_checkpoint()
-        while pending.encode_some(len(pending.pending)):
-            pass
-        return pending.finish(now_ms)
+        return self.begin_checkpoint().finish(now_ms)
 
     def begin_checkpoint(self) -> PendingCheckpoint:
         """Take the records changed since the last checkpoint, to be encoded bit by bit.

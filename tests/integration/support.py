@@ -221,11 +221,15 @@ def drop_database(url: str) -> None:
 
 @dataclass
 class WorkerProcess:
-    """One ``journey worker`` subprocess: start, SIGKILL, SIGTERM, metrics, RSS, log."""
+    """One ``journey worker`` subprocess: start, SIGKILL, SIGTERM, metrics, RSS, log.
+
+    ``args`` go after ``journey worker --loglevel info`` (``--processes 2``).
+    """
 
     env: dict[str, str]
     log_path: Path
     metrics_port: int
+    args: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     _log: Any = field(default=None, repr=False)
@@ -240,7 +244,7 @@ class WorkerProcess:
         self._log.write(f"\n===== start #{self.starts} =====\n".encode())
         self._log.flush()
         self.proc = subprocess.Popen(
-            [str(journey), "worker", "--loglevel", "info"],
+            [str(journey), "worker", "--loglevel", "info", *self.args],
             env=clean_env(**self.env),
             stdout=self._log,
             stderr=subprocess.STDOUT,

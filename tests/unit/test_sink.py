@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from msgspec.structs import replace
 from prometheus_client import CollectorRegistry
@@ -35,6 +35,8 @@ class RecordingWriter:
         self.failures = failures
         self.calls: list[tuple[list[SessionRow], list[str], list[OrderRow]]] = []
         self.starts: list[dict[str, int]] = []
+        #: (deferred?, minutes refreshed) of each write, as a ClickHouseWriter would.
+        self.refreshes: list[tuple[bool, set[int]]] = []
 
     def write(
         self,
@@ -42,12 +44,20 @@ class RecordingWriter:
         removed_session_ids: Sequence[str],
         orders: Sequence[OrderRow],
         removed_starts: Mapping[str, int] | None = None,
-    ) -> None:
+        *,
+        defer_rollups: bool = False,
+        also_refresh: Collection[int] = (),
+    ) -> set[int]:
         if self.failures:
             self.failures -= 1
             raise StorageError("ClickHouse unreachable (simulated by the test writer)")
         self.calls.append((list(sessions), list(removed_session_ids), list(orders)))
         self.starts.append(dict(removed_starts or {}))
+        touched = {row.start_ms // 60_000 * 60_000 for row in sessions}
+        self.refreshes.append(
+            (defer_rollups, set() if defer_rollups else touched | set(also_refresh))
+        )
+        return touched
 
 
 def test_rows_are_coalesced_latest_state_wins() -> None:
@@ -149,3 +159,33 @@ def test_orders_coalesce_by_order_key() -> None:
     sink.add(orders=[order, replace(order, revenue=12.5)])
     sink.flush_once()
     assert [o.revenue for o in writer.calls[0][2]] == [12.5]
+
+
+def test_deferred_rollup_minutes_are_refreshed_by_the_next_write_that_does_not_defer() -> None:
+    """Minutes of deferred writes, including one that failed first, reach the next refresh.
+
+    A refreshing write with no rows of its own still happens when minutes wait for it;
+    afterwards nothing waits.
+    """
+    writer = RecordingWriter(failures=1)
+
+    async def no_sleep(seconds: float) -> None:
+        pass
+
+    sink = ClickHouseSink(writer, None, sleep=no_sleep)
+    minute = 60_000
+    sink.add(sessions=[replace(_session("a", 1), start_ms=0)], orders=[])
+    assert asyncio.run(sink.write(sink.take(), defer_rollups=True)) is True  # after a failure
+    sink.add(sessions=[replace(_session("b", 1), start_ms=3 * minute + 5)], orders=[])
+    assert asyncio.run(sink.write(sink.take(), defer_rollups=True)) is True
+    assert asyncio.run(sink.write(sink.take(), defer_rollups=False)) is True  # no rows
+    sink.add(sessions=[replace(_session("c", 1), start_ms=7 * minute)], orders=[])
+    assert asyncio.run(sink.write(sink.take())) is True
+    assert writer.refreshes == [
+        (True, set()),
+        (True, set()),
+        (False, {0, 3 * minute}),
+        (False, {7 * minute}),
+    ]
+    assert asyncio.run(sink.write(sink.take())) is True
+    assert len(writer.refreshes) == 4  # nothing to write, nothing to refresh

@@ -214,6 +214,26 @@ def test_rollups_follow_rewrites_and_tombstones(backend: ClickHouse) -> None:
     assert _rollup(backend) == [(T0, "Email", "desktop", "awareness", 2, 0, 0, 0, 0)]
 
 
+def test_deferred_rollups_wait_for_the_next_refreshing_write(backend: ClickHouse) -> None:
+    """Writes that defer the refresh leave session_minutes as it was; the next write that
+    does not defer refreshes their minutes (given back as also_refresh) with its own."""
+    writer = ClickHouseWriter(backend)
+    a = session_row("a", "v1", T0 + 5_000)
+    writer.write([a])
+    before = _rollup(backend)
+    b = session_row("b", "v2", T0 + 60_000, channel="Email")
+    touched = writer.write([msgspec.structs.replace(a, channel="Email"), b], defer_rollups=True)
+    assert touched == {T0, T0 + 60_000}
+    assert _rollup(backend) == before  # deferred: nothing recomputed yet
+    c = session_row("c", "v3", T0 + 120_000, converted=1, rank=3, revenue=2.0)
+    writer.write([c], also_refresh=touched)
+    assert _rollup(backend) == [
+        (T0, "Email", "desktop", "awareness", 1, 0, 0, 0, 0),
+        (T0 + 60_000, "Email", "desktop", "awareness", 1, 0, 0, 0, 0),
+        (T0 + 120_000, "Direct", "desktop", "purchase", 1, 1, 200, 0, 0),
+    ]
+
+
 def test_rollup_refresh_of_scattered_minutes_reads_each_of_them(backend: ClickHouse) -> None:
     """Minutes far apart (several start_ms ranges) are each recomputed; others left alone."""
     writer = ClickHouseWriter(backend)

@@ -441,6 +441,39 @@ def assert_same_as_replay(names: Names) -> None:
         "order rows differ from replay: " + describe_difference(worker_orders, reference_orders)
     )
     assert summary(names.url) == summary(names.reference_url)
+    assert_same_rollups(names)
+
+
+def rollup_rows(url: str) -> list[tuple[Any, ...]]:
+    """Every non-empty ``session_minutes`` row (FINAL), all columns but version, in key
+    order; floats rounded to 6 places (ClickHouse sums them in no fixed order)."""
+    described = [(row[0], row[1]) for row in query(url, "DESCRIBE TABLE session_minutes")]
+    columns = [
+        f"round({name}, 6)" if kind.startswith("Float") else name
+        for name, kind in described
+        if name != "version"
+    ]
+    return query(
+        url,
+        f"SELECT {', '.join(columns)} FROM session_minutes FINAL WHERE sessions > 0"
+        " ORDER BY minute_ms, channel, device, furthest_stage",
+    )
+
+
+def assert_same_rollups(names: Names, timeout_s: float = 60.0) -> None:
+    """The worker's per-minute rollups equal the replay's, within ``timeout_s``.
+
+    The worker refreshes rollups with its checkpoints, so they may trail its session rows
+    by a checkpoint interval (10 s with direct input).
+    """
+    reference = rollup_rows(names.reference_url)
+    assert reference, "the replay wrote no rollups"
+    deadline = time.monotonic() + timeout_s
+    mine = rollup_rows(names.url)
+    while mine != reference and time.monotonic() < deadline:
+        time.sleep(1.0)
+        mine = rollup_rows(names.url)
+    assert mine == reference, "rollups differ from replay: " + describe_difference(mine, reference)
 
 
 def seeded_delays(seed: int, count: int, low: float, high: float) -> list[float]:

@@ -24,7 +24,7 @@ T0 = 1_700_000_000_000
 class DownWriter:
     """A ClickHouse that refuses every write (the sink's RowWriter)."""
 
-    def write(self, *args: Any) -> None:
+    def write(self, *args: Any, **kwargs: Any) -> None:
         raise StorageError("ClickHouse unreachable")
 
 

@@ -34,13 +34,24 @@ class Writer:
         self.log = log
         self.release = release
         self.down = False
+        #: ``defer_rollups`` of each write that succeeded.
+        self.deferred: list[bool] = []
 
-    def write(self, sessions: Sequence[Any], removed: Sequence[str], orders: Any, *_: Any) -> None:
+    def write(
+        self,
+        sessions: Sequence[Any],
+        removed: Sequence[str],
+        orders: Any,
+        *_: Any,
+        defer_rollups: bool = False,
+        **__: Any,
+    ) -> None:
         if self.release is not None:
             self.release.wait(5)
         if self.down:
             raise StorageError("ClickHouse unreachable")
         self.log.append(("rows", len(sessions)))
+        self.deferred.append(defer_rollups)
 
 
 class Output:
@@ -198,6 +209,35 @@ def test_checkpoint_is_due_after_its_interval_or_at_the_event_cap() -> None:
     flusher.commit_later(0, 7)  # direct mode: input to commit counts too
     flusher.last_checkpoint -= 4.0
     assert flusher.checkpoint_due()
+
+
+def test_rollups_are_refreshed_with_checkpoints_or_when_no_input_waits_for_one() -> None:
+    """Flushes between checkpoints defer the rollup refresh; a checkpoint's flush does not.
+
+    Nor does a flush with no input waiting for a checkpoint (sessions the clock closed
+    while idle): nothing would come to refresh their minutes.
+    """
+
+    async def scenario() -> list[bool]:
+        log: list[Any] = []
+        settings = Settings(checkpoint_interval_s=3600.0)
+        writer = Writer(log)
+        sink = ClickHouseSink(writer, None, flush_interval_s=0.0)
+        runtime = WorkerRuntime()
+        state = _state(runtime, settings)
+        flusher = Flusher(settings, runtime, sink, Output(log), _table({}))
+        flusher.applied(Stream(log), "message-0", _apply(state, sink, "v1", 0))
+        await flusher.flush(wait=True)  # input waits for a checkpoint: deferred
+        _apply(state, sink, "v2", 1)
+        await flusher.flush(checkpoint=True, wait=True)  # with the checkpoint: refreshed
+        _apply(state, sink, "v3", 2)
+        await flusher.flush(wait=True)  # nothing unacknowledged: refreshed at once
+        flusher.commit_later(0, 4)  # direct mode: input to commit waits for a checkpoint too
+        _apply(state, sink, "v4", 3)
+        await flusher.flush(wait=True)
+        return writer.deferred
+
+    assert asyncio.run(scenario()) == [True, False, False, True]
 
 
 def test_rows_given_up_stop_every_later_flush() -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pytest
 from prometheus_client import CollectorRegistry
 
 from streams.engine.progress import ProgressReport
@@ -233,3 +234,53 @@ def test_direct_intake_dead_letters_events_of_another_partition() -> None:
     sent = direct.by_visitor.sent
     assert sorted(partition for _, _, partition in sent) == [0, 1, 2, 3]
     assert all(decode_forwarded(value or b"").events == [] for _, value, _ in sent)
+
+
+@pytest.mark.parametrize("meanwhile", ["revoked", "loaded again"])
+def test_direct_intake_handles_only_partitions_still_its_own_once_it_has_the_lock(
+    meanwhile: str,
+) -> None:
+    """A partition revoked (or loaded again) while its batch waited for the lock: untouched.
+
+    Its events are neither applied nor counted, its rejections not dead-lettered, its input
+    not committed: the new owner reads those records again and handles them. The other
+    partition of the batch is handled as usual.
+    """
+    (one,), (two,) = _visitors_of(1, 1), _visitors_of(2, 1)
+    batch = [
+        _record(1, 10, _event("e1", one)),
+        _record(1, 11, b"{not json"),
+        _record(1, 12, _event("e2", two)),  # not keyed by visitor
+        _record(2, 20, _event("e3", two)),
+        _record(2, 21, b"{not json"),
+    ]
+    metrics = JourneyMetrics.create(CollectorRegistry())
+    intake = Intake({1: 0, 2: 0})
+    direct = _direct(metrics, intake, [1, 2])
+    runtime = direct.runtime
+
+    async def scenario() -> None:
+        await runtime.lock.acquire()  # a flush or a revocation holds it
+        taking = asyncio.ensure_future(direct.intake.take(batch))
+        await asyncio.sleep(0.01)
+        assert intake.tops == [{1: NOW - 1_000, 2: NOW - 1_000}]  # validated, waiting
+        if meanwhile == "revoked":
+            del runtime.partitions[1]
+        else:
+            config, rules = Settings().session_config(), StageRules.default()
+            runtime.partitions[1] = PartitionState(1, config, rules, direct=True)
+            runtime.partitions[1].epoch = 1  # its records now follow a new start
+        runtime.lock.release()
+        await taking
+
+    asyncio.run(scenario())
+    rejected = [orjson.loads(value or b"") for _, value, _ in direct.dlq.sent]
+    assert [(r["source"]["partition"], r["reason"]) for r in rejected] == [(2, "invalid_json")]
+    assert _count(metrics, "journey_events_rejected_total", reason="invalid_json") == 1
+    assert _count(metrics, "journey_events_rejected_total", reason=NOT_KEYED_BY_VISITOR) is None
+    assert _count(metrics, "journey_events_total", event_type="page_view") == 1
+    assert _count(metrics, "journey_event_lag_seconds_count") == 1
+    assert direct.flusher.unacked_events == 1
+    assert direct.flusher.uncommitted == {2: 22}
+    assert runtime.partitions[2].open_sessions == 1
+    assert all(state.open_sessions == 0 for p, state in runtime.partitions.items() if p != 2)

@@ -43,7 +43,7 @@ class Reader:
 
 
 class Writer:
-    def write(self, *args: Any) -> None:
+    def write(self, *args: Any, **kwargs: Any) -> None:
         return None
 
 

@@ -457,9 +457,9 @@ def test_visitors_dropped_from_memory_at_checkpoints_continue_exactly(
 
     The same messages, with checkpoints after random messages or with none, give the same
     rows as a replay. After each checkpoint (one per simulated second) the in-memory
-    states are the visitors it wrote plus, from the checkpoints of the last ``hot_ms``,
-    those the limit leaves (the oldest checkpoints' go first), and every visitor's record
-    is in the shared store.
+    states are the visitors it wrote (the last ``hot_limit`` of them) plus, from the
+    checkpoints of the last ``hot_ms``, those the limit leaves (the oldest checkpoints' go
+    first), and every visitor's record is in the shared store.
     """
     events = _traffic(11, visitors=20, per_visitor=12)
     messages = _messages(events, 3)
@@ -475,10 +475,12 @@ def test_visitors_dropped_from_memory_at_checkpoints_continue_exactly(
         if rng.random() < 0.3:
             now_ms = off * 1_000
             checkpoint = state.checkpoint(now_ms)
-            written = {key.decode() for key, value in checkpoint.visitors if value}
+            order = [key.decode() for key, value in checkpoint.visitors if value]
+            written = set(order)
             history.append((now_ms, written))
-            # Expected hot set, from the newest checkpoint back, within the time and limit.
-            expected = set(written)
+            # Expected hot set, from the newest checkpoint back, within the time and limit
+            # (of a checkpoint that wrote more than the limit, the last it wrote).
+            expected = set(order[-hot_limit:])
             for at, keys in reversed(history[:-1]):
                 if at <= now_ms - hot_ms or len(expected | keys) > hot_limit:
                     break

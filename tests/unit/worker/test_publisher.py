@@ -23,7 +23,7 @@ MINUTE = 60_000
 
 
 class Writer:
-    def write(self, *args: Any) -> None:
+    def write(self, *args: Any, **kwargs: Any) -> None:
         return None
 
 

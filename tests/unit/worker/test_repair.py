@@ -69,7 +69,7 @@ class Writer:
     def __init__(self) -> None:
         self.rows = 0
 
-    def write(self, sessions: Sequence[Any], *_: Any) -> None:
+    def write(self, sessions: Sequence[Any], *_: Any, **__: Any) -> None:
         self.rows += len(sessions)
 
 
