@@ -141,7 +141,7 @@ class ClickHouseSink:
         """Everything buffered, to write with :meth:`write`; the buffer starts afresh.
 
         The worker takes the rows of a flush at once and writes them while it goes on
-        processing (see ``streams.worker.flush``).
+        processing (see ``Flusher.flush`` in ``streams.worker.flusher``).
         """
         pending, self._pending = self._pending, PendingRows()
         self._last_flush = self._clock()
