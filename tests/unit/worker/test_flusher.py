@@ -18,6 +18,7 @@ from streams.engine.stages import StageRules
 from streams.errors import StorageError
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
+from streams.worker import flusher as flusher_module
 from streams.worker.codec import Forwarded
 from streams.worker.flusher import Flusher, watermark_key
 from streams.worker.partition import PartitionState
@@ -266,5 +267,71 @@ def test_rows_given_up_stop_every_later_flush() -> None:
         await flusher.flush(checkpoint=True, wait=True)
         assert log == []  # no rows, no changelog record, no acknowledgement
         assert sink.pending == 1  # the later rows were not even taken
+
+    asyncio.run(scenario())
+
+
+def test_a_due_checkpoint_waits_for_a_later_flush_while_the_previous_one_is_written() -> None:
+    """The agent is not held up by a checkpoint under way, unless twice the cap waits."""
+
+    async def scenario() -> None:
+        log: list[Any] = []
+        release = threading.Event()
+        settings = Settings(flush_rows=2, flush_interval_s=2.0, checkpoint_interval_s=2.0)
+        sink = ClickHouseSink(Writer(log, release), None, flush_interval_s=0.0)
+        runtime = WorkerRuntime()
+        state = _state(runtime, settings)
+        flusher = Flusher(settings, runtime, sink, Output(log), _table({}))
+        flusher.applied(Stream(log), "message-0", _apply(state, sink, "v1", 0))
+        await flusher.flush(checkpoint=True)  # its rows are held: it stays under way
+        flusher.applied(Stream(log), "message-1", _apply(state, sink, "v2", 1))
+        flusher.last_checkpoint -= 2.0
+        assert flusher.checkpoint_due()
+        release.set()  # the rows may go, the first checkpoint is still to be written
+        await flusher.flush()  # a checkpoint is due: taken at a later flush, not waited for
+        assert [stream_event for _, stream_event in flusher.unacked] == ["message-1"]
+        flusher.applied(Stream(log), "message-2", _apply(state, sink, "v3", 2))
+        flusher.applied(Stream(log), "message-3", _apply(state, sink, "v4", 3))
+        await flusher.flush()  # 3 events, under twice the cap (2 rows x 2 s / 2 s)
+        assert len(flusher.unacked) == 3
+        await flusher.checkpointing  # type: ignore[misc]
+        await flusher.flush(wait=True)  # the previous one is written: this one goes
+        assert flusher.unacked == []
+        acks = [entry[1] for entry in log if entry[0] == "ack"]
+        assert acks == ["message-0", "message-1", "message-2", "message-3"]
+
+    asyncio.run(scenario())
+
+
+def test_a_checkpoint_is_encoded_beside_the_agent_until_a_flush_waits_for_it(
+    monkeypatch: Any,
+) -> None:
+    """Encoding goes a slice at a time, paced; a flush that waits for it ends the pacing."""
+    monkeypatch.setattr("streams.worker.flusher.ENCODE_PAUSE_S", 3600.0)
+
+    async def scenario() -> None:
+        log: list[Any] = []
+        settings = Settings(checkpoint_interval_s=3600.0)
+        sink = ClickHouseSink(Writer(log), None, flush_interval_s=0.0)
+        runtime = WorkerRuntime()
+        state = _state(runtime, settings)
+        flusher = Flusher(settings, runtime, sink, Output(log), _table({}))
+        visitors = 3 * flusher_module.ENCODE_SLICE
+        for offset in range(visitors):
+            flusher.applied(
+                Stream(log), f"message-{offset}", _apply(state, sink, f"v{offset}", offset)
+            )
+        await flusher.flush(checkpoint=True)
+        for _ in range(20):  # the rows are written, a slice is encoded, then it paces
+            await asyncio.sleep(0)
+        snapshot = state.store.snapshot
+        assert snapshot is not None
+        assert 0 < len(snapshot.pending) < visitors  # a slice encoded, the rest waits
+        assert not [entry for entry in log if entry[0] == "ack"]
+        # A flush that must wait for it (a rebalance, a shutdown) ends the pacing; without
+        # that it would wait an hour per slice.
+        await asyncio.wait_for(flusher.flush(checkpoint=True, wait=True), timeout=60)
+        acks = [entry[1] for entry in log if entry[0] == "ack"]
+        assert acks == [f"message-{offset}" for offset in range(visitors)]
 
     asyncio.run(scenario())
