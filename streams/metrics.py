@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
 #: ClickHouse insert latency buckets (seconds).
 WRITE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+CHECKPOINT_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 60, 120)
 
 
 class BatchHistogram(Collector):
@@ -114,6 +115,9 @@ class JourneyMetrics:
     consumer_lag: Gauge
     batches: Counter
     skipped_messages: Counter
+    checkpoints: Counter
+    checkpoint_records: Counter
+    checkpoint_seconds: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> JourneyMetrics:
@@ -230,6 +234,24 @@ class JourneyMetrics:
                 "journey_repaired_messages_total",
                 "Internal messages the consumer skipped (around a rebalance) that the worker "
                 "fetched and applied itself.",
+                registry=reg,
+            ),
+            checkpoints=Counter(
+                "journey_checkpoints_total",
+                "Checkpoints written (visitor records to the changelog) and their input "
+                "acknowledged.",
+                registry=reg,
+            ),
+            checkpoint_records=Counter(
+                "journey_checkpoint_records_total",
+                "Records the checkpoints wrote to the table's changelog.",
+                registry=reg,
+            ),
+            checkpoint_seconds=Histogram(
+                "journey_checkpoint_seconds",
+                "Duration of one checkpoint, from its take to the acknowledgement of its "
+                "input (encoding is spread over half the checkpoint interval).",
+                buckets=CHECKPOINT_BUCKETS,
                 registry=reg,
             ),
         )

@@ -22,6 +22,7 @@ from streams.bench.producer import produce_bulk
 from streams.bench.resources import BenchResources
 from streams.bench.workers import probe_until_live, settle, start_worker
 from streams.settings import Settings
+from streams.worker.flusher import ENCODE_SPREAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +81,10 @@ def run_memory(
                 f"after {timeout_s:.0f} s"
             )
         # The flush just emptied the buffer; let the checkpoint after it finish too (the
-        # worker's default interval for its input path).
+        # worker's default interval for its input path, then its encoding, spread over
+        # ENCODE_SPREAD of the interval, and its delivery).
         every = Settings(input_keyed_by_visitor=res.direct).checkpoint_every_s()
-        settle(max(flush_interval_s, every) + 1.0)
+        settle(max(flush_interval_s, every * (1 + ENCODE_SPREAD)) + 5.0)
         rss_after = worker.process.rss_bytes()
         open_after = int((worker.metrics() or {}).get("journey_open_sessions", open_after))
     finally:

@@ -104,7 +104,9 @@ def build_app(
     # The intake hands each batch to its handler, which asks the intake for its progress.
     intake = IntakeConsumer(settings, lambda batch: handle_batch(batch), direct=direct)
     publisher = Publisher(settings, metrics, sink, output)
-    flusher = Flusher(settings, runtime, sink, output, visitors, commit=intake.commit)
+    flusher = Flusher(
+        settings, runtime, sink, output, visitors, commit=intake.commit, metrics=metrics
+    )
     loader = PartitionLoader(
         settings,
         settings.session_config(),

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequen
 from typing import Any, Protocol
 
 from streams.errors import StreamError
+from streams.metrics import JourneyMetrics
 from streams.settings import Settings
 from streams.sink import ClickHouseSink, PendingRows
 from streams.worker.partition import WATERMARK_KEY, Checkpoint, PendingCheckpoint
@@ -32,6 +33,9 @@ ENCODE_SLICE = 500
 ENCODE_SPREAD = 0.5
 #: The longest pause between two slices of an encoding (a small checkpoint goes at once).
 ENCODE_PAUSE_S = 0.05
+#: The event cap of a checkpoint counts at most this much of its interval (see
+#: Flusher.checkpoint_due): a backlog's checkpoints stay as small as at 10 s.
+CAP_INTERVAL_S = 10.0
 #: Changelog records appended before the agent may run.
 APPEND_SLICE = 5_000
 #: Rows (as many JOURNEY_FLUSH_ROWS) buffered beside a write under way that make the agent
@@ -110,8 +114,13 @@ class Flusher:
         output: CheckpointOutput,
         table: VisitorTable,
         commit: CommitInput | None = None,
+        metrics: JourneyMetrics | None = None,
     ) -> None:
-        """``commit``: direct mode, the intake's commit of input offsets (None otherwise)."""
+        """``commit``: direct mode, the intake's commit of input offsets (None otherwise).
+
+        ``metrics``: where checkpoints are counted and timed (none in some tests).
+        """
+        self._metrics = metrics
         self._settings = settings
         self._runtime = runtime
         self._sink = sink
@@ -166,9 +175,8 @@ class Flusher:
     def _checkpoint_cap(self) -> float:
         """Unacknowledged events that make a checkpoint due (see :meth:`checkpoint_due`)."""
         settings = self._settings
-        return settings.flush_rows * max(
-            1.0, settings.checkpoint_every_s() / settings.flush_interval_s
-        )
+        every = min(settings.checkpoint_every_s(), CAP_INTERVAL_S)
+        return settings.flush_rows * max(1.0, every / settings.flush_interval_s)
 
     def _previous_done(self) -> bool:
         """True when no checkpoint is under way."""
@@ -320,6 +328,10 @@ class Flusher:
         if commits and self._commit is not None:
             await self._commit(commits)
         took = time.monotonic() - began
+        if self._metrics is not None:
+            self._metrics.checkpoints.inc()
+            self._metrics.checkpoint_records.inc(records)
+            self._metrics.checkpoint_seconds.observe(took)
         if took >= SLOW_CHECKPOINT_S:
             log.warning(
                 "slow checkpoint: %.2f s (encoding %d records %.2f s, waiting for the rows "

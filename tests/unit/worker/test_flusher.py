@@ -16,6 +16,7 @@ from streams.engine.events import Event
 from streams.engine.progress import ProgressReport
 from streams.engine.stages import StageRules
 from streams.errors import StorageError
+from streams.metrics import JourneyMetrics
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
 from streams.worker import flusher as flusher_module
@@ -123,13 +124,21 @@ def test_checkpoint_writes_rows_then_changelog_then_acknowledges() -> None:
         async def commit(offsets: Mapping[int, int]) -> None:
             log.append(("commit", dict(offsets)))
 
-        flusher = Flusher(settings, runtime, sink, Output(log), _table(data), commit=commit)
+        flusher = Flusher(
+            settings, runtime, sink, Output(log), _table(data), commit=commit, metrics=metrics
+        )
         flusher.applied(Stream(log), "message-0", _apply(state, sink, "v1", 0))
         flusher.commit_later(0, 1)
         await flusher.flush(checkpoint=True, wait=True)
         return log, data
 
+    metrics = JourneyMetrics.create()
     log, data = asyncio.run(scenario())
+    registry = metrics.registry
+    assert registry.get_sample_value("journey_checkpoints_total") == 1
+    # The visitor's record and the partition's record.
+    assert registry.get_sample_value("journey_checkpoint_records_total") == 2
+    assert registry.get_sample_value("journey_checkpoint_seconds_count") == 1
     assert [entry[0] for entry in log] == [
         "rows", "changelog", "delivered", "changelog", "delivered", "ack", "commit",
     ]  # fmt: skip
