@@ -169,9 +169,10 @@ class Settings:
         Each checkpoint serialises every visitor changed since the last one, so a longer
         interval serialises a busy visitor less often (with live traffic at 20,000
         events/s, about 0.9 records per event every 2 s, 0.7-0.8 every 10 s; at 30 s the
-        worker spent 42-48 µs of CPU per event against 49-51 µs at 10 s, in 60-s runs). Through the by-visitor topic it stays
-        at 2 s: Faust's consumer can skip messages around a rebalance, and the window of
-        them grows with the interval (docs/architecture.md, "Skipped messages"). Direct
+        worker spent 42-48 µs of CPU per event against 49-51 µs at 10 s, in 60-s runs).
+        Through the by-visitor topic it stays at 2 s: Faust's consumer can skip messages
+        around a rebalance, and the window of them grows with the interval
+        (docs/architecture.md, "Skipped messages"). Direct
         input is committed by the intake's own consumer, which has no such window.
         """
         if self.checkpoint_interval_s is not None:

@@ -261,37 +261,58 @@ class DirectIntake(BatchHandler):
         sends: list[Any] = []
         #: Rejections by input partition, dead-lettered once their partition is applied.
         rejected: dict[int, list[tuple[Rejection, Any]]] = {}
-        #: Accepted events: (event, its record, its index in the message, a single event?).
-        taken: list[tuple[Event, Any, int, bool]] = []
+        #: Accepted events, and for each: (its record, its index in the message, a single
+        #: event?). The usual message is one valid event: the loops keep that case short.
+        taken: list[Event] = []
+        origins: list[tuple[Any, int, bool]] = []
+        last: int | None = None
+        usable = False
         for record in batch:
             source = record.partition
-            state = states.get(source)
-            if state is None or state.epoch != epochs.get(source):
+            if source != last:  # a batch holds each partition's records together
+                last = source
+                state = states.get(source)
+                usable = state is not None and state.epoch == epochs.get(source)
+                if usable:
+                    tops.setdefault(source, None)
+            if not usable:
                 continue
             ends[source] = record.offset + 1
-            tops.setdefault(source, None)
-            payload = record.value if isinstance(record.value, bytes) else b""
-            result = parse_payload(payload, now_ms)
-            single = not result.rejections and len(result.events) == 1
-            for ev, index in zip(result.events, _accepted_indices(result), strict=True):
-                taken.append((ev, record, index, single))
-            for rejection in result.rejections:
-                rejected.setdefault(source, []).append((rejection, record))
+            value = record.value
+            result = parse_payload(value if isinstance(value, bytes) else b"", now_ms)
+            events = result.events
+            if result.rejections:
+                for rejection in result.rejections:
+                    rejected.setdefault(source, []).append((rejection, record))
+                for ev, index in zip(events, _accepted_indices(result), strict=True):
+                    taken.append(ev)
+                    origins.append((record, index, False))
+            elif len(events) == 1:
+                taken.append(events[0])
+                origins.append((record, 0, True))
+            else:
+                for index, ev in enumerate(events):
+                    taken.append(ev)
+                    origins.append((record, index, False))
         # Where each visitor belongs, for the whole batch at once (most live keys are new).
-        keys = [ev.visitor_key.encode() for ev, *_ in taken]
-        homes = partitions_for_keys(keys, self._partitions)
-        for (ev, record, index, single), home in zip(taken, homes, strict=True):
+        homes = partitions_for_keys([ev.visitor_key.encode() for ev in taken], self._partitions)
+        last = None
+        evs: list[Event] = []
+        srcs: list[Source] = []
+        for ev, (record, index, single), home in zip(taken, origins, homes, strict=True):
             source = record.partition
             if home != source:
                 rejection = _not_keyed(ev, record.value, None if single else index)
                 rejected.setdefault(source, []).append((rejection, record))
                 continue
-            ts = ev.ts_ms
-            top = tops[source]
-            if top is None or ts > top:
-                tops[source] = ts
-            events_of.setdefault(source, []).append(ev)
-            sources_of.setdefault(source, []).append((source, record.offset, index))
+            if source != last:
+                last = source
+                evs = events_of.setdefault(source, [])
+                srcs = sources_of.setdefault(source, [])
+            evs.append(ev)
+            srcs.append((source, record.offset, index))
+        for source, evs in events_of.items():
+            tops[source] = max(ev.ts_ms for ev in evs)
         report = await self._intake.report(tops)
         await self._apply(DirectBatch(events_of, sources_of, rejected, ends, report), sends)
         encoded_report = encode_report(report) if report is not None else None
