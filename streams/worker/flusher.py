@@ -250,10 +250,16 @@ class Flusher:
             unacked, self.unacked = self.unacked, []
             commits, self.uncommitted = self.uncommitted, {}
             self.unacked_events = 0
-            self.last_checkpoint = time.monotonic()
+            now = time.monotonic()
+            # Spread over part of the time since the last one: the interval with live
+            # traffic, less when the event cap made it due (a backlog).
+            spread = ENCODE_SPREAD * min(
+                self._settings.checkpoint_every_s(), now - self.last_checkpoint
+            )
+            self.last_checkpoint = now
             self._hurry.clear()
             self.checkpointing = asyncio.ensure_future(
-                self._complete_checkpoint(writing, checkpoints, unacked, commits)
+                self._complete_checkpoint(writing, checkpoints, unacked, commits, spread)
             )
         if wait:
             self._hurry.set()
@@ -299,6 +305,7 @@ class Flusher:
         checkpoints: list[PendingCheckpoint],
         unacked: list[Unacked],
         commits: dict[int, int],
+        spread: float,
     ) -> None:
         """Write what :meth:`flush` took for a checkpoint, once its rows are written.
 
@@ -307,7 +314,7 @@ class Flusher:
         with live traffic.
         """
         began = time.monotonic()
-        finished = await self._encode(checkpoints)
+        finished = await self._encode(checkpoints, spread)
         encoded = time.monotonic()
         if not await writing:
             return  # the rows were given up (see _write_rows): nothing may be acknowledged
@@ -340,12 +347,16 @@ class Flusher:
                 len(unacked),
             )  # fmt: skip
 
-    async def _encode(self, checkpoints: list[PendingCheckpoint]) -> list[Checkpoint]:
-        """Encode the checkpoints' visitor states, spread over part of the interval.
+    async def _encode(
+        self, checkpoints: list[PendingCheckpoint], spread: float
+    ) -> list[Checkpoint]:
+        """Encode the checkpoints' visitor states, spread over ``spread`` seconds.
 
         A slice at a time, letting the agent apply messages in between (the store encodes
         a state it is about to change first; see ``PendingCheckpoint``), and paced so the
-        encoding ends about ``ENCODE_SPREAD`` of the checkpoint interval after it began.
+        encoding ends about ``spread`` after it began: ``ENCODE_SPREAD`` of the time since
+        the previous checkpoint, at most of the interval (a backlog's checkpoints, due by
+        the event cap, come sooner and go faster; their states wait in memory meanwhile).
         With live traffic a checkpoint encodes some 150,000 visitors (0.8 per event at
         20,000 events/s), about a second of CPU: taken as fast as the loop allowed, it
         left the agent a fraction of the core for that second, and the input queued
@@ -355,7 +366,6 @@ class Flusher:
         """
         runtime = self._runtime
         total = sum(len(pending.pending) for pending in checkpoints)
-        spread = ENCODE_SPREAD * self._settings.checkpoint_every_s()
         began = time.monotonic()
         done = 0
         finished: list[Checkpoint] = []

@@ -59,8 +59,10 @@ class Writer:
 class Output:
     """The output producer: records changelog appends and deliveries in the shared log."""
 
-    def __init__(self, log: list[Any]) -> None:
+    def __init__(self, log: list[Any], hold: asyncio.Event | None = None) -> None:
         self.log = log
+        #: When given, deliveries wait for it (a checkpoint stays under way).
+        self.hold = hold
 
     async def send_to_partition(
         self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]]
@@ -71,6 +73,8 @@ class Output:
         return None
 
     async def flush(self) -> None:
+        if self.hold is not None:
+            await self.hold.wait()
         self.log.append(("delivered",))
 
 
@@ -290,19 +294,24 @@ def test_a_due_checkpoint_waits_for_a_later_flush_while_the_previous_one_is_writ
         sink = ClickHouseSink(Writer(log, release), None, flush_interval_s=0.0)
         runtime = WorkerRuntime()
         state = _state(runtime, settings)
-        flusher = Flusher(settings, runtime, sink, Output(log), _table({}))
+        delivered = asyncio.Event()
+        flusher = Flusher(settings, runtime, sink, Output(log, delivered), _table({}))
         flusher.applied(Stream(log), "message-0", _apply(state, sink, "v1", 0))
-        await flusher.flush(checkpoint=True)  # its rows are held: it stays under way
+        await flusher.flush(checkpoint=True)  # its records are not delivered: under way
         flusher.applied(Stream(log), "message-1", _apply(state, sink, "v2", 1))
         flusher.last_checkpoint -= 2.0
         assert flusher.checkpoint_due()
         release.set()  # the rows may go, the first checkpoint is still to be written
-        await flusher.flush()  # a checkpoint is due: taken at a later flush, not waited for
+        # A checkpoint is due: taken at a later flush, not waited for (waiting would hang:
+        # the first one's delivery is held).
+        await asyncio.wait_for(flusher.flush(), timeout=10)
         assert [stream_event for _, stream_event in flusher.unacked] == ["message-1"]
         flusher.applied(Stream(log), "message-2", _apply(state, sink, "v3", 2))
         flusher.applied(Stream(log), "message-3", _apply(state, sink, "v4", 3))
-        await flusher.flush()  # 3 events, under twice the cap (2 rows x 2 s / 2 s)
+        # 3 events, under twice the cap (2 rows x 2 s / 2 s): not waited for either.
+        await asyncio.wait_for(flusher.flush(), timeout=10)
         assert len(flusher.unacked) == 3
+        delivered.set()
         await flusher.checkpointing  # type: ignore[misc]
         await flusher.flush(wait=True)  # the previous one is written: this one goes
         assert flusher.unacked == []
@@ -330,6 +339,7 @@ def test_a_checkpoint_is_encoded_beside_the_agent_until_a_flush_waits_for_it(
             flusher.applied(
                 Stream(log), f"message-{offset}", _apply(state, sink, f"v{offset}", offset)
             )
+        flusher.last_checkpoint -= 3600.0  # an interval ago: spread over half an hour
         await flusher.flush(checkpoint=True)
         for _ in range(20):  # the rows are written, a slice is encoded, then it paces
             await asyncio.sleep(0)
