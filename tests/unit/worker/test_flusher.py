@@ -285,12 +285,12 @@ def test_rows_given_up_stop_every_later_flush() -> None:
 
 
 def test_a_due_checkpoint_waits_for_a_later_flush_while_the_previous_one_is_written() -> None:
-    """The agent is not held up by a checkpoint under way, unless twice the cap waits."""
+    """The agent is not held up by a checkpoint under way, unless the event cap waits."""
 
     async def scenario() -> None:
         log: list[Any] = []
         release = threading.Event()
-        settings = Settings(flush_rows=2, flush_interval_s=2.0, checkpoint_interval_s=2.0)
+        settings = Settings(flush_rows=4, flush_interval_s=2.0, checkpoint_interval_s=2.0)
         sink = ClickHouseSink(Writer(log, release), None, flush_interval_s=0.0)
         runtime = WorkerRuntime()
         state = _state(runtime, settings)
@@ -308,7 +308,7 @@ def test_a_due_checkpoint_waits_for_a_later_flush_while_the_previous_one_is_writ
         assert [stream_event for _, stream_event in flusher.unacked] == ["message-1"]
         flusher.applied(Stream(log), "message-2", _apply(state, sink, "v3", 2))
         flusher.applied(Stream(log), "message-3", _apply(state, sink, "v4", 3))
-        # 3 events, under twice the cap (2 rows x 2 s / 2 s): not waited for either.
+        # 3 events, under the cap (4 rows x 2 s / 2 s): not waited for either.
         await asyncio.wait_for(flusher.flush(), timeout=10)
         assert len(flusher.unacked) == 3
         delivered.set()
