@@ -67,7 +67,7 @@ test: venv test-deps
 	exit $$status
 
 demo: venv
-	STACK_SERVICES="kafka prometheus" $(STACK) up
+	KAFKA_SECURE=0 STACK_SERVICES="kafka prometheus" $(STACK) up
 	$(VENV)/bin/journey demo --seconds $(DEMO_SECONDS) --rate $(DEMO_RATE)
 
 clean: down
