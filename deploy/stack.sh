@@ -126,7 +126,7 @@ kafka_scram_user() {
     password=$(cat "$SECURE_DIR/password")
     : >"$SECURE_DIR/scram.log"
     for mechanism in SCRAM-SHA-512 SCRAM-SHA-256; do
-        java -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.properties" -cp "$dir/lib/*" \
+        java -Dkafka.logs.dir="$SECURE_DIR" -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.properties" -cp "$dir/lib/*" \
             kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter \
             --entity-type users --entity-name "$KAFKA_SASL_USER" \
             --add-config "$mechanism=[password=$password]" >>"$SECURE_DIR/scram.log" 2>&1 \
