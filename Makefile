@@ -9,6 +9,10 @@ STACK := deploy/stack.sh
 DEMO_SECONDS ?= 60
 DEMO_RATE ?= 2000
 PYTEST_ARGS ?=
+# The broker's extra SASL_SSL listener (deploy/stack.sh, KAFKA_SECURE): the Kafka security
+# tests need it, so `make up` and `make test` start it; KAFKA_SECURE=0 leaves it out.
+KAFKA_SECURE ?= 1
+export KAFKA_SECURE
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
@@ -63,7 +67,7 @@ test: venv test-deps
 	exit $$status
 
 demo: venv
-	STACK_SERVICES="kafka prometheus" $(STACK) up
+	KAFKA_SECURE=0 STACK_SERVICES="kafka prometheus" $(STACK) up
 	$(VENV)/bin/journey demo --seconds $(DEMO_SECONDS) --rate $(DEMO_RATE)
 
 clean: down

@@ -1,6 +1,7 @@
 """Real health checks for the local stack, used by deploy/stack.sh.
 
     python deploy/healthcheck.py kafka 127.0.0.1:9092
+    python deploy/healthcheck.py kafka-sasl-ssl .stack/kafka/secure/journey.env
     python deploy/healthcheck.py clickhouse 127.0.0.1:8123
     python deploy/healthcheck.py http http://127.0.0.1:9090/-/ready
 
@@ -30,6 +31,35 @@ def check_kafka(bootstrap: str) -> None:
         admin.close()
 
 
+def check_kafka_sasl_ssl(env_file: str) -> None:
+    """A metadata request over the SASL_SSL listener, as the client ``env_file`` describes.
+
+    ``env_file`` is the ``journey.env`` deploy/stack.sh writes (``JOURNEY_*=value`` lines):
+    it proves the certificate verifies for the address and the SCRAM user logs in.
+    """
+    from pathlib import Path
+
+    from kafka import KafkaAdminClient
+
+    env = dict(
+        line.split("=", 1) for line in Path(env_file).read_text().splitlines() if "=" in line
+    )
+    admin = KafkaAdminClient(
+        bootstrap_servers=env["JOURNEY_BROKERS"],
+        security_protocol=env["JOURNEY_KAFKA_SECURITY_PROTOCOL"],
+        sasl_mechanism=env["JOURNEY_KAFKA_SASL_MECHANISM"],
+        sasl_plain_username=env["JOURNEY_KAFKA_SASL_USERNAME"],
+        sasl_plain_password=Path(env["JOURNEY_KAFKA_SASL_PASSWORD_FILE"]).read_text().strip(),
+        ssl_cafile=env["JOURNEY_KAFKA_SSL_CAFILE"],
+        request_timeout_ms=3000,
+    )
+    try:
+        if not admin.describe_cluster()["brokers"]:
+            raise RuntimeError("metadata response lists no brokers")
+    finally:
+        admin.close()
+
+
 def check_clickhouse(http_address: str) -> None:
     """Run ``SELECT 1`` over ClickHouse's HTTP interface."""
     query = urllib.parse.urlencode({"query": "SELECT 1"})
@@ -46,7 +76,12 @@ def check_http(url: str) -> None:
             raise RuntimeError(f"{url} answered HTTP {response.status}")
 
 
-CHECKS = {"kafka": check_kafka, "clickhouse": check_clickhouse, "http": check_http}
+CHECKS = {
+    "kafka": check_kafka,
+    "kafka-sasl-ssl": check_kafka_sasl_ssl,
+    "clickhouse": check_clickhouse,
+    "http": check_http,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -7,6 +7,14 @@
 #   deploy/stack.sh down     stop everything this folder started
 #   deploy/stack.sh status   one line per service
 #
+#   KAFKA_SECURE=1 deploy/stack.sh up   the same broker with a second listener, SASL_SSL on
+#       127.0.0.1:KAFKA_SASL_SSL_PORT (default 9094): TLS with a self-signed CA and a broker
+#       certificate for 127.0.0.1 and localhost (openssl), and the SCRAM-SHA-512 and
+#       SCRAM-SHA-256 user KAFKA_SASL_USER (default journey) with a random password, created
+#       with the broker's own kafka.admin.ConfigCommand. All of it lives in STACK_DIR/kafka/secure,
+#       with journey.env: the JOURNEY_* settings of a client of that listener. The PLAINTEXT
+#       listener is unchanged. A broker running without the listener is restarted with it.
+#
 # Environment (all optional): STACK_DIR (default .stack), PYTHON (default .venv/bin/python),
 # KAFKA_PORT 9092, KAFKA_CONTROLLER_PORT 9097, CLICKHOUSE_TCP_PORT 9000,
 # CLICKHOUSE_HTTP_PORT 8123, PROMETHEUS_PORT 9090, ALERTMANAGER_PORT 9093,
@@ -22,6 +30,9 @@ case "$STACK_DIR" in /*) ;; *) STACK_DIR=$ROOT/$STACK_DIR ;; esac
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9097}
+KAFKA_SECURE=${KAFKA_SECURE:-0}
+KAFKA_SASL_SSL_PORT=${KAFKA_SASL_SSL_PORT:-9094}
+KAFKA_SASL_USER=${KAFKA_SASL_USER:-journey}
 CLICKHOUSE_TCP_PORT=${CLICKHOUSE_TCP_PORT:-9000}
 CLICKHOUSE_HTTP_PORT=${CLICKHOUSE_HTTP_PORT:-8123}
 PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
@@ -68,6 +79,74 @@ kafka_fetch() {
     touch "$lib/.fetched-$stamp"
 }
 
+# ---------------------------------------------------------------- Kafka's SASL_SSL listener
+
+secure() { [ "$KAFKA_SECURE" = 1 ]; }
+
+SECURE_DIR=$STACK_DIR/kafka/secure
+
+kafka_secure_material() {
+    # The CA, the broker's key and certificate, and the user's password: made once per stack
+    # folder. Python's ssl verifies strictly (X.509 v3 extensions on both certificates).
+    local dir=$SECURE_DIR
+    mkdir -p "$dir" && chmod 700 "$dir"
+    if [ ! -f "$dir/broker.pem" ]; then
+        say "making a CA and a broker certificate for 127.0.0.1 and localhost in $dir"
+        (
+            cd "$dir"
+            openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.pem \
+                -subj "/CN=journey-streams local stack CA" \
+                -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+            openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj "/CN=127.0.0.1"
+            printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
+                "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+                "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid,issuer" >broker.ext
+            openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+                -extfile broker.ext -out broker.crt
+            cat broker.key broker.crt >broker.pem.tmp && mv broker.pem.tmp broker.pem
+        ) >"$dir/openssl.log" 2>&1 || die "openssl could not make the certificates, see $dir/openssl.log"
+    fi
+    if [ ! -s "$dir/password" ]; then
+        (umask 077 && openssl rand -hex 16 >"$dir/password")
+    fi
+    # What a client of the listener sets (the tests read it; docs/runbooks.md sources it).
+    printf '%s\n' "JOURNEY_BROKERS=127.0.0.1:$KAFKA_SASL_SSL_PORT" \
+        "JOURNEY_KAFKA_SECURITY_PROTOCOL=SASL_SSL" "JOURNEY_KAFKA_SASL_MECHANISM=SCRAM-SHA-512" \
+        "JOURNEY_KAFKA_SASL_USERNAME=$KAFKA_SASL_USER" "JOURNEY_KAFKA_SASL_PASSWORD_FILE=$dir/password" \
+        "JOURNEY_KAFKA_SSL_CAFILE=$dir/ca.pem" >"$dir/journey.env"
+}
+
+kafka_scram_user() {
+    # SCRAM credentials live in the KRaft metadata; ConfigCommand sets them through the
+    # PLAINTEXT listener (idempotent: the same password again only gets a new salt). The
+    # password is on its command line for the second this takes (--add-config-file turns
+    # SCRAM-SHA-512 into SCRAM_SHA_512 and refuses it): a local test stack's secret.
+    # One mechanism per call: the broker refuses two changes of one user in a request.
+    local dir=$STACK_DIR/kafka password mechanism
+    password=$(cat "$SECURE_DIR/password")
+    : >"$SECURE_DIR/scram.log"
+    for mechanism in SCRAM-SHA-512 SCRAM-SHA-256; do
+        java -Dkafka.logs.dir="$SECURE_DIR" -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.properties" -cp "$dir/lib/*" \
+            kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter \
+            --entity-type users --entity-name "$KAFKA_SASL_USER" \
+            --add-config "$mechanism=[password=$password]" >>"$SECURE_DIR/scram.log" 2>&1 \
+            || die "creating the $mechanism user failed, see $SECURE_DIR/scram.log"
+    done
+}
+
+kafka_secure_up() {
+    local deadline=$((SECONDS + STACK_WAIT_S)) reason
+    kafka_scram_user
+    while ((SECONDS < deadline)); do
+        if reason=$("$PYTHON" "$ROOT/deploy/healthcheck.py" kafka-sasl-ssl "$SECURE_DIR/journey.env" 2>&1); then
+            say "kafka SASL_SSL listener is healthy (127.0.0.1:$KAFKA_SASL_SSL_PORT; client settings in $SECURE_DIR/journey.env)"
+            return 0
+        fi
+        sleep 1
+    done
+    die "the SASL_SSL listener did not answer within ${STACK_WAIT_S}s ($reason); see $(service_log kafka)"
+}
+
 # ---------------------------------------------------------------- process helpers
 
 pidfile() { echo "$STACK_DIR/$1.pid"; }
@@ -88,7 +167,7 @@ port_busy() {
 
 service_ports() {
     case "$1" in
-        kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT" ;;
+        kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT$(secure && echo " $KAFKA_SASL_SSL_PORT")" ;;
         clickhouse) echo "$CLICKHOUSE_TCP_PORT $CLICKHOUSE_HTTP_PORT" ;;
         prometheus) echo "$PROMETHEUS_PORT" ;;
         alertmanager) echo "$ALERTMANAGER_PORT" ;;
@@ -139,8 +218,17 @@ start_kafka() {
     local dir=$STACK_DIR/kafka
     mkdir -p "$dir/data" "$dir/log"
     kafka_fetch
+    local sasl_ssl=""
+    if secure; then
+        kafka_secure_material
+        sasl_ssl=",SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT"
+    fi
     sed -e "s#@PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+        -e "s#@SASL_SSL_LISTENER@#$sasl_ssl#g" \
         -e "s#@DATA_DIR@#$dir/data#g" "$ROOT/deploy/kafka/server.properties" >"$dir/server.properties"
+    if secure; then
+        sed -e "s#@SECURE_DIR@#$SECURE_DIR#g" "$ROOT/deploy/kafka/sasl_ssl.properties" >>"$dir/server.properties"
+    fi
     local java=(java $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true
         -Dkafka.logs.dir="$dir/log" -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.properties"
         -cp "$dir/lib/*")
@@ -234,7 +322,14 @@ cmd_up() {
     [ -x "$PYTHON" ] || die "$PYTHON is missing: run 'make venv' (or set PYTHON) first"
     apt_install
     local name
-    for name in $STACK_SERVICES; do up_one "$name"; done
+    if secure && running kafka && ! grep -q '^listeners=.*SASL_SSL://' "$STACK_DIR/kafka/server.properties"; then
+        say "kafka runs without the SASL_SSL listener; restarting it with KAFKA_SECURE=1"
+        stop_one kafka
+    fi
+    for name in $STACK_SERVICES; do
+        up_one "$name"
+        if [ "$name" = kafka ] && secure; then kafka_secure_up; fi
+    done
     say "up: $STACK_SERVICES (state in $STACK_DIR)"
 }
 

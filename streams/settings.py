@@ -58,13 +58,33 @@ def _text(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _choice(*allowed: str) -> Callable[[str, str], str]:
+    """A parser accepting one of ``allowed`` (any case), returned as spelt there."""
+
+    def parse(name: str, raw: str) -> str:
+        for value in allowed:
+            if raw.strip().upper() == value:
+                return value
+        raise ConfigError(f"{name}={raw!r} is not one of {', '.join(allowed)}")
+
+    return parse
+
+
+#: Kafka's security protocols and the SASL mechanisms the clients speak.
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
 #: Default checkpoint intervals (seconds) through the by-visitor topic and with direct input.
 HOP_CHECKPOINT_S = 2.0
 DIRECT_CHECKPOINT_S = 30.0
 
 
-def _setting(default: Any, parse: Callable[[str, str], Any], doc: str) -> Any:
-    return field(default=default, metadata={"parse": parse, "doc": doc})
+def _setting(
+    default: Any, parse: Callable[[str, str], Any], doc: str, *, secret: bool = False
+) -> Any:
+    # A secret stays out of repr(), so a logged or printed Settings never shows it.
+    return field(default=default, repr=not secret, metadata={"parse": parse, "doc": doc})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +113,38 @@ class Settings:
         30.0,
         _positive_float,
         "consumer group session timeout: how soon a dead worker's partitions move",
+    )
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT",
+        _choice(*KAFKA_SECURITY_PROTOCOLS),
+        "how every Kafka client connects: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+    )
+    kafka_sasl_mechanism: str = _setting(
+        "",
+        _choice(*KAFKA_SASL_MECHANISMS),
+        "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; required with SASL_PLAINTEXT and SASL_SSL",
+    )
+    kafka_sasl_username: str = _setting("", _text, "SASL user name")
+    kafka_sasl_password: str = _setting(
+        "",
+        _text,
+        "SASL password (JOURNEY_KAFKA_SASL_PASSWORD_FILE keeps it out of the environment)",
+        secret=True,
+    )
+    kafka_sasl_password_file: str = _setting(
+        "", _text, "file holding the SASL password (first line; surrounding blanks dropped)"
+    )
+    kafka_ssl_cafile: str = _setting(
+        "", _text, "PEM file of the CA(s) that signed the brokers' certificates; empty = system CAs"
+    )
+    kafka_ssl_certfile: str = _setting(
+        "", _text, "PEM client certificate, for brokers that require one (mutual TLS)"
+    )
+    kafka_ssl_keyfile: str = _setting(
+        "", _text, "PEM private key of JOURNEY_KAFKA_SSL_CERTFILE, when not in that file"
+    )
+    kafka_ssl_check_hostname: bool = _setting(
+        True, _flag, "TLS: the broker's certificate must name the host connected to"
     )
     app_id: str = _setting("journey-streams", _text, "Kafka consumer group / Faust app id")
     clickhouse_url: str = _setting(
@@ -149,7 +201,78 @@ class Settings:
         settings = cls(**values)
         if settings.flush_interval_s > 5:
             raise ConfigError("JOURNEY_FLUSH_INTERVAL_S must be at most 5 seconds")
+        settings.check_kafka_security()
         return settings
+
+    def check_kafka_security(self) -> None:
+        """Refuse a combination of the ``JOURNEY_KAFKA_*`` security settings that cannot work.
+
+        SASL needs a mechanism, a user and exactly one password source; TLS files need a
+        TLS protocol and must be readable; a setting the protocol would ignore is an error,
+        since ignoring it would connect differently from what the operator wrote.
+        """
+        protocol = self.kafka_security_protocol
+        sasl = protocol.startswith("SASL_")
+        tls = protocol in {"SSL", "SASL_SSL"}
+        given = {
+            "JOURNEY_KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+            "JOURNEY_KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            "JOURNEY_KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+            "JOURNEY_KAFKA_SASL_PASSWORD_FILE": self.kafka_sasl_password_file,
+            "JOURNEY_KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "JOURNEY_KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "JOURNEY_KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        for name, value in given.items():
+            if value and not (sasl if "_SASL_" in name else tls):
+                wanted = "SASL_PLAINTEXT or SASL_SSL" if "_SASL_" in name else "SSL or SASL_SSL"
+                raise ConfigError(
+                    f"{name} is set but JOURNEY_KAFKA_SECURITY_PROTOCOL={protocol} does not use "
+                    f"it; set the protocol to {wanted}, or unset {name}"
+                )
+        if sasl:
+            for name in ("JOURNEY_KAFKA_SASL_MECHANISM", "JOURNEY_KAFKA_SASL_USERNAME"):
+                if not given[name]:
+                    raise ConfigError(
+                        f"{name} is required with JOURNEY_KAFKA_SECURITY_PROTOCOL={protocol}"
+                    )
+            if bool(self.kafka_sasl_password) == bool(self.kafka_sasl_password_file):
+                raise ConfigError(
+                    "give the SASL password as exactly one of JOURNEY_KAFKA_SASL_PASSWORD and "
+                    f"JOURNEY_KAFKA_SASL_PASSWORD_FILE (JOURNEY_KAFKA_SECURITY_PROTOCOL={protocol})"
+                )
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ConfigError(
+                "JOURNEY_KAFKA_SSL_KEYFILE is set without JOURNEY_KAFKA_SSL_CERTFILE; give the "
+                "client certificate too"
+            )
+        for name in (
+            "JOURNEY_KAFKA_SASL_PASSWORD_FILE",
+            "JOURNEY_KAFKA_SSL_CAFILE",
+            "JOURNEY_KAFKA_SSL_CERTFILE",
+            "JOURNEY_KAFKA_SSL_KEYFILE",
+        ):
+            path = given[name]
+            if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+                raise ConfigError(f"{name}={path!r} is not a readable file")
+
+    def kafka_sasl_password_value(self) -> str:
+        """The SASL password: ``JOURNEY_KAFKA_SASL_PASSWORD``, or the password file's first line."""
+        if not self.kafka_sasl_password_file:
+            return self.kafka_sasl_password
+        try:
+            with open(self.kafka_sasl_password_file, encoding="utf-8") as file:
+                first = file.readline().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"JOURNEY_KAFKA_SASL_PASSWORD_FILE={self.kafka_sasl_password_file!r} cannot be "
+                f"read ({exc.strerror})"
+            ) from None
+        if not first:
+            raise ConfigError(
+                f"JOURNEY_KAFKA_SASL_PASSWORD_FILE={self.kafka_sasl_password_file!r} is empty"
+            )
+        return first
 
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:

@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import chain
 from types import FrameType
@@ -336,7 +336,9 @@ def run(args: argparse.Namespace) -> int:
         topic = args.topic or settings.input_topic
         compression = None if args.compression == "none" else args.compression
         sink, target = (
-            KafkaSink(args.brokers or settings.brokers, topic, compression),
+            KafkaSink(
+                replace(settings, brokers=args.brokers or settings.brokers), topic, compression
+            ),
             f"topic {topic}",
         )
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)

@@ -12,7 +12,8 @@ from typing import Any, BinaryIO, Protocol
 
 from streams.errors import ConfigError, StreamError
 from streams.generator.batching import Record
-from streams.kafka_connection import client_config
+from streams.kafka_connection import check_connection, client_config
+from streams.settings import Settings
 
 with warnings.catch_warnings():
     # kafka-python 3.0 loads its protocol schemas with the deprecated
@@ -105,14 +106,20 @@ class VisitorPartitioner(DefaultPartitioner):  # type: ignore[misc]  # kafka-pyt
 class KafkaSink:
     """Produces records to one topic with kafka-python, keyed by visitor."""
 
-    def __init__(self, brokers: str, topic: str, compression: str | None = None) -> None:
-        """Connect to ``brokers``; fail with ``StreamError`` if none answers."""
+    def __init__(self, kafka: Settings | str, topic: str, compression: str | None = None) -> None:
+        """Connect as ``kafka`` says (settings, or a plain broker list); fail if none answers.
+
+        A broker that is not there is a ``StreamError``, a wrong security setting a
+        ``ConfigError`` naming it (see ``check_connection``).
+        """
         self.topic = topic
+        brokers = kafka.brokers if isinstance(kafka, Settings) else kafka
+        check_connection(kafka)
         self._failed = 0
         self._first_error: BaseException | None = None
         try:
             self._producer: Any = KafkaProducer(
-                **client_config(brokers, "kafka-python"),
+                **client_config(kafka, "kafka-python"),
                 client_id="journey-generate",
                 acks=1,
                 # Large, lingering batches: throughput matters more than per-event latency.

@@ -15,7 +15,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streams.errors import ConfigError, StreamError
-from streams.kafka_connection import client_config
+from streams.kafka_connection import check_connection, client_config
 from streams.settings import Settings
 
 
@@ -42,7 +42,12 @@ def worker_topics(settings: Settings) -> list[str]:
 
 
 def ensure_topics(settings: Settings, timeout_ms: int = 10_000) -> list[str]:
-    """Create the missing worker topics; returns the names created."""
+    """Create the missing worker topics; returns the names created.
+
+    The worker's first contact with Kafka, so it first checks the connection: a wrong
+    password or protocol fails here in one line naming the setting.
+    """
+    check_connection(settings)
     try:
         admin = KafkaAdminClient(
             **client_config(settings, "kafka-python"),

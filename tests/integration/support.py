@@ -42,6 +42,13 @@ CLICKHOUSE_URL = os.environ.get(
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "deploy" / "stack.sh"
 JOURNEY = Path(sys.executable).parent / "journey"
+#: The JOURNEY_* settings of a client of the broker's SASL_SSL listener, written by
+#: ``KAFKA_SECURE=1 deploy/stack.sh up`` (``make test`` sets it) into the stack folder.
+SECURE_KAFKA_ENV = Path(
+    os.environ.get(
+        "JOURNEY_TEST_KAFKA_SECURE_ENV", ROOT / ".stack" / "kafka" / "secure" / "journey.env"
+    )
+)
 #: What a failure to reach the ClickHouse server tells the reader to do.
 START_CLICKHOUSE = (
     "Start it with `make up` (deploy/stack.sh up) or set JOURNEY_TEST_CLICKHOUSE_URL."
@@ -144,6 +151,22 @@ def kafka_admin() -> Any:
             f"Kafka is not reachable at {BROKERS} ({exc}); start it with `make up` "
             "(deploy/stack.sh up) or set JOURNEY_TEST_BROKERS"
         )
+
+
+def secure_kafka_env() -> dict[str, str]:
+    """The settings of a SASL_SSL client of the test broker, or a failure saying how to start it.
+
+    Read from :data:`SECURE_KAFKA_ENV` (``JOURNEY_*=value`` lines): the listener's address,
+    SCRAM-SHA-512 user, password file and CA file.
+    """
+    if not SECURE_KAFKA_ENV.is_file():
+        pytest.fail(
+            f"{SECURE_KAFKA_ENV} is missing: the broker has no SASL_SSL listener. Start it with "
+            "`KAFKA_SECURE=1 deploy/stack.sh up` (make test does), or point "
+            "JOURNEY_TEST_KAFKA_SECURE_ENV at the journey.env of your stack folder"
+        )
+    lines = SECURE_KAFKA_ENV.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
 def topic_reader(topic: str) -> KafkaConsumer:

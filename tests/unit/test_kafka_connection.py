@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ast
 import inspect
+import ssl
+import subprocess
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -265,3 +268,162 @@ def test_the_scan_accepts_clients_built_from_client_config() -> None:
     uses = client_uses(source, "example.py")
     assert [u.client for u in uses] == ["aiokafka.AIOKafkaConsumer", "faust.App"]
     assert all(u.problem is None for u in uses)
+
+
+# --- Security: each protocol in each library's spelling -------------------------------------
+
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+@pytest.fixture(scope="module")
+def pem(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A CA certificate and a client certificate with its key, made by openssl."""
+    folder = tmp_path_factory.mktemp("pem")
+    run = partial(subprocess.run, cwd=folder, check=True, capture_output=True)
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test CA"])  # fmt: skip
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", "client.key", "-out", "client.pem", "-subj", "/CN=client"])  # fmt: skip
+    (folder / "password").write_text("s3cret-from-file\n")
+    return {name: str(folder / name) for name in ("ca.pem", "client.pem", "client.key", "password")}
+
+
+def secure_settings(protocol: str, pem: dict[str, str], **more: str) -> Settings:
+    """Settings for ``protocol`` with SCRAM-SHA-512 (SASL) and the test CA (TLS)."""
+    env = {"JOURNEY_BROKERS": "a:9094,b:9094", "JOURNEY_KAFKA_SECURITY_PROTOCOL": protocol}
+    if protocol.startswith("SASL_"):
+        env |= {
+            "JOURNEY_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "JOURNEY_KAFKA_SASL_USERNAME": "journey",
+            "JOURNEY_KAFKA_SASL_PASSWORD": "s3cret",
+        }
+    if protocol in ("SSL", "SASL_SSL"):
+        env["JOURNEY_KAFKA_SSL_CAFILE"] = pem["ca.pem"]
+    return Settings.from_env(env | more)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_aiokafka_gets_protocol_sasl_and_a_verifying_context(
+    protocol: str, pem: dict[str, str]
+) -> None:
+    """aiokafka: protocol, SASL user and password, and an ssl_context checking hostnames."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    config = client_config(secure_settings(protocol, pem), "aiokafka")
+    assert config["bootstrap_servers"] == ["a:9094", "b:9094"]
+    assert config.get("security_protocol", "PLAINTEXT") == protocol
+    if protocol.startswith("SASL_"):
+        assert config["sasl_mechanism"] == "SCRAM-SHA-512"
+        assert config["sasl_plain_username"] == "journey"
+        assert config["sasl_plain_password"] == "s3cret"
+    else:
+        assert not {k for k in config if k.startswith("sasl_")}
+    if protocol.endswith("SSL"):
+        context = config["ssl_context"]
+        assert isinstance(context, ssl.SSLContext)
+        assert context.check_hostname is True
+        assert context.verify_mode == ssl.CERT_REQUIRED
+        assert context.get_ca_certs()[0]["subject"] == ((("commonName", "test CA"),),)
+    else:
+        assert "ssl_context" not in config
+    for client in (AIOKafkaConsumer, AIOKafkaProducer, AIOKafkaAdminClient):
+        assert set(config) <= set(inspect.signature(client).parameters), client
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_kafka_python_gets_protocol_sasl_and_tls_files(protocol: str, pem: dict[str, str]) -> None:
+    """kafka-python: protocol, SASL options, the CA file and hostname checking on."""
+    config = client_config(secure_settings(protocol, pem), "kafka-python")
+    expected: dict[str, object] = {"bootstrap_servers": ["a:9094", "b:9094"]}
+    if protocol != "PLAINTEXT":
+        expected["security_protocol"] = protocol
+    if protocol.startswith("SASL_"):
+        expected |= {
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": "journey",
+            "sasl_plain_password": "s3cret",
+        }
+    if protocol.endswith("SSL"):
+        expected |= {
+            "ssl_cafile": pem["ca.pem"],
+            "ssl_certfile": None,
+            "ssl_keyfile": None,
+            "ssl_check_hostname": True,
+        }
+    assert config == expected
+    for client in (KafkaProducer, KafkaConsumer, KafkaAdminClient):
+        assert set(config) <= set(client.DEFAULT_CONFIG), client
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_faust_gets_credentials_its_aiokafka_driver_turns_into_the_protocol(
+    protocol: str, pem: dict[str, str]
+) -> None:
+    """Faust: broker_credentials that its driver hands to aiokafka as the same options."""
+    import faust
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    config = client_config(secure_settings(protocol, pem), "faust")
+    assert config["broker"] == ["kafka://a:9094", "kafka://b:9094"]
+    app = faust.App("journey-test-connection", **config)
+    auth = credentials_to_aiokafka_auth(app.conf.broker_credentials)
+    assert auth["security_protocol"] == protocol
+    if protocol.startswith("SASL_"):
+        assert auth["sasl_mechanism"] == "SCRAM-SHA-512"
+        assert (auth["sasl_plain_username"], auth["sasl_plain_password"]) == ("journey", "s3cret")
+    if protocol.endswith("SSL"):
+        assert auth["ssl_context"].check_hostname is True
+        assert auth["ssl_context"].verify_mode == ssl.CERT_REQUIRED
+    else:
+        assert auth.get("ssl_context") is None
+
+
+def test_hostname_check_can_be_switched_off_but_not_verification(pem: dict[str, str]) -> None:
+    """JOURNEY_KAFKA_SSL_CHECK_HOSTNAME=false lifts the name check; the chain is still verified."""
+    settings = secure_settings("SSL", pem, JOURNEY_KAFKA_SSL_CHECK_HOSTNAME="false")
+    context = client_config(settings, "aiokafka")["ssl_context"]
+    assert context.check_hostname is False
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert client_config(settings, "kafka-python")["ssl_check_hostname"] is False
+
+
+def test_client_certificate_and_password_file(pem: dict[str, str]) -> None:
+    """Mutual TLS files reach both spellings; the password file's first line is the password."""
+    settings = secure_settings(
+        "SASL_SSL",
+        pem,
+        JOURNEY_KAFKA_SASL_PASSWORD="",
+        JOURNEY_KAFKA_SASL_PASSWORD_FILE=pem["password"],
+        JOURNEY_KAFKA_SSL_CERTFILE=pem["client.pem"],
+        JOURNEY_KAFKA_SSL_KEYFILE=pem["client.key"],
+    )
+    python = client_config(settings, "kafka-python")
+    assert (python["ssl_certfile"], python["ssl_keyfile"]) == (pem["client.pem"], pem["client.key"])
+    assert python["sasl_plain_password"] == "s3cret-from-file"
+    assert client_config(settings, "aiokafka")["sasl_plain_password"] == "s3cret-from-file"
+
+
+def test_each_call_gets_its_own_tls_context(pem: dict[str, str]) -> None:
+    """A client changing its context cannot change the next client's."""
+    settings = secure_settings("SSL", pem)
+    first = client_config(settings, "aiokafka")["ssl_context"]
+    assert client_config(settings, "aiokafka")["ssl_context"] is not first
+
+
+def test_the_password_is_never_shown(pem: dict[str, str]) -> None:
+    """Neither the settings, the connection nor the settings table show the password."""
+    settings = secure_settings("SASL_SSL", pem, JOURNEY_KAFKA_SASL_PASSWORD="hunter2-secret")
+    assert "hunter2-secret" not in repr(settings)
+    assert "hunter2-secret" not in repr(KafkaConnection.from_settings(settings))
+    assert "hunter2-secret" not in repr(Settings.describe())
+    assert KafkaConnection.from_settings(settings).sasl_password == "hunter2-secret"
+
+
+def test_a_file_that_is_not_pem_names_its_setting(tmp_path: Path, pem: dict[str, str]) -> None:
+    """A CA file that is not PEM fails when the context is built, naming the setting."""
+    bogus = tmp_path / "ca.pem"
+    bogus.write_text("not a certificate\n")
+    settings = secure_settings("SSL", pem, JOURNEY_KAFKA_SSL_CAFILE=str(bogus))
+    with pytest.raises(ConfigError, match="JOURNEY_KAFKA_SSL_CAFILE"):
+        client_config(settings, "aiokafka")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from streams.errors import ConfigError
@@ -64,3 +66,74 @@ def test_describe_lists_every_variable_once() -> None:
     names = [name for name, _, _ in rows]
     assert len(names) == len(set(names))
     assert ("JOURNEY_METRICS_PORT", "9464") in [(n, d) for n, d, _ in rows]
+
+
+SASL = {
+    "JOURNEY_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+    "JOURNEY_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+    "JOURNEY_KAFKA_SASL_USERNAME": "journey",
+    "JOURNEY_KAFKA_SASL_PASSWORD": "secret",
+}
+
+
+def test_kafka_security_defaults_to_plaintext_with_hostname_checks() -> None:
+    """No security setting: PLAINTEXT; TLS, once asked for, checks the broker's host name."""
+    settings = Settings.from_env({})
+    assert settings.kafka_security_protocol == "PLAINTEXT"
+    assert settings.kafka_ssl_check_hostname is True
+    assert Settings.from_env(SASL | {"JOURNEY_KAFKA_SASL_MECHANISM": "scram-sha-256"}) == (
+        Settings.from_env(SASL | {"JOURNEY_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256"})
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"JOURNEY_KAFKA_SECURITY_PROTOCOL": "TLS"}, "JOURNEY_KAFKA_SECURITY_PROTOCOL"),
+        (SASL | {"JOURNEY_KAFKA_SASL_MECHANISM": "GSSAPI"}, "JOURNEY_KAFKA_SASL_MECHANISM"),
+        (SASL | {"JOURNEY_KAFKA_SASL_MECHANISM": ""}, "JOURNEY_KAFKA_SASL_MECHANISM"),
+        (SASL | {"JOURNEY_KAFKA_SASL_USERNAME": ""}, "JOURNEY_KAFKA_SASL_USERNAME"),
+        (SASL | {"JOURNEY_KAFKA_SASL_PASSWORD": ""}, "JOURNEY_KAFKA_SASL_PASSWORD_FILE"),
+        (SASL | {"JOURNEY_KAFKA_SASL_PASSWORD_FILE": "/etc/hostname"}, "exactly one of"),
+        (SASL | {"JOURNEY_KAFKA_SECURITY_PROTOCOL": "SSL"}, "JOURNEY_KAFKA_SASL_MECHANISM"),
+        ({"JOURNEY_KAFKA_SSL_CAFILE": "/etc/hostname"}, "JOURNEY_KAFKA_SSL_CAFILE"),
+        (
+            SASL
+            | {
+                "JOURNEY_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "JOURNEY_KAFKA_SSL_CAFILE": "/etc/hostname",
+            },
+            "JOURNEY_KAFKA_SSL_CAFILE",
+        ),
+        (
+            {"JOURNEY_KAFKA_SECURITY_PROTOCOL": "SSL", "JOURNEY_KAFKA_SSL_CAFILE": "/nowhere.pem"},
+            "JOURNEY_KAFKA_SSL_CAFILE='/nowhere.pem' is not a readable file",
+        ),
+        (
+            {
+                "JOURNEY_KAFKA_SECURITY_PROTOCOL": "SSL",
+                "JOURNEY_KAFKA_SSL_KEYFILE": "/etc/hostname",
+            },
+            "without JOURNEY_KAFKA_SSL_CERTFILE",
+        ),
+    ],
+)
+def test_kafka_security_combinations_that_cannot_work_fail_at_start(
+    env: dict[str, str], named: str
+) -> None:
+    """A missing, unused, contradictory or unreadable security setting fails in one line."""
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert named in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_an_empty_password_file_names_the_setting(tmp_path: Path) -> None:
+    """An empty password file is refused when the password is read, naming the setting."""
+    empty = tmp_path / "password"
+    empty.write_text("\n")
+    settings = Settings.from_env(
+        SASL | {"JOURNEY_KAFKA_SASL_PASSWORD": "", "JOURNEY_KAFKA_SASL_PASSWORD_FILE": str(empty)}
+    )
+    with pytest.raises(ConfigError, match=r"JOURNEY_KAFKA_SASL_PASSWORD_FILE=.* is empty"):
+        settings.kafka_sasl_password_value()

@@ -46,6 +46,9 @@ def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         CLICKHOUSE_HTTP_PORT=str(_free_port()),
         PROMETHEUS_PORT=str(_free_port()),
         ALERTMANAGER_PORT=str(_free_port()),
+        # The SASL_SSL listener too: certificates, SCRAM user and its health check.
+        KAFKA_SECURE="1",
+        KAFKA_SASL_SSL_PORT=str(_free_port()),
         STACK_WAIT_S="120",
     )
     yield env
@@ -62,6 +65,7 @@ def _ports(env: dict[str, str]) -> list[int]:
     names = (
         "KAFKA_PORT",
         "KAFKA_CONTROLLER_PORT",
+        "KAFKA_SASL_SSL_PORT",
         "CLICKHOUSE_TCP_PORT",
         "CLICKHOUSE_HTTP_PORT",
         "PROMETHEUS_PORT",
@@ -82,6 +86,7 @@ def test_up_twice_status_down_leaves_nothing_running(stack_env: dict[str, str]) 
     assert first.returncode == 0, first.stdout + first.stderr
     for name in ("kafka", "clickhouse", "prometheus", "alertmanager"):
         assert f"{name} is healthy" in first.stdout
+    assert "kafka SASL_SSL listener is healthy" in first.stdout
     assert all(_listening(port) for port in _ports(stack_env))
 
     second = _run(stack_env, "up")
