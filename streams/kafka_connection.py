@@ -172,7 +172,8 @@ def client_config(
     return _TRANSLATIONS[library](_connection(source))
 
 
-def _aiokafka(connection: KafkaConnection) -> dict[str, Any]:
+def _bootstrap_and_sasl(connection: KafkaConnection) -> dict[str, Any]:
+    """The options aiokafka and kafka-python spell alike: servers, protocol, SASL login."""
     config: dict[str, Any] = {"bootstrap_servers": list(connection.servers)}
     if connection.security_protocol == "PLAINTEXT":
         return config
@@ -181,6 +182,11 @@ def _aiokafka(connection: KafkaConnection) -> dict[str, Any]:
         config["sasl_mechanism"] = connection.sasl_mechanism
         config["sasl_plain_username"] = connection.sasl_username
         config["sasl_plain_password"] = connection.sasl_password
+    return config
+
+
+def _aiokafka(connection: KafkaConnection) -> dict[str, Any]:
+    config = _bootstrap_and_sasl(connection)
     if connection.uses_tls:
         # aiokafka has no file or hostname options: the context carries both.
         config["ssl_context"] = connection.ssl_context()
@@ -188,14 +194,7 @@ def _aiokafka(connection: KafkaConnection) -> dict[str, Any]:
 
 
 def _kafka_python(connection: KafkaConnection) -> dict[str, Any]:
-    config: dict[str, Any] = {"bootstrap_servers": list(connection.servers)}
-    if connection.security_protocol == "PLAINTEXT":
-        return config
-    config["security_protocol"] = connection.security_protocol
-    if connection.uses_sasl:
-        config["sasl_mechanism"] = connection.sasl_mechanism
-        config["sasl_plain_username"] = connection.sasl_username
-        config["sasl_plain_password"] = connection.sasl_password
+    config = _bootstrap_and_sasl(connection)
     if connection.uses_tls:
         # kafka-python builds its context from these (system CAs without a CA file).
         config["ssl_cafile"] = connection.ssl_cafile or None
