@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
+from worker_fakes import NullOutput
 
 from streams.engine.progress import ProgressReport
 from streams.engine.stages import StageRules
@@ -104,25 +105,6 @@ class Writer:
         return None
 
 
-class Output:
-    """The output producer, as the publisher and the flusher use it: takes everything."""
-
-    async def send_keyed(self, *args: Any) -> None:
-        return None
-
-    async def send(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    async def send_to_partition(self, *args: Any) -> None:
-        return None
-
-    async def submit(self) -> None:
-        return None
-
-    async def flush(self) -> None:
-        return None
-
-
 @dataclass
 class Direct:
     """A DirectIntake over real partition states, publisher and flusher, with fake topics."""
@@ -142,7 +124,7 @@ def _direct(metrics: JourneyMetrics, intake: Intake, partitions: Sequence[int]) 
     for partition in partitions:
         runtime.partitions[partition] = PartitionState(partition, config, rules, direct=True)
     sink = ClickHouseSink(Writer(), None)
-    output = Output()
+    output = NullOutput()
     publisher = Publisher(settings, metrics, sink, output)
     table = types.SimpleNamespace(
         changelog_topic=types.SimpleNamespace(get_topic_name=lambda: "changelog"), data={}

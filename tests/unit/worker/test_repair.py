@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from worker_fakes import NullOutput
 
 from streams.engine.events import Event
 from streams.engine.progress import ProgressReport
@@ -73,23 +74,6 @@ class Writer:
         self.rows += len(sessions)
 
 
-class Output:
-    async def send_keyed(self, *args: Any) -> None:
-        return None
-
-    async def send(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    async def send_to_partition(self, *args: Any) -> None:
-        return None
-
-    async def submit(self) -> None:
-        return None
-
-    async def flush(self) -> None:
-        return None
-
-
 @dataclass
 class Parts:
     skipped: SkippedMessages
@@ -106,7 +90,7 @@ def _parts(reader: Reader) -> Parts:
     writer = Writer()
     sink = ClickHouseSink(writer, None, flush_interval_s=0.0)
     runtime = WorkerRuntime()
-    output = Output()
+    output = NullOutput()
     table = types.SimpleNamespace(
         changelog_topic=types.SimpleNamespace(get_topic_name=lambda: "changelog"), data={}
     )
