@@ -162,8 +162,8 @@ class Flusher:
         """True when unacknowledged input waited a checkpoint interval or reached the cap.
 
         The cap is as many events as ``JOURNEY_FLUSH_ROWS`` per flush interval of the
-        checkpoint interval: a backlog checkpoints about as often by count as live traffic
-        does by time, relative to the flushes.
+        checkpoint interval, counting at most ``CAP_INTERVAL_S`` of it: a backlog
+        checkpoints by count about as often as live traffic did at a 10-s interval.
         """
         if not self.unacked and not self.uncommitted:
             return False
