@@ -169,11 +169,13 @@ def build_app(
                 if skipped is not None:
                     await skipped_messages.repair(by_visitor.get_topic_name(), state, skipped)
                 if isinstance(message, Corrupt):
-                    # Dead-lettered, then applied as a message without events: the offset
-                    # is taken and acknowledged like any other, so the next one follows.
-                    where = (event.message.topic, partition, offset, event.message.key)
-                    corrupt = CorruptRecord("by_visitor", *where, event.value, message)
-                    await publisher.reject(corrupt)
+                    # Dead-lettered (unless a checkpoint already took it: a redelivery), then
+                    # applied as a message without events: its offset is taken and
+                    # acknowledged like any other, so the partition goes on with the next.
+                    if state.next_offset is None or offset >= state.next_offset:
+                        where = (event.message.topic, partition, offset, event.message.key)
+                        corrupt = CorruptRecord("by_visitor", *where, event.value, message)
+                        await publisher.reject(corrupt)
                     message = NOTHING
                 out = state.apply(message, offset, int(time.time() * 1000))
                 await publisher.publish(out)
