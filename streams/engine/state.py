@@ -21,6 +21,7 @@ import lz4.block
 import msgspec
 
 from streams.engine.events import Event
+from streams.engine.intake import MAX_TS_MS
 
 if TYPE_CHECKING:
     from streams.engine.summary import SessionAcc
@@ -228,6 +229,8 @@ def decode_state(data: bytes, visitor_key: str) -> VisitorState | Corrupt:
         or any(a >= b for a, b in itertools.pairwise(firsts))
     ):
         return Corrupt(f"sessions start at {firsts[:5]} of {len(events)} events")
+    if not _stored_times(events):
+        return Corrupt("an event time outside what ClickHouse stores")
     ends = [*firsts[1:], len(events)] if sessions else []
     return VisitorState(
         visitor_key=visitor_key,
@@ -241,6 +244,11 @@ def decode_state(data: bytes, visitor_key: str) -> VisitorState | Corrupt:
         user_id=user_id,
         order_keys=order_keys,
     )
+
+
+def _stored_times(events: list[StoredEvent]) -> bool:
+    """True when every event time is one the intake accepts (and ClickHouse stores)."""
+    return all(0 <= ev.ts_ms <= MAX_TS_MS for ev in events)
 
 
 def _inflate(data: bytes) -> bytes | Corrupt:
@@ -308,6 +316,8 @@ def _from_format_1(raw: bytes) -> VisitorState | Corrupt:
             intern(row.campaign_name), intern(row.product_id), row.price, row.quantity,
             intern(row.currency), row.order_id, row.revenue, row.score, row.scale,
         ))  # fmt: skip
+    if not _stored_times(events):
+        return Corrupt("format 1: an event time outside what ClickHouse stores")
     return VisitorState(
         visitor_key=key,
         events=events,

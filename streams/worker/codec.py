@@ -31,7 +31,7 @@ import msgspec
 import orjson
 
 from streams.engine.events import Event
-from streams.engine.intake import Rejection
+from streams.engine.intake import MAX_TS_MS, Rejection
 from streams.engine.progress import ProgressReport
 from streams.engine.state import Corrupt
 
@@ -132,8 +132,10 @@ def decode_forwarded(value: bytes | None) -> Forwarded | Corrupt:
         )
     if isinstance(forwarded, Corrupt):
         return forwarded
-    if not all(ev.visitor_key for ev in forwarded.events):
-        return Corrupt("an event without a visitor key")
+    for ev in forwarded.events:
+        # What the intake guarantees and the tables need: a visitor, a time ClickHouse stores.
+        if not ev.visitor_key or not 0 <= ev.ts_ms <= MAX_TS_MS:
+            return Corrupt(f"event {ev.event_id!r}: visitor {ev.visitor_key!r}, time {ev.ts_ms}")
     report = forwarded.report
     if report is not None and not report_in_bounds(report.partitions, report.progress):
         return Corrupt(f"a progress report of {report.partitions} input partitions")

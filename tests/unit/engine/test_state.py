@@ -177,6 +177,7 @@ def test_wrong_types_and_sessions_outside_the_events_are_corrupt() -> None:
         [3, 0, False, "", [], [[1, 0], [0, 0]], events],  # out of order
         [3, 0, False, "", [], [[0, 0]], []],  # a session of no events
         [3, 0, False, ""],  # too short
+        [3, 0, False, "", [], [[0, 0]], [[-5, "e", "page_view"]]],  # a time before 1970
     ):
         assert isinstance(decode_state(b"\x03" + encode(bad), "v"), Corrupt), bad
 

@@ -57,9 +57,11 @@ def test_every_truncation_of_a_message_is_corrupt() -> None:
 
 
 def test_events_without_a_visitor_and_absurd_reports_are_corrupt() -> None:
-    """Well-typed but impossible: an empty visitor key, a report of billions of partitions."""
-    row = [0, 1, 0, ["e1", "page_view", T0, ""]]
-    assert isinstance(decode_forwarded(orjson.dumps({"e": [row]})), Corrupt)
+    """Well-typed but impossible: no visitor, a time ClickHouse cannot store, absurd reports."""
+    for fields in (["e1", "page_view", T0, ""], ["e1", "page_view", -1, "v"],
+                   ["e1", "page_view", 10**16, "v"]):  # fmt: skip
+        row = [0, 1, 0, fields]
+        assert isinstance(decode_forwarded(orjson.dumps({"e": [row]})), Corrupt), fields
     huge = _message(ProgressReport(MAX_INPUT_PARTITIONS + 1, ((0, T0),)))
     assert isinstance(decode_forwarded(huge), Corrupt)
     outside = _message(ProgressReport(2, ((5, T0),)))
