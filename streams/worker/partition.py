@@ -620,11 +620,9 @@ class PartitionState:
         offset = self._applied.get(key)
         if offset is None:
             record = self.store.record(key)
-            offset = (
-                -1
-                if record is None or len(record) < _OFFSET.size
-                else (_OFFSET.unpack_from(record)[0])
-            )
+            if record is None or len(record) < _OFFSET.size:
+                return -1
+            offset = _OFFSET.unpack_from(record)[0]
         return offset
 
     def checkpoint(self, now_ms: int | None = None) -> Checkpoint:
