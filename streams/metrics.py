@@ -89,6 +89,25 @@ class BatchHistogram(Collector):
         yield HistogramMetricFamily(self._name, self._documentation)
 
 
+#: Label values of ``journey_internal_messages_rejected_total``: the worker's own topics.
+INTERNAL_TOPICS = ("by_visitor", "changelog")
+
+
+def _internal_rejected(registry: CollectorRegistry) -> Counter:
+    """The counter of undecodable internal records, its two series present from the start."""
+    counter = Counter(
+        "journey_internal_messages_rejected_total",
+        "Records of the worker's own topics (by_visitor: the by-visitor topic; changelog: "
+        "the visitors table's changelog) that could not be decoded: sent to the dead-letter "
+        "topic as corrupt_internal_message and skipped.",
+        ["topic"],
+        registry=registry,
+    )
+    for topic in INTERNAL_TOPICS:
+        counter.labels(topic)
+    return counter
+
+
 @dataclass(frozen=True, slots=True)
 class JourneyMetrics:
     """Every metric the worker exports; build with :meth:`create`."""
@@ -96,6 +115,7 @@ class JourneyMetrics:
     registry: CollectorRegistry
     events: Counter
     rejected: Counter
+    internal_rejected: Counter
     late: Counter
     duplicates: Counter
     sessions_started: Counter
@@ -134,6 +154,7 @@ class JourneyMetrics:
                 ["reason"],
                 registry=reg,
             ),
+            internal_rejected=_internal_rejected(reg),
             late=Counter(
                 "journey_events_late_total",
                 "Events older than the slowest input partition's event time minus the allowed"

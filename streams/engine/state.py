@@ -11,15 +11,17 @@ checks that a round trip yields identical rows and measures the bytes per open s
 
 from __future__ import annotations
 
+import itertools
 import sys
 import zlib
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import lz4.block
 import msgspec
-import orjson
 
 from streams.engine.events import Event
+from streams.engine.intake import MAX_TS_MS
 
 if TYPE_CHECKING:
     from streams.engine.summary import SessionAcc
@@ -31,6 +33,23 @@ _FORMAT = 3
 MAX_REMEMBERED_ORDERS = 32
 #: Serialised states from this size on are lz4-compressed (see ``VisitorState.to_bytes``).
 COMPRESS_FROM = 128
+#: Largest decompressed state a record may hold. A record is one Kafka message (1 MiB by
+#: the broker's default), and lz4 or zlib of a state's msgpack or JSON shrinks it 2-4 times,
+#: so no record the worker writes comes near; a record claiming more (a decompression bomb
+#: written to the changelog) is rejected before anything is allocated for it.
+MAX_STATE_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Corrupt:
+    """A record of the worker's own topics that cannot be decoded, and why (``detail``).
+
+    Decoders of internal records (visitor states, the partition's record, by-visitor
+    messages) return this instead of raising: anyone who can write to those topics could
+    otherwise stop the worker with one bad record.
+    """
+
+    detail: str
 
 
 class StoredEvent(msgspec.Struct, frozen=True, gc=False, array_like=True, omit_defaults=True):
@@ -154,30 +173,14 @@ class VisitorState(msgspec.Struct, gc=False):
 
     @classmethod
     def from_bytes(cls, data: bytes, visitor_key: str) -> VisitorState:
-        """Inverse of ``to_bytes`` for the record of ``visitor_key`` (also format 1)."""
-        head = data[:1]
-        if head == _LZ4:
-            raw = lz4.block.decompress(data[1:])
-        elif head == _MSGPACK:
-            raw = data[1:]
-        else:
-            return _from_format_1(data if head == b"[" else zlib.decompress(data))
-        _, closed, purchased, user_id, order_keys, sessions, events = _decode_state(raw)
-        ends = [first for first, _ in sessions[1:]] + [len(events)] if sessions else []
-        return cls(
-            visitor_key=visitor_key,
-            events=events,
-            sessions=[
-                OpenSession(
-                    events[first].ts_ms, events[first].event_id, events[end - 1].ts_ms, mask
-                )
-                for (first, mask), end in zip(sessions, ends, strict=True)
-            ],
-            closed_sessions=closed,
-            purchased=purchased,
-            user_id=user_id,
-            order_keys=order_keys,
-        )
+        """Inverse of ``to_bytes`` for the record of ``visitor_key`` (also format 1).
+
+        Raises ``ValueError`` for a record that cannot be decoded (see :func:`decode_state`).
+        """
+        state = decode_state(data, visitor_key)
+        if isinstance(state, Corrupt):
+            raise ValueError(f"visitor record of {visitor_key!r}: {state.detail}")
+        return state
 
 
 _MSGPACK = b"\x03"
@@ -186,55 +189,141 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode_state = msgspec.msgpack.Decoder(
     tuple[int, int, bool, str, list[str], list[tuple[int, int]], list[StoredEvent]]
 ).decode
+#: lz4 block size header: the uncompressed size, 4 bytes little-endian.
+_LZ4_SIZE = 4
 
 
-def _from_format_1(raw: bytes) -> VisitorState:
+def decode_state(data: bytes, visitor_key: str) -> VisitorState | Corrupt:
+    """The state a record's bytes hold (``to_bytes``, or format 1), or why it cannot be had.
+
+    Never raises: garbage, truncated documents, wrong types, sessions that do not index
+    the events, and records that would decompress beyond ``MAX_STATE_BYTES`` (lz4 by the
+    size its header claims, zlib by decompressing at most that much) are all ``Corrupt``.
+    """
+    head = data[:1]
+    if head == _LZ4:
+        claimed = int.from_bytes(data[1 : 1 + _LZ4_SIZE], "little")
+        if len(data) <= 1 + _LZ4_SIZE or claimed > MAX_STATE_BYTES:
+            return Corrupt(f"lz4 block claims {claimed} bytes (limit {MAX_STATE_BYTES})")
+        try:
+            raw = lz4.block.decompress(data[1:])
+        except lz4.block.LZ4BlockError as exc:
+            return Corrupt(f"lz4: {exc}")
+    elif head == _MSGPACK:
+        raw = data[1:]
+    elif head == b"[":
+        return _from_format_1(data)
+    else:
+        inflated = _inflate(data)
+        if isinstance(inflated, Corrupt):
+            return inflated
+        return _from_format_1(inflated)
+    try:
+        _, closed, purchased, user_id, order_keys, sessions, events = _decode_state(raw)
+    except msgspec.DecodeError as exc:
+        return Corrupt(f"msgpack: {exc}")
+    firsts = [first for first, _ in sessions]
+    if sessions and (
+        firsts[0] < 0
+        or firsts[-1] >= len(events)
+        or any(a >= b for a, b in itertools.pairwise(firsts))
+    ):
+        return Corrupt(f"sessions start at {firsts[:5]} of {len(events)} events")
+    if not _stored_times(events):
+        return Corrupt("an event time outside what ClickHouse stores")
+    ends = [*firsts[1:], len(events)] if sessions else []
+    return VisitorState(
+        visitor_key=visitor_key,
+        events=events,
+        sessions=[
+            OpenSession(events[first].ts_ms, events[first].event_id, events[end - 1].ts_ms, mask)
+            for (first, mask), end in zip(sessions, ends, strict=True)
+        ],
+        closed_sessions=closed,
+        purchased=purchased,
+        user_id=user_id,
+        order_keys=order_keys,
+    )
+
+
+def _stored_times(events: list[StoredEvent]) -> bool:
+    """True when every event time is one the intake accepts (and ClickHouse stores)."""
+    return all(0 <= ev.ts_ms <= MAX_TS_MS for ev in events)
+
+
+def _inflate(data: bytes) -> bytes | Corrupt:
+    """A zlib stream decompressed, at most ``MAX_STATE_BYTES`` of it (a bomb is Corrupt)."""
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(data, MAX_STATE_BYTES)
+    except zlib.error as exc:
+        return Corrupt(f"zlib: {exc}")
+    if inflater.unconsumed_tail:
+        return Corrupt(f"zlib stream inflates beyond {MAX_STATE_BYTES} bytes")
+    if not inflater.eof:
+        return Corrupt("zlib stream truncated")
+    return raw
+
+
+class _Format1Event(msgspec.Struct, frozen=True, array_like=True):
+    """A format-1 event row: time relative to the record's base, usually-present fields
+    first so that trailing defaults could be trimmed (read only)."""
+
+    ts: int
+    event_id: str
+    event_type: str
+    page_path: str = ""
+    user_id: str = ""
+    device: str = ""
+    anonymous: int = 0
+    referrer: str = ""
+    campaign_source: str = ""
+    campaign_medium: str = ""
+    campaign_name: str = ""
+    product_id: str = ""
+    price: float | None = None
+    quantity: int | None = None
+    currency: str = ""
+    order_id: str = ""
+    revenue: float | None = None
+    score: float | None = None
+    scale: int | None = None
+
+
+#: Format 1: ``[1, key, base, closed, purchased, user_id, order keys, sessions, events]``,
+#: each session ``[first ts, first id, last ts, announced]`` (times relative to ``base``).
+_decode_format_1 = msgspec.json.Decoder(
+    tuple[
+        int, str, int, int, bool | int, str, list[str], list[tuple[int, str, int, int]],
+        list[_Format1Event],
+    ]
+).decode  # fmt: skip
+
+
+def _from_format_1(raw: bytes) -> VisitorState | Corrupt:
     """A record of the earlier form: JSON arrays with times relative to a base."""
-    doc = orjson.loads(raw)
-    _, key, base, closed, purchased, user_id, order_keys, sessions, events = doc
+    try:
+        _, key, base, closed, purchased, user_id, order_keys, sessions, rows = _decode_format_1(raw)
+    except msgspec.DecodeError as exc:
+        return Corrupt(f"format 1: {exc}")
+    intern = sys.intern
+    events = []
+    for row in rows:
+        events.append(StoredEvent(
+            row.ts + base, row.event_id, intern(row.event_type), intern(row.page_path),
+            row.user_id, intern(row.device), bool(row.anonymous), intern(row.referrer),
+            intern(row.campaign_source), intern(row.campaign_medium),
+            intern(row.campaign_name), intern(row.product_id), row.price, row.quantity,
+            intern(row.currency), row.order_id, row.revenue, row.score, row.scale,
+        ))  # fmt: skip
+    if not _stored_times(events):
+        return Corrupt("format 1: an event time outside what ClickHouse stores")
     return VisitorState(
         visitor_key=key,
-        events=[stored(_unpack(row, key, base)) for row in events],
+        events=events,
         sessions=[OpenSession(f + base, i, last + base, m) for f, i, last, m in sessions],
         closed_sessions=closed,
         purchased=bool(purchased),
         user_id=user_id,
         order_keys=list(order_keys),
     )
-
-
-# Format 1 (read only). Field order (after ts, id, type) put the usually-present fields
-# first so that trailing defaults could be trimmed; _DEFAULTS lists the default of every
-# field after event_type.
-_DEFAULTS: tuple[Any, ...] = (
-    "",
-    "",
-    "",
-    0,
-    "",
-    "",
-    "",
-    "",
-    "",
-    None,
-    None,
-    "",
-    "",
-    None,
-    None,
-    None,
-)
-
-
-def _unpack(row: list[Any], key: str, base: int) -> Event:
-    ts, event_id, event_type, *rest = row
-    rest.extend(_DEFAULTS[len(rest) :])
-    (path, user_id, device, anon, referrer, src, med, camp, product_id, price, quantity,
-     currency, order_id, revenue, score, scale) = rest  # fmt: skip
-    return Event(
-        event_id=event_id, event_type=event_type, ts_ms=ts + base, visitor_key=key,
-        anonymous_id=key if anon else "", user_id=user_id, page_path=path, referrer=referrer,
-        campaign_source=src, campaign_medium=med, campaign_name=camp, product_id=product_id,
-        price=price, quantity=quantity, currency=currency, order_id=order_id, revenue=revenue,
-        score=score, scale=scale, device_type=device,
-    )  # fmt: skip

@@ -32,17 +32,19 @@ from faust.types import TP
 from prometheus_client import Gauge
 
 from streams.engine.stages import StageRules
+from streams.engine.state import Corrupt
 from streams.kafka_connection import client_config
 from streams.metrics import JourneyMetrics
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
-from streams.worker.codec import decode_forwarded
+from streams.worker.changelog import ScreenedTable
+from streams.worker.codec import NOTHING, decode_forwarded
 from streams.worker.flusher import Flusher
 from streams.worker.forwarder import DirectIntake, Forwarder
 from streams.worker.intake import IntakeConsumer
 from streams.worker.loader import PartitionLoader
 from streams.worker.output import OutputProducer
-from streams.worker.publisher import Publisher
+from streams.worker.publisher import CorruptRecord, Publisher
 from streams.worker.repair import SkippedMessages, TopicReader, waiting
 from streams.worker.runtime import WorkerRuntime, exit_unrecoverable
 from streams.worker.topics import by_visitor_topic
@@ -91,13 +93,17 @@ def build_app(
         **raw,
     )
     dlq = app.topic(settings.dlq_topic, **raw)
-    visitors = app.Table(
-        "visitors",
+    # Recovered with corrupt records left out (worker/changelog.py).
+    visitors = ScreenedTable(
+        app,
+        name="visitors",
+        beacon=app.tables.beacon,
         partitions=n_partitions,
         default=None,
         key_type=bytes,
         value_type=bytes,
     )
+    app.tables.add(visitors)
 
     direct = settings.input_keyed_by_visitor
     runtime = WorkerRuntime()
@@ -139,7 +145,7 @@ def build_app(
         async for event in manual.events():
             partition = event.message.partition
             message = decode_forwarded(event.value)
-            if direct and message.events:
+            if direct and not isinstance(message, Corrupt) and message.events:
                 exit_unrecoverable(
                     f"events arrived on {event.message.topic} while this worker takes its "
                     "input directly: another worker of this app runs without "
@@ -162,6 +168,15 @@ def build_app(
                 skipped = state.gap(offset)
                 if skipped is not None:
                     await skipped_messages.repair(by_visitor.get_topic_name(), state, skipped)
+                if isinstance(message, Corrupt):
+                    # Dead-lettered (unless a checkpoint already took it: a redelivery), then
+                    # applied as a message without events: its offset is taken and
+                    # acknowledged like any other, so the partition goes on with the next.
+                    if state.next_offset is None or offset >= state.next_offset:
+                        where = (event.message.topic, partition, offset, event.message.key)
+                        corrupt = CorruptRecord("by_visitor", *where, event.value, message)
+                        await publisher.reject(corrupt)
+                    message = NOTHING
                 out = state.apply(message, offset, int(time.time() * 1000))
                 await publisher.publish(out)
                 flusher.applied(manual, event, len(message.events))
@@ -206,6 +221,8 @@ def build_app(
         consumer: Any = app.consumer
         topic = by_visitor.get_topic_name()
         async with runtime.lock:
+            for record in visitors.take_rejected():
+                await publisher.reject(record)
             for tp in consumer.assignment():
                 if tp.topic == topic and tp.partition not in runtime.partitions:
                     await loader.load(tp.partition)

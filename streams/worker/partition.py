@@ -49,14 +49,15 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 
+import msgspec
 import orjson
 
 from streams.engine.events import Event
 from streams.engine.progress import InputProgress, ProgressReport
 from streams.engine.sessionizer import EngineOutput, SessionConfig, Sessionizer
 from streams.engine.stages import StageRules
-from streams.engine.state import VisitorState
-from streams.worker.codec import Forwarded, Source
+from streams.engine.state import Corrupt, VisitorState, decode_state
+from streams.worker.codec import Forwarded, Source, report_in_bounds
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,70 @@ _OFFSET = struct.Struct(">q")
 WATERMARK_KEY = b""
 
 
+def decode_visitor(key: str, record: bytes) -> VisitorState | Corrupt:
+    """The state in visitor ``key``'s record (after its 8-byte applied offset), or Corrupt."""
+    if len(record) <= _OFFSET.size:
+        return Corrupt(f"a visitor record of {len(record)} bytes")
+    return decode_state(record[_OFFSET.size :], key)
+
+
 def _decode_visitor(key: str, record: bytes) -> VisitorState:
-    """The state in visitor ``key``'s record (after its 8-byte applied offset)."""
-    return VisitorState.from_bytes(record[_OFFSET.size :], key)
+    """The state in visitor ``key``'s record; a new visitor's if it cannot be decoded.
+
+    Records are screened when the table is recovered (``worker/changelog.py``), which
+    counts and dead-letters a corrupt one and keeps it out of the store; this is the last
+    guard, so that nothing that reaches the store anyway can stop the partition.
+    """
+    state = decode_visitor(key, record)
+    if isinstance(state, Corrupt):
+        log.error("visitor record of %r cannot be decoded (%s); starting it empty", key,
+                  state.detail)  # fmt: skip
+        return VisitorState(visitor_key=key)
+    return state
+
+
+class _OwnExtra(msgspec.Struct, frozen=True):
+    """The JSON part of a partition's record (see the module docstring)."""
+
+    n: int
+    p: list[tuple[int, int]]
+    s: list[tuple[int, int, int]]
+    t: str | None = None
+    d: int = 0
+
+
+_decode_own_extra = msgspec.json.Decoder(_OwnExtra).decode
+
+
+@dataclass(frozen=True, slots=True)
+class OwnRecord:
+    """A partition's record decoded: watermark, next offset (None: unknown) and the rest."""
+
+    watermark: int
+    next_offset: int | None = None
+    extra: _OwnExtra | None = None
+
+
+def decode_own_record(value: bytes) -> OwnRecord | Corrupt:
+    """The partition's record (key ``WATERMARK_KEY``) decoded, or why it cannot be."""
+    size = _OFFSET.size
+    if len(value) < size or size < len(value) < 2 * size:
+        return Corrupt(f"a partition record of {len(value)} bytes")
+    watermark: int = _OFFSET.unpack_from(value)[0]
+    if len(value) == size:
+        return OwnRecord(watermark)
+    next_offset: int = _OFFSET.unpack_from(value, size)[0]
+    if next_offset < -1:
+        return Corrupt(f"next offset {next_offset}")
+    extra = None
+    if len(value) > 2 * size:
+        try:
+            extra = _decode_own_extra(value[2 * size :])
+        except msgspec.DecodeError as exc:
+            return Corrupt(f"partition record: {exc}")
+        if not report_in_bounds(extra.n, extra.p):
+            return Corrupt(f"partition record: progress of {extra.n} input partitions")
+    return OwnRecord(watermark, next_offset if next_offset >= 0 else None, extra)
 
 
 def _every_key(raw: bytes) -> bool:
@@ -416,8 +478,15 @@ class PartitionState:
         records_of: MutableMapping[bytes, bytes] = {} if cold is None else cold
         for raw_key, value in records:
             if raw_key == WATERMARK_KEY:
+                own = decode_own_record(value)
+                if isinstance(own, Corrupt):
+                    # Screened at recovery (worker/changelog.py); the last guard: as if the
+                    # partition had never been checkpointed (every message in the log due).
+                    log.error("partition %d: its record cannot be decoded (%s); ignored",
+                              partition, own.detail)  # fmt: skip
+                    continue
                 self.checkpointed = True
-                watermark = self._load_own_record(value)
+                watermark = self._load_own_record(own)
             elif private:
                 records_of[raw_key] = value
         self.store = TieredStore(records_of, _decode_visitor, owns or _every_key, hot_ms, hot_limit)
@@ -580,7 +649,9 @@ class PartitionState:
         offset = self._applied.get(key)
         if offset is None:
             record = self.store.record(key)
-            offset = -1 if record is None else _OFFSET.unpack_from(record)[0]
+            if record is None or len(record) < _OFFSET.size:
+                return -1
+            offset = _OFFSET.unpack_from(record)[0]
         return offset
 
     def checkpoint(self, now_ms: int | None = None) -> Checkpoint:
@@ -659,19 +730,16 @@ class PartitionState:
             + orjson.dumps(extra)
         )
 
-    def _load_own_record(self, value: bytes) -> int:
+    def _load_own_record(self, own: OwnRecord) -> int:
         """Restore next offset, progress and sources from the partition's record; its watermark."""
-        watermark: int = _OFFSET.unpack_from(value)[0]
-        if len(value) >= 2 * _OFFSET.size:
-            next_offset = _OFFSET.unpack_from(value, _OFFSET.size)[0]
-            self.next_offset = next_offset if next_offset >= 0 else None
-        if len(value) > 2 * _OFFSET.size:
-            extra = orjson.loads(value[2 * _OFFSET.size :])
-            self.input = InputProgress(extra["n"], {part: ms for part, ms in extra["p"]})
-            self.sources = {part: (offset, index) for part, offset, index in extra["s"]}
-            self.input_topic = extra.get("t")
-            self.recorded_direct = bool(extra.get("d"))
-        return watermark
+        self.next_offset = own.next_offset
+        extra = own.extra
+        if extra is not None:
+            self.input = InputProgress(extra.n, {part: ms for part, ms in extra.p})
+            self.sources = {part: (offset, index) for part, offset, index in extra.s}
+            self.input_topic = extra.t
+            self.recorded_direct = bool(extra.d)
+        return own.watermark
 
     def _count(self, out: EngineOutput) -> None:
         self.open_sessions += out.opened - out.closed - len(out.removed_session_ids)

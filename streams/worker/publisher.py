@@ -7,23 +7,45 @@ counted in Prometheus then, not at the flush.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypeVar
 
 import orjson
 
 from streams.engine.rows import StageTransition, encode_json
 from streams.engine.sessionizer import EngineOutput
+from streams.engine.state import Corrupt
 from streams.metrics import JourneyMetrics
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
+from streams.worker.codec import internal_rejection_record
+
+log = logging.getLogger(__name__)
 
 #: Order keys remembered for the revenue counter (an order row is re-emitted every time its
 #: session changes; the counter must add each order once). Bounded: the oldest are dropped.
 COUNTED_ORDERS_MAX = 200_000
 
 T = TypeVar("T")
+#: Which internal topic a corrupt record came from (the counter's ``topic`` label).
+InternalTopic = Literal["by_visitor", "changelog"]
+
+
+@dataclass(frozen=True, slots=True)
+class CorruptRecord:
+    """A record of an internal topic that cannot be decoded, and where it was read."""
+
+    kind: InternalTopic
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    corrupt: Corrupt
 
 
 class TransitionOutput(Protocol):
@@ -102,6 +124,24 @@ class Publisher:
                 await output.send(
                     settings.late_topic, ev.visitor_key.encode(), orjson.dumps(ev.to_dict())
                 )
+
+    async def reject(self, record: CorruptRecord) -> None:
+        """Count a corrupt internal record and send it to the dead-letter topic.
+
+        Through the output producer, like transitions: a checkpoint waits for its delivery
+        before it acknowledges the message it came in, so the record is never lost (it may
+        be sent again when a crash makes the worker read the message again).
+        """
+        self._metrics.internal_rejected.labels(record.kind).inc()
+        log.warning(
+            "corrupt record at offset %d of %s[%d] skipped and dead-lettered: %s",
+            record.offset, record.topic, record.partition, record.corrupt.detail,
+        )  # fmt: skip
+        value = internal_rejection_record(
+            record.topic, record.partition, record.offset, record.key, record.value,
+            record.corrupt, int(time.time() * 1000),
+        )  # fmt: skip
+        await self._output.send(self._settings.dlq_topic, None, value)
 
 
 def _visitor_of(transition: StageTransition) -> bytes:

@@ -22,13 +22,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from streams.engine.state import Corrupt
 from streams.errors import StreamError
 from streams.kafka_connection import client_config
 from streams.metrics import JourneyMetrics
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
-from streams.worker.codec import decode_forwarded
+from streams.worker.codec import NOTHING, decode_forwarded
 from streams.worker.partition import PartitionState
+from streams.worker.publisher import CorruptRecord
 from streams.worker.runtime import WorkerRuntime, exit_unrecoverable
 
 if TYPE_CHECKING:
@@ -233,7 +235,15 @@ class SkippedMessages:
                 except (StreamError, KafkaError, TimeoutError):
                     exit_unrecoverable("skipped messages could not be read")
                 for offset, value in batch:
-                    out = state.apply(decode_forwarded(value), offset, int(time.time() * 1000))
+                    message = decode_forwarded(value)
+                    if isinstance(message, Corrupt):
+                        # As the agent does: dead-lettered, then taken as an empty message.
+                        where = (topic, state.partition, offset, None)
+                        await self._publisher.reject(
+                            CorruptRecord("by_visitor", *where, value, message)
+                        )
+                        message = NOTHING
+                    out = state.apply(message, offset, int(time.time() * 1000))
                     await self._publisher.publish(out)
                 self._metrics.skipped_messages.inc(len(batch))
                 if self._sink.due():

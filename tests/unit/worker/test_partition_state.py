@@ -12,8 +12,14 @@ from streams.engine.progress import ProgressReport
 from streams.engine.rows import SessionRow
 from streams.engine.sessionizer import EngineOutput, SessionConfig, sessionize_all
 from streams.engine.stages import StageRules
+from streams.engine.state import Corrupt, VisitorState
 from streams.worker.codec import Forwarded
-from streams.worker.partition import WATERMARK_KEY, PartitionState
+from streams.worker.partition import (
+    WATERMARK_KEY,
+    OwnRecord,
+    PartitionState,
+    decode_own_record,
+)
 
 T0 = 1_700_000_000_000
 MINUTE = 60_000
@@ -636,3 +642,58 @@ def test_checkpoint_encoded_bit_by_bit_holds_the_state_at_its_take(seed: int) ->
     outputs.append(restarted.sessionizer.close_all())
     assert restarted.redelivered == 0
     assert _fold(outputs) == _replayed(events)
+
+
+def _own_record(state: PartitionState) -> bytes:
+    (own,) = [value for key, value in state.checkpoint().writes if key == WATERMARK_KEY]
+    assert own is not None
+    return own
+
+
+def test_partition_records_of_the_wrong_shape_are_corrupt() -> None:
+    """Short records, bad JSON and wrong JSON shapes decode to Corrupt; good ones load."""
+    state = PartitionState(0, CONFIG, RULES)
+    state.apply(_one(*_traffic(3, visitors=2, per_visitor=2)), 0, now_ms=0)
+    own = _own_record(state)
+    assert isinstance(decode_own_record(own), OwnRecord)
+    head = own[:16]
+    assert decode_own_record(head[:8]) == OwnRecord(int.from_bytes(head[:8], "big", signed=True))
+    bad_values = [
+        b"", b"\x00" * 7, b"\x00" * 12, head + b"garbage", head + b"[]", head + b"{}",
+        head + b'{"n": "1", "p": [], "s": []}', head + b'{"n": 1, "p": [[0]], "s": []}',
+        head + b'{"n": 1, "p": [], "s": [[0, 1]]}', head + b'{"n": 1, "p": [[3, 5]], "s": []}',
+        head + b'{"n": 10000000000, "p": [], "s": []}',
+        head + b'{"n": 1, "p": [], "s": [], "t": 1}',
+        head[:8] + (-5).to_bytes(8, "big", signed=True),
+    ]  # fmt: skip
+    for value in bad_values:
+        assert isinstance(decode_own_record(value), Corrupt), value
+    for end in range(17, len(own)):
+        assert isinstance(decode_own_record(own[:end]), Corrupt), end
+
+
+def test_a_corrupt_partition_record_is_as_if_never_checkpointed() -> None:
+    """The partition loads without it: it expects its messages from the log start."""
+    state = PartitionState(0, CONFIG, RULES, [(WATERMARK_KEY, b"\x00" * 16 + b"{garbage")])
+    assert not state.checkpointed
+    assert state.next_offset is None
+    state.expect_from(0)
+    assert state.gap(3) == range(0, 3)
+
+
+def test_a_corrupt_visitor_record_starts_that_visitor_empty_and_the_rest_goes_on() -> None:
+    """A record that cannot be decoded is a new visitor's state; other visitors are intact."""
+    events = _traffic(9, visitors=3, per_visitor=6)
+    first = [ev for ev in events if ev.ts_ms < events[9].ts_ms]
+    state = PartitionState(0, CONFIG, RULES)
+    state.apply(_one(*first), 0, now_ms=0)
+    records = _records([state.checkpoint().writes])
+    broken = {key: (b"\x00" * 8 + b"\x04\xff\xff\xff\x7f" if key == b"v1" else value)
+              for key, value in records}  # fmt: skip
+    assert b"v1" in broken
+    restarted = PartitionState(0, CONFIG, RULES, broken.items())
+    assert restarted.store["v1"] == VisitorState(visitor_key="v1")
+    assert restarted.store["v0"] == state.store["v0"]
+    rest = [ev for ev in events if ev.ts_ms >= events[9].ts_ms]
+    restarted.apply(_one(*rest), 1, now_ms=0)  # nothing stops: v1 goes on from empty
+    assert restarted.next_offset == 2

@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry
 from worker_fakes import NullOutput
 
@@ -163,3 +164,46 @@ def test_waiting_offsets_are_those_kafka_holds_past_the_next_to_apply() -> None:
     assert waiting(Consumer(4), "tp", 4) is None
     assert waiting(Consumer(None), "tp", 4) is None
     assert waiting(Consumer(9, owned=False), "tp", 4) == range(0)
+
+
+class RecordingOutput(NullOutput):
+    """The output producer, keeping what goes to each topic by ``send``."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
+                   partition: int | None = None) -> None:  # fmt: skip
+        self.sent.append((topic, key, value))
+
+
+def test_a_corrupt_skipped_message_is_dead_lettered_and_the_repair_goes_on() -> None:
+    """Garbage in the gap: counted, dead-lettered with where it was, skipped; the rest applied."""
+    messages = {offset: _message(offset) for offset in range(6)}
+    messages[2] = b"\xffnot a by-visitor message"
+    reader = Reader(messages)
+    parts = _parts(reader)
+    output = RecordingOutput()
+    settings = Settings(checkpoint_interval_s=3600.0)
+    sink = ClickHouseSink(parts.writer, None, flush_interval_s=0.0)
+    publisher = Publisher(settings, parts.metrics, sink, output)
+    skipped = SkippedMessages(reader, parts.runtime, publisher, parts.flusher, sink, parts.metrics)
+    state = parts.state
+
+    asyncio.run(skipped.repair("app-events-by-visitor", state, range(0, 5)))
+    assert state.next_offset == 5
+    assert state.input.low_ms() is not None  # the reports of the messages after it applied
+    dead = [orjson.loads(value or b"") for topic, _, value in output.sent
+            if topic == settings.dlq_topic]  # fmt: skip
+    assert len(dead) == 1
+    assert dead[0]["reason"] == "corrupt_internal_message"
+    assert dead[0]["source"] == {
+        "topic": "app-events-by-visitor", "partition": 0, "offset": 2, "key": None
+    }  # fmt: skip
+    assert dead[0]["payload_encoding"] == "base64"
+    registry = parts.metrics.registry
+    sample = registry.get_sample_value
+    assert sample("journey_internal_messages_rejected_total", {"topic": "by_visitor"}) == 1
+    assert sample("journey_internal_messages_rejected_total", {"topic": "changelog"}) == 0
+    assert sample("journey_repaired_messages_total") == 5
+    assert sink.pending == 4  # a session row from each of the four good messages
