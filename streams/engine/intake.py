@@ -144,6 +144,25 @@ _CONSTRAINT_REASONS = {
     "properties.revenue": "negative_revenue",
 }
 _KIND_OF = {f"{section}.{key}" if section else key: kind for section, key, kind in _FIELDS}
+#: Dead-letter reason of an event whose visitor hashes to another partition than the one it
+#: came in, when the worker takes its input directly (JOURNEY_INPUT_KEYED_BY_VISITOR). The
+#: worker gives it, not this module; it is here so that every reason is listed in one place.
+NOT_KEYED_BY_VISITOR = "not_keyed_by_visitor"
+#: Every reason a rejection can carry: the message-level ones, and per field of the table
+#: those its kind can fail with. A fixed set, so the reason is a bounded metric label.
+REJECTION_REASONS: frozenset[str] = frozenset(
+    {
+        "message_too_large", "batch_too_large", "invalid_json", "not_an_object", "too_deep",
+        "missing_identity", "bad_timestamp", "future_timestamp", NOT_KEYED_BY_VISITOR,
+        *_CONSTRAINT_REASONS.values(),
+        *(f"bad_field:{name}" for name in ("batch", "page", "campaign", "properties", "context")),
+        *(f"bad_field:{path}" for path in _KIND_OF),
+        *(f"missing_field:{path}" for path, kind in _KIND_OF.items()
+          if kind in ("id", "timestamp")),
+        *(f"field_too_long:{path}" for path, kind in _KIND_OF.items()
+          if kind in ("id", "text", "text_or_int")),
+    }
+)  # fmt: skip
 
 
 def _struct(name: str, fields: list[tuple[str, str]], extra: Sequence[Any] = ()) -> Any:

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     target = settings.clickhouse_url or str(data_dir / "clickhouse")
     # The writes run in a child process of their own (see streams.clickhouse.process).
     writer = WriterProcess(target, after=SessionsPublisher(settings))
-    metrics = JourneyMetrics.create()
+    metrics = JourneyMetrics.create(rules=rules)
     start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)
     sink = ClickHouseSink(
         writer,
