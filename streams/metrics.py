@@ -25,13 +25,19 @@ import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from streams.engine.intake import REJECTION_REASONS
 from streams.engine.stages import StageRules
+from streams.errors import ConfigError
+from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 #: The label value of anything from event data outside a label's fixed set.
 OTHER = "other"
@@ -296,3 +302,21 @@ class JourneyMetrics:
         the fold only guarantees the label's bound whatever a later change passes here.
         """
         self.rejected.labels(reason if reason in REJECTION_REASONS else OTHER).inc()
+
+
+def serve_metrics(metrics: JourneyMetrics, settings: Settings) -> WSGIServer:
+    """Serve ``/metrics`` on ``JOURNEY_METRICS_HOST``:``JOURNEY_METRICS_PORT`` in a daemon thread.
+
+    Returns the server (``shutdown()`` and ``server_close()`` stop it). An address that
+    cannot be bound (in use, not of this machine, a name that does not resolve) raises
+    ``ConfigError`` naming both settings.
+    """
+    host, port = settings.metrics_host, settings.metrics_port
+    try:
+        server, _ = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve /metrics on JOURNEY_METRICS_HOST={host!r} JOURNEY_METRICS_PORT={port} "
+            f"({exc.strerror or exc}); free the port, or pick another host or port"
+        ) from None
+    return server
