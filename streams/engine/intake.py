@@ -33,6 +33,7 @@ MAX_STRING_CHARS = 8192  # JSON Schema maxLength counts characters, so do we
 MAX_DEPTH = 32
 MAX_FUTURE_MS = 24 * 3600 * 1000
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the schema's maximum
+MAX_QUANTITY = 2**32 - 1  # the schema's maximum: raw_events.quantity is a UInt32
 
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
@@ -202,6 +203,9 @@ class _Envelope(msgspec.Struct, frozen=True, gc=False):
 _decode_message = msgspec.json.Decoder(_Message).decode
 _decode_event = msgspec.json.Decoder(_EventDoc).decode
 _decode_envelope = msgspec.json.Decoder(_Envelope).decode
+#: What decoding raises for bad input: msgspec's errors, and a string member that is not
+#: UTF-8 (msgspec raises Python's own error for it, not a ``DecodeError``).
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
 #: ``msgspec: message - at `$.path``` (the path is absent for the document itself).
 _AT = " - at `$"
 
@@ -215,10 +219,10 @@ def parse_payload(payload: bytes, now_ms: int) -> IntakeResult:
     """
     if len(payload) > MAX_MESSAGE_BYTES:
         return IntakeResult([], [Rejection("message_too_large", payload)])
-    error: msgspec.DecodeError | None = None
+    error: msgspec.DecodeError | UnicodeDecodeError | None = None
     try:
         doc = _decode_message(payload)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         doc, error = None, exc
     if doc is not None and doc.batch is not UNSET:
         elements: list[msgspec.Raw] | str | None = doc.batch
@@ -248,7 +252,7 @@ def parse_payload(payload: bytes, now_ms: int) -> IntakeResult:
             result.events.append(_finish(_decode_event(raw), now_ms))
         except InvalidEvent as exc:
             result.rejections.append(Rejection(exc.reason, raw, index))
-        except msgspec.DecodeError as exc:
+        except _DECODE_ERRORS as exc:
             result.rejections.append(Rejection(_reason(exc), raw, index))
     return result
 
@@ -295,7 +299,7 @@ def _envelope(payload: bytes) -> list[msgspec.Raw] | str | None:
         return list(_decode_envelope(payload).batch)
     except msgspec.ValidationError as exc:
         return "bad_field:batch" if _path(exc) == "batch" else None
-    except msgspec.DecodeError:
+    except _DECODE_ERRORS:
         return None
 
 
@@ -308,10 +312,10 @@ def _path(exc: msgspec.DecodeError) -> str | None:
     return text[at + len(_AT) :].strip("`.")
 
 
-def _reason(exc: msgspec.DecodeError) -> str:
+def _reason(exc: msgspec.DecodeError | UnicodeDecodeError) -> str:
     """The dead-letter reason of a msgspec error, from the field table."""
     if not isinstance(exc, msgspec.ValidationError) or str(exc).startswith("Number out of range"):
-        return "invalid_json"  # as an integer or a float, the number cannot be held
+        return "invalid_json"  # not UTF-8, or a number neither an integer nor a float holds
     path = _path(exc)
     if not path:
         return "not_an_object"
@@ -402,7 +406,9 @@ def _finish(doc: Any, now_ms: int) -> Event:
         quantity = None
         if props.quantity is not UNSET:
             quantity = _whole(props.quantity, "properties.quantity")
-            if quantity < 0:
+            # Bounded: a quantity of 2**64 or more cannot be written to the changelog
+            # (msgpack) or the late topic (orjson), and stopped the worker at a checkpoint.
+            if quantity < 0 or quantity > MAX_QUANTITY:
                 raise InvalidEvent("bad_field:properties.quantity")
         scale = None
         if props.scale is not UNSET:
