@@ -14,6 +14,7 @@ dead-letter topic and its counter.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -149,12 +150,18 @@ _KIND_OF = {f"{section}.{key}" if section else key: kind for section, key, kind 
 #: came in, when the worker takes its input directly (JOURNEY_INPUT_KEYED_BY_VISITOR). The
 #: worker gives it, not this module; it is here so that every reason is listed in one place.
 NOT_KEYED_BY_VISITOR = "not_keyed_by_visitor"
+#: A decoded document (``parse_event_dict``) with a field that is not Unicode text: a CSV
+#: cell whose bytes were not UTF-8, or a lone surrogate (JSON text gives invalid_json).
+NOT_UTF8 = "not_utf8"
+#: A row of ``journey replay --format csv`` that the csv module cannot split.
+INVALID_CSV = "invalid_csv"
 #: Every reason a rejection can carry: the message-level ones, and per field of the table
 #: those its kind can fail with. A fixed set, so the reason is a bounded metric label.
 REJECTION_REASONS: frozenset[str] = frozenset(
     {
         "message_too_large", "batch_too_large", "invalid_json", "not_an_object", "too_deep",
         "missing_identity", "bad_timestamp", "future_timestamp", NOT_KEYED_BY_VISITOR,
+        NOT_UTF8, INVALID_CSV,
         *_CONSTRAINT_REASONS.values(),
         *(f"bad_field:{name}" for name in ("batch", "page", "campaign", "properties", "context")),
         *(f"bad_field:{path}" for path in _KIND_OF),
@@ -270,7 +277,24 @@ def parse_event_dict(obj: Mapping[str, Any], now_ms: int) -> Event:
         doc = msgspec.convert(obj if type(obj) is dict else dict(obj), _EventDoc)
     except msgspec.ValidationError as exc:
         raise InvalidEvent(_reason(exc)) from None
-    return _finish(doc, now_ms)
+    except UnicodeEncodeError:  # msgspec quoting a lone surrogate in its error message
+        raise InvalidEvent(NOT_UTF8) from None
+    props = doc.properties
+    if props is not _PROPERTIES_NONE:
+        # JSON holds no NaN or infinity, so parse_payload never meets one; a dict may.
+        for key in ("price", "revenue", "score"):
+            value = getattr(props, key)
+            if value is not UNSET and not math.isfinite(value):
+                raise InvalidEvent(f"bad_field:properties.{key}")
+    event = _finish(doc, now_ms)
+    try:
+        _check_text(event)  # a lone surrogate would stop every later encoding of the event
+    except UnicodeEncodeError:
+        raise InvalidEvent(NOT_UTF8) from None
+    return event
+
+
+_check_text = msgspec.json.Encoder().encode
 
 
 def _shallow(payload: bytes, limit: int) -> bool:

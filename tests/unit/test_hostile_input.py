@@ -4,7 +4,10 @@
 gets 50,000 generated messages: random bytes, real events (the generator's traffic and the
 OTTO fixture) mutated field by field and byte by byte, and JSON-shaped messages with wrong
 types, missing fields, huge numbers, NaN/Infinity, deep nesting, odd unicode and overlong
-strings, alone or in batch envelopes. Whatever comes in, nothing raises, every rejection
+strings, alone or in batch envelopes. The CSV reader of ``journey replay`` (with
+``--map``) gets 12,000 generated rows, and ``parse_event_dict`` (which it calls) 10,000
+decoded documents holding what JSON cannot (NaN, infinity, lone surrogates). Whatever
+comes in, nothing raises, every rejection
 carries a reason of the contract's fixed set, and every accepted event is a document
 ``schemas/event.v1.json`` accepts (checked with jsonschema on the input as Python's own
 ``json`` reads it, never by our decoder), carries the document's values, and survives
@@ -16,6 +19,8 @@ and the SPEC's list, the documents are decoded by the standard library.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import random
@@ -32,9 +37,17 @@ import orjson
 from jsonschema import Draft202012Validator
 
 from streams.engine.events import Event
-from streams.engine.intake import REJECTION_REASONS, parse_payload
+from streams.engine.intake import (
+    REJECTION_REASONS,
+    InvalidEvent,
+    parse_event_dict,
+    parse_payload,
+)
+from streams.engine.sessionizer import SessionConfig
+from streams.engine.stages import StageRules
 from streams.engine.state import VisitorState, stored
 from streams.generator.traffic import TrafficConfig, TrafficModel
+from streams.replay import CSV_FIELDS, replay_files
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "schemas" / "event.v1.json").read_text(encoding="utf-8"))
@@ -71,12 +84,13 @@ def known_reasons() -> frozenset[str]:
 
     Message-level reasons are the SPEC's (section 3) and the worker's direct-mode one; per
     field of the schema a wrong type is ``bad_field:<path>``, a required one absent or
-    empty ``missing_field:<path>``, text over 8 KiB ``field_too_long:<path>``.
+    empty ``missing_field:<path>``, text over 8 KiB ``field_too_long:<path>``; the CSV
+    reader adds ``invalid_csv``, and a decoded document ``not_utf8`` for a lone surrogate.
     """
     reasons = {
         "invalid_json", "not_an_object", "message_too_large", "batch_too_large", "too_deep",
         "missing_identity", "bad_timestamp", "future_timestamp", "negative_price",
-        "negative_revenue", "not_keyed_by_visitor", "bad_field:batch",
+        "negative_revenue", "not_keyed_by_visitor", "not_utf8", "invalid_csv", "bad_field:batch",
     }  # fmt: skip
     reasons |= {f"missing_field:{name}" for name in SCHEMA["required"]}
     for key, sub in SCHEMA["properties"].items():
@@ -597,3 +611,159 @@ def test_the_inlined_schema_judges_as_the_schema_file() -> None:
     verdicts = [(by_file.is_valid(doc), VALIDATOR.is_valid(doc)) for doc in docs]
     assert [inlined for _, inlined in verdicts] == [full for full, _ in verdicts]
     assert len(seeds) < sum(full for full, _ in verdicts) < len(docs)  # both verdicts occur
+
+
+# -- the CSV reader of journey replay, and parse_event_dict -------------------------------
+
+CSV_ROWS = 12_000
+CSV_FILES = 6
+DICTS = 10_000
+#: Cells a spreadsheet export or a hand edit produces: numbers Python reads and JSON does
+#: not, digits of other scripts, overlong and odd text, CSV syntax inside a cell.
+HOSTILE_CELLS = (
+    "", " ", "nan", "NaN", "inf", "-inf", "Infinity", "1e999", "-1e999", "1_000", "²", "٣",
+    "١٢٣", "0x10", "+5", "-5", " 5", "5 ", "5.", ".5", "1e3", "-0", "4294967295",
+    "4294967296", "9" * 19, "9" * 5000, "1" + "0" * 400, "2024-06-01T11:00:00Z",
+    "2024-06-01 11:00:00+02:00", "1717239600000", "1717239600000.0", "x" * 8192, "x" * 8193,
+    "é" * 8193, "a,b", 'say "hi"', "line\nbreak", "\r", "\u0000", "\ufeff", "\u202e",
+    "5", "10", "4.5", "-1", "true", "null", "[]", "{}",
+)  # fmt: skip
+BAD_CSV_BYTES = (b"\xc0\xaf", b"\xff", b"\xed\xa0\x80", b'"', b'"x"y', b"\x00", b",,,,")
+
+
+class RawEventsWriter:
+    """The replay's writer: tables are not kept, the accepted events are."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def write(self, *tables: Any) -> None:
+        return None
+
+    def write_raw_events(self, events: list[Event]) -> None:
+        self.events += events
+
+
+def _flat(event: dict[str, Any]) -> dict[str, str]:
+    """A real event as CSV cells: dotted columns, numbers as their text."""
+    cells: dict[str, str] = {}
+    for name in CSV_FIELDS:
+        head, _, tail = name.partition(".")
+        value = event.get(head, {}).get(tail) if tail else event.get(head)
+        if value is not None:
+            cells[name] = str(value)
+    return cells
+
+
+def csv_file(
+    rng: random.Random, seeds: list[dict[str, Any]], rows: int
+) -> tuple[bytes, dict[str, str]]:
+    """A CSV export of ``rows`` mutated real events, and the ``--map`` it needs."""
+    mapping = {name: f"col {n}" for n, name in enumerate(CSV_FIELDS) if rng.random() < 0.3}
+    columns = [mapping.get(name, name) for name in CSV_FIELDS]
+    rng.shuffle(columns)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator=rng.choice(["\n", "\r\n"]))
+    writer.writerow(columns)
+    by_column = {mapping.get(name, name): name for name in CSV_FIELDS}
+    for _ in range(rows):
+        cells = _flat(rng.choice(seeds))
+        for _ in range(rng.randint(0, 3)):
+            cells[rng.choice(CSV_FIELDS)] = (
+                rng.choice(HOSTILE_CELLS) if rng.random() < 0.85 else
+                "".join(chr(rng.randint(1, 0x10FFFF)) for _ in range(rng.randint(1, 8)))
+            )  # fmt: skip
+        row = [cells.get(by_column[column], "") for column in columns]
+        roll = rng.random()
+        if roll < 0.03:
+            row = row[: rng.randrange(len(row))]
+        elif roll < 0.06:
+            row += ["extra", "cells"]
+        writer.writerow(row)
+    data = out.getvalue().encode("utf-8", "surrogatepass")
+    lines = data.split(b"\n")
+    for _ in range(rows // 25):  # byte-level damage: bad UTF-8, stray quotes, NUL, commas
+        at = rng.randrange(1, len(lines))
+        line = lines[at]
+        cut = rng.randrange(len(line) + 1)
+        lines[at] = line[:cut] + rng.choice(BAD_CSV_BYTES) + line[cut:]
+    lines.insert(rng.randrange(1, len(lines)), b'a,"' + b"x" * 140_000 + b'",b')  # csv's limit
+    return b"\n".join(lines), mapping
+
+
+def test_csv_replay_survives_12000_hostile_rows(tmp_path: Path) -> None:
+    """journey replay --format csv: no row raises; reasons known; accepted events valid."""
+    rng = random.Random(SEED + 2)
+    seeds = real_events()
+    problems: list[str] = []
+    accepted = rejected = 0
+    started = time.perf_counter()
+    for n in range(CSV_FILES):
+        data, mapping = csv_file(rng, seeds, CSV_ROWS // CSV_FILES)
+        path = tmp_path / f"export-{n}.csv"
+        path.write_bytes(data)
+        writer = RawEventsWriter()
+        try:
+            report = replay_files(
+                [path], "csv", writer, SessionConfig(), StageRules.default(),
+                mapping=mapping, raw_events=True, now_ms=NOW,
+            )  # fmt: skip
+        except Exception as exc:  # any exception is the finding
+            problems.append(f"{path.name}: raised {exc!r}")
+            continue
+        unknown = set(report.reasons) - KNOWN_REASONS
+        if unknown:
+            problems.append(f"{path.name}: unknown reasons {sorted(unknown)}")
+        counts = (report.lines, report.events, report.rejected, len(writer.events))
+        if counts[1] + counts[2] != counts[0] or counts[1] != counts[3]:
+            problems.append(f"{path.name}: rows, events, rejected, written: {counts}")
+        for event in writer.events:
+            problem = accepted_event_problem(event)
+            if problem:
+                problems.append(f"{path.name}: accepted {event.event_id[:40]!r}: {problem}")
+        accepted += report.events
+        rejected += report.rejected
+    elapsed = time.perf_counter() - started
+    assert not problems, f"{len(problems)} problems, e.g.\n" + "\n".join(problems[:15])
+    assert accepted > 2_000, accepted
+    assert rejected > 3_000, rejected
+    print(f"{CSV_ROWS} CSV rows: {accepted} accepted, {rejected} rejected in {elapsed:.1f} s")
+
+
+def _python_value(value: Any, rng: random.Random) -> Any:
+    """``value`` with raw JSON text swapped for what a Python caller might pass instead."""
+    if isinstance(value, Raw):
+        return rng.choice([
+            math.nan, math.inf, -math.inf, 10**400, -(10**400), "\ud800", "a\udcff",
+            value.text, 1e308 * 10, float("-0"),
+        ])  # fmt: skip
+    if isinstance(value, dict):
+        return {k: _python_value(v, rng) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_python_value(v, rng) for v in value]
+    return value
+
+
+def test_parse_event_dict_survives_10000_hostile_documents() -> None:
+    """A decoded document, NaN and infinity included, is an Event or an InvalidEvent."""
+    rng = random.Random(SEED + 3)
+    seeds = real_events()
+    problems: list[str] = []
+    accepted = 0
+    for _ in range(DICTS):
+        doc = _python_value(mutated(rng, seeds) if rng.random() < 0.9 else rng.choice(seeds), rng)
+        try:
+            event = parse_event_dict(doc, NOW)
+        except InvalidEvent as exc:
+            if exc.reason not in KNOWN_REASONS:
+                problems.append(f"unknown reason {exc.reason!r}")
+            continue
+        except Exception as exc:  # any other exception is the finding
+            problems.append(f"raised {exc!r} on {str(doc)[:160]}")
+            continue
+        accepted += 1
+        problem = accepted_event_problem(event)
+        if problem:
+            problems.append(f"accepted {str(doc)[:160]}: {problem}")
+    assert not problems, f"{len(problems)} problems, e.g.\n" + "\n".join(problems[:15])
+    assert accepted > 1_000, accepted

@@ -210,3 +210,22 @@ def test_user_only_event_uses_user_id_as_visitor_key() -> None:
     """Without anonymous_id the visitor key is the user_id."""
     event = parse_event_dict(good(anonymous_id=..., user_id="u9"), NOW)
     assert (event.visitor_key, event.anonymous_id) == ("u9", "")
+
+
+@pytest.mark.parametrize(
+    ("over", "reason"),
+    [
+        ({"properties": {"score": float("nan")}}, "bad_field:properties.score"),
+        ({"properties": {"price": float("inf")}}, "bad_field:properties.price"),
+        ({"properties": {"revenue": float("-inf")}}, "negative_revenue"),
+        ({"event_id": "e\ud800"}, "not_utf8"),  # accepted, then no encoder could write it
+        ({"properties": {"quantity": "a\udcff"}}, "not_utf8"),  # msgspec's error raised
+    ],
+)
+def test_parse_event_dict_refuses_what_json_cannot_hold(
+    over: dict[str, object], reason: str
+) -> None:
+    """A decoded document may hold NaN, infinity or lone surrogates; each is a rejection."""
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event_dict(good(**over), NOW)
+    assert caught.value.reason == reason
