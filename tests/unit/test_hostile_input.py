@@ -134,7 +134,7 @@ class Undecodable(ValueError):
 
 
 class Unusual:
-    """What stands for NaN/Infinity (not JSON) or a number beyond a double: no JSON type."""
+    """What stands for NaN/Infinity (not JSON) or a fraction beyond a double: no JSON type."""
 
     def __init__(self, text: str) -> None:
         self.text = text[:20]
