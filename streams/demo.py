@@ -57,6 +57,16 @@ def scrape(url: str) -> dict[str, float]:
     return totals
 
 
+def _metrics_url(settings: Settings) -> str:
+    """Where the demo's worker serves /metrics: its host, or this machine for a wildcard."""
+    host = settings.metrics_host
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"  # an IPv6 address in a URL
+    return f"http://{host}:{settings.metrics_port}/metrics"
+
+
 def _live_line(m: Mapping[str, float], elapsed: float) -> str:
     carts = m.get("journey_cart_sessions_closed_total", 0.0)
     abandoned = m.get("journey_carts_abandoned_total", 0.0)
@@ -102,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         JOURNEY_CLICKHOUSE_URL=args.clickhouse,
     )
     cli = [sys.executable, "-m", "streams.cli"]
-    metrics_url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    metrics_url = _metrics_url(settings)
     log_path = data_dir / f"worker-{run_id}.log"
     print(f"journey demo: topic {topic}, {args.rate:.0f} events/s for {args.seconds:.0f} s")
     print(f"journey demo: worker log {log_path}, metrics {metrics_url}")

@@ -1,9 +1,13 @@
 """Prometheus metrics of the worker, created in one place from an injected registry.
 
 Names are prefixed ``journey_``, in base units, counters end in ``_total``, and no label
-carries a visitor or session id (cardinality stays bounded by event types, stages,
-reasons and channels). The cart-abandonment ratio and per-stage drop-off are computable
-in PromQL from these counters the moment the deciding events are processed:
+carries a visitor or session id. No label takes a value from event data outside a fixed
+set: ``event_type`` is one of the types the stage rules name, else ``other``; ``reason``
+one of the intake's rejection reasons (``REJECTION_REASONS``), else ``other``. The other
+labels are set by the code (stages, tables, partitions), never from event data.
+
+The cart-abandonment ratio and per-stage drop-off are computable in PromQL from these
+counters the moment the deciding events are processed:
 
     abandonment ratio = rate(journey_carts_abandoned_total[5m])
                         / rate(journey_cart_sessions_closed_total[5m])
@@ -19,12 +23,24 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from streams.engine.intake import REJECTION_REASONS
+from streams.engine.stages import StageRules
+from streams.errors import ConfigError
+from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+#: The label value of anything from event data outside a label's fixed set.
+OTHER = "other"
 
 #: Event-time lag buckets (seconds): from live traffic to a backlog of hours.
 LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
@@ -138,12 +154,22 @@ class JourneyMetrics:
     checkpoints: Counter
     checkpoint_records: Counter
     checkpoint_seconds: Histogram
+    #: The values ``events``'s ``event_type`` label takes besides ``other``.
+    event_types: frozenset[str]
 
     @classmethod
-    def create(cls, registry: CollectorRegistry | None = None) -> JourneyMetrics:
-        """Register every metric in ``registry`` (a fresh one when omitted, as tests want)."""
+    def create(
+        cls, registry: CollectorRegistry | None = None, rules: StageRules | None = None
+    ) -> JourneyMetrics:
+        """Register every metric in ``registry`` (a fresh one when omitted, as tests want).
+
+        ``rules`` are the stage rules in force (the defaults when omitted): the event types
+        they name are the values of the ``event_type`` label, with ``other`` for the rest.
+        """
         reg = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        event_types = (rules if rules is not None else StageRules.default()).event_types
         return cls(
+            event_types=event_types,
             registry=reg,
             events=Counter(
                 "journey_events_total", "Accepted events by type.", ["event_type"], registry=reg
@@ -276,3 +302,42 @@ class JourneyMetrics:
                 registry=reg,
             ),
         )
+
+    def count_events(self, by_type: Mapping[str, int]) -> None:
+        """Count accepted events given per event type; a type the rules do not name is ``other``.
+
+        Called once per batch with its counts, so the fold costs a lookup per distinct type.
+        """
+        known = self.event_types
+        folded: dict[str, int] = {}
+        for event_type, count in by_type.items():
+            label = event_type if event_type in known else OTHER
+            folded[label] = folded.get(label, 0) + count
+        for label, count in folded.items():
+            self.events.labels(label).inc(count)
+
+    def count_rejection(self, reason: str) -> None:
+        """Count one dead-lettered input; a reason outside ``REJECTION_REASONS`` is ``other``.
+
+        Every reason the intake gives is in the set (the fuzz test of the intake checks it);
+        the fold only guarantees the label's bound whatever a later change passes here.
+        """
+        self.rejected.labels(reason if reason in REJECTION_REASONS else OTHER).inc()
+
+
+def serve_metrics(metrics: JourneyMetrics, settings: Settings) -> WSGIServer:
+    """Serve ``/metrics`` on ``JOURNEY_METRICS_HOST``:``JOURNEY_METRICS_PORT`` in a daemon thread.
+
+    Returns the server (``shutdown()`` and ``server_close()`` stop it). An address that
+    cannot be bound (in use, not of this machine, a name that does not resolve) raises
+    ``ConfigError`` naming both settings.
+    """
+    host, port = settings.metrics_host, settings.metrics_port
+    try:
+        server, _ = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve /metrics on JOURNEY_METRICS_HOST={host!r} JOURNEY_METRICS_PORT={port} "
+            f"({exc.strerror or exc}); free the port, or pick another host or port"
+        ) from None
+    return server

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
+import re
 import sys
 import time
 from collections import Counter
@@ -185,25 +187,45 @@ CSV_FIELDS = (
 )  # fmt: skip
 _NUMERIC = {"properties.price", "properties.revenue", "properties.score"}
 _INTEGER = {"properties.quantity", "properties.scale"}
+#: A whole number of ASCII digits, short enough for ``int`` (longer ones are bad anyway:
+#: every integer field is bounded well below 10**18).
+_INTEGER_CELL = re.compile(r"-?[0-9]{1,18}", re.ASCII)
+#: A decimal number, with optional sign, fraction and exponent; ASCII digits only.
+_NUMBER_CELL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 
 
 def _csv_events(
     path: Path, now_ms: int, report: ReplayReport, mapping: dict[str, str]
 ) -> Iterator[Any]:
-    from streams.engine.intake import InvalidEvent, parse_event_dict
+    """The accepted events of a CSV file; a bad row is counted and the rest still read.
+
+    Bytes that are not UTF-8 are read as lone surrogates, so a row using such a cell is
+    ``not_utf8`` (from ``parse_event_dict``); a row the csv module cannot split (a field
+    over its size limit) is ``invalid_csv``. Each is reported at the line where it ends.
+    """
+    from streams.engine.intake import INVALID_CSV, InvalidEvent, parse_event_dict
 
     unknown = sorted(set(mapping) - set(CSV_FIELDS))
     if unknown:
         raise ConfigError(f"--map names unknown field(s) {', '.join(unknown)}")
     name = str(path)
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
         reader = csv.DictReader(handle)
-        for number, row in enumerate(reader, start=2):  # line 1 is the header
+        while True:  # each step reads at least one line, so this ends with the file
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error:
+                report.lines += 1
+                # DictReader's own line_num is set after a row is read, so it lags here.
+                report.reject(name, reader.reader.line_num, INVALID_CSV)
+                continue
             report.lines += 1
             try:
                 event = parse_event_dict(_csv_object(row, mapping), now_ms)
             except InvalidEvent as exc:
-                report.reject(name, number, exc.reason)
+                report.reject(name, reader.line_num, exc.reason)
                 continue
             yield event
 
@@ -218,8 +240,8 @@ def _csv_object(row: dict[str, str], mapping: dict[str, str]) -> dict[str, Any]:
         value: Any = cell
         if target in _NUMERIC:
             value = _number(cell)
-        elif target in _INTEGER or (target == "timestamp" and cell.isdigit()):
-            value = int(cell) if cell.lstrip("-").isdigit() else cell
+        elif (target in _INTEGER or target == "timestamp") and _INTEGER_CELL.fullmatch(cell):
+            value = int(cell)
         head, _, tail = target.partition(".")
         if tail:
             obj.setdefault(head, {})[tail] = value
@@ -229,10 +251,16 @@ def _csv_object(row: dict[str, str], mapping: dict[str, str]) -> dict[str, Any]:
 
 
 def _number(cell: str) -> Any:
-    try:
-        return float(cell)
-    except ValueError:
-        return cell  # left as text: intake rejects it with bad_field:<name>
+    """A decimal number cell as a float; anything else stays text (intake: bad_field).
+
+    ``float`` alone would also take NaN, infinity, ``1_000`` and non-ASCII digits, none of
+    which is a number of the contract (JSON has no NaN or infinity).
+    """
+    if _NUMBER_CELL.fullmatch(cell):
+        value = float(cell)
+        if math.isfinite(value):
+            return value
+    return cell
 
 
 def format_report(report: ReplayReport) -> str:

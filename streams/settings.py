@@ -7,7 +7,9 @@ wrong value fails at start-up with a message naming the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -42,6 +44,25 @@ def _port(name: str, raw: str) -> int:
     value = _positive_int(name, raw)
     if value > 65535:
         raise ConfigError(f"{name}={raw!r} is not a TCP port (1-65535)")
+    return value
+
+
+#: A DNS host name: dot-separated labels of letters, digits and inner hyphens.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?", re.ASCII)
+
+
+def _bind_host(name: str, raw: str) -> str:
+    """An address to listen on: an IPv4 or IPv6 address, or a host name."""
+    value = raw.strip()
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOST_NAME.fullmatch(value):
+            raise ConfigError(
+                f"{name}={raw!r} is not an IP address or host name "
+                "(e.g. 0.0.0.0 for every interface, 127.0.0.1 for this machine only)"
+            ) from None
     return value
 
 
@@ -151,6 +172,12 @@ class Settings:
         "", _text, "clickhouse://host:9000/db for a server; empty = embedded chdb in data_dir"
     )
     data_dir: str = _setting(".journey", _text, "folder for embedded ClickHouse and worker state")
+    metrics_host: str = _setting(
+        "0.0.0.0",
+        _bind_host,
+        "address the worker's /metrics endpoint listens on: 0.0.0.0 every IPv4 interface, "
+        ":: every interface, 127.0.0.1 this machine only",
+    )
     metrics_port: int = _setting(9464, _port, "HTTP port of the worker's /metrics endpoint")
     session_timeout_s: float = _setting(
         1800.0, _positive_float, "inactivity gap that ends a session"

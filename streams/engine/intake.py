@@ -14,6 +14,7 @@ dead-letter topic and its counter.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ MAX_STRING_CHARS = 8192  # JSON Schema maxLength counts characters, so do we
 MAX_DEPTH = 32
 MAX_FUTURE_MS = 24 * 3600 * 1000
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the schema's maximum
+MAX_QUANTITY = 2**32 - 1  # the schema's maximum: raw_events.quantity is a UInt32
 
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
@@ -144,6 +146,31 @@ _CONSTRAINT_REASONS = {
     "properties.revenue": "negative_revenue",
 }
 _KIND_OF = {f"{section}.{key}" if section else key: kind for section, key, kind in _FIELDS}
+#: Dead-letter reason of an event whose visitor hashes to another partition than the one it
+#: came in, when the worker takes its input directly (JOURNEY_INPUT_KEYED_BY_VISITOR). The
+#: worker gives it, not this module; it is here so that every reason is listed in one place.
+NOT_KEYED_BY_VISITOR = "not_keyed_by_visitor"
+#: A decoded document (``parse_event_dict``) with a field that is not Unicode text: a CSV
+#: cell whose bytes were not UTF-8, or a lone surrogate (JSON text gives invalid_json).
+NOT_UTF8 = "not_utf8"
+#: A row of ``journey replay --format csv`` that the csv module cannot split.
+INVALID_CSV = "invalid_csv"
+#: Every reason a rejection can carry: the message-level ones, and per field of the table
+#: those its kind can fail with. A fixed set, so the reason is a bounded metric label.
+REJECTION_REASONS: frozenset[str] = frozenset(
+    {
+        "message_too_large", "batch_too_large", "invalid_json", "not_an_object", "too_deep",
+        "missing_identity", "bad_timestamp", "future_timestamp", NOT_KEYED_BY_VISITOR,
+        NOT_UTF8, INVALID_CSV,
+        *_CONSTRAINT_REASONS.values(),
+        *(f"bad_field:{name}" for name in ("batch", "page", "campaign", "properties", "context")),
+        *(f"bad_field:{path}" for path in _KIND_OF),
+        *(f"missing_field:{path}" for path, kind in _KIND_OF.items()
+          if kind in ("id", "timestamp")),
+        *(f"field_too_long:{path}" for path, kind in _KIND_OF.items()
+          if kind in ("id", "text", "text_or_int")),
+    }
+)  # fmt: skip
 
 
 def _struct(name: str, fields: list[tuple[str, str]], extra: Sequence[Any] = ()) -> Any:
@@ -183,6 +210,9 @@ class _Envelope(msgspec.Struct, frozen=True, gc=False):
 _decode_message = msgspec.json.Decoder(_Message).decode
 _decode_event = msgspec.json.Decoder(_EventDoc).decode
 _decode_envelope = msgspec.json.Decoder(_Envelope).decode
+#: What decoding raises for bad input: msgspec's errors, and a string member that is not
+#: UTF-8 (msgspec raises Python's own error for it, not a ``DecodeError``).
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
 #: ``msgspec: message - at `$.path``` (the path is absent for the document itself).
 _AT = " - at `$"
 
@@ -196,10 +226,10 @@ def parse_payload(payload: bytes, now_ms: int) -> IntakeResult:
     """
     if len(payload) > MAX_MESSAGE_BYTES:
         return IntakeResult([], [Rejection("message_too_large", payload)])
-    error: msgspec.DecodeError | None = None
+    error: msgspec.DecodeError | UnicodeDecodeError | None = None
     try:
         doc = _decode_message(payload)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         doc, error = None, exc
     if doc is not None and doc.batch is not UNSET:
         elements: list[msgspec.Raw] | str | None = doc.batch
@@ -229,7 +259,7 @@ def parse_payload(payload: bytes, now_ms: int) -> IntakeResult:
             result.events.append(_finish(_decode_event(raw), now_ms))
         except InvalidEvent as exc:
             result.rejections.append(Rejection(exc.reason, raw, index))
-        except msgspec.DecodeError as exc:
+        except _DECODE_ERRORS as exc:
             result.rejections.append(Rejection(_reason(exc), raw, index))
     return result
 
@@ -247,7 +277,24 @@ def parse_event_dict(obj: Mapping[str, Any], now_ms: int) -> Event:
         doc = msgspec.convert(obj if type(obj) is dict else dict(obj), _EventDoc)
     except msgspec.ValidationError as exc:
         raise InvalidEvent(_reason(exc)) from None
-    return _finish(doc, now_ms)
+    except UnicodeEncodeError:  # msgspec quoting a lone surrogate in its error message
+        raise InvalidEvent(NOT_UTF8) from None
+    props = doc.properties
+    if props is not _PROPERTIES_NONE:
+        # JSON holds no NaN or infinity, so parse_payload never meets one; a dict may.
+        for key in ("price", "revenue", "score"):
+            value = getattr(props, key)
+            if value is not UNSET and not math.isfinite(value):
+                raise InvalidEvent(f"bad_field:properties.{key}")
+    event = _finish(doc, now_ms)
+    try:
+        _check_text(event)  # a lone surrogate would stop every later encoding of the event
+    except UnicodeEncodeError:
+        raise InvalidEvent(NOT_UTF8) from None
+    return event
+
+
+_check_text = msgspec.json.Encoder().encode
 
 
 def _shallow(payload: bytes, limit: int) -> bool:
@@ -276,7 +323,7 @@ def _envelope(payload: bytes) -> list[msgspec.Raw] | str | None:
         return list(_decode_envelope(payload).batch)
     except msgspec.ValidationError as exc:
         return "bad_field:batch" if _path(exc) == "batch" else None
-    except msgspec.DecodeError:
+    except _DECODE_ERRORS:
         return None
 
 
@@ -289,10 +336,10 @@ def _path(exc: msgspec.DecodeError) -> str | None:
     return text[at + len(_AT) :].strip("`.")
 
 
-def _reason(exc: msgspec.DecodeError) -> str:
+def _reason(exc: msgspec.DecodeError | UnicodeDecodeError) -> str:
     """The dead-letter reason of a msgspec error, from the field table."""
     if not isinstance(exc, msgspec.ValidationError) or str(exc).startswith("Number out of range"):
-        return "invalid_json"  # as an integer or a float, the number cannot be held
+        return "invalid_json"  # not UTF-8, or a number neither an integer nor a float holds
     path = _path(exc)
     if not path:
         return "not_an_object"
@@ -383,7 +430,9 @@ def _finish(doc: Any, now_ms: int) -> Event:
         quantity = None
         if props.quantity is not UNSET:
             quantity = _whole(props.quantity, "properties.quantity")
-            if quantity < 0:
+            # Bounded: a quantity of 2**64 or more cannot be written to the changelog
+            # (msgpack) or the late topic (orjson), and stopped the worker at a checkpoint.
+            if quantity < 0 or quantity > MAX_QUANTITY:
                 raise InvalidEvent("bad_field:properties.quantity")
         scale = None
         if props.scale is not UNSET:

@@ -78,12 +78,15 @@ class StageRules:
     ``FLAG_ADVOCACY``, ``FLAG_CONVERSION`` (an event that completes a purchase).
     """
 
-    __slots__ = ("_conditional", "_simple", "conversion", "rules")
+    __slots__ = ("_conditional", "_simple", "conversion", "event_types", "rules")
 
     def __init__(self, rules: Iterable[StageRule], conversion: Iterable[str]) -> None:
         """Compile ``rules`` and the conversion event types into lookup tables."""
         self.rules: tuple[StageRule, ...] = tuple(rules)
         self.conversion: frozenset[str] = frozenset(conversion)
+        #: Every event type the rules name (a rule's event or a conversion event): the
+        #: fixed set a metric label may take from event data (``journey_events_total``).
+        self.event_types: frozenset[str] = frozenset(r.event for r in self.rules) | self.conversion
         simple: dict[str, tuple[int, int]] = {t: (1, FLAG_CONVERSION) for t in self.conversion}
         conditional: dict[str, list[StageRule]] = {}
         for rule in self.rules:

@@ -84,11 +84,10 @@ def run(args: argparse.Namespace) -> int:
         return run_group(settings, args.processes, args.loglevel, os.environ)
     # Heavy imports here: `journey --help` must not pay for faust and chdb.
     import faust
-    from prometheus_client import start_http_server
 
     from streams.clickhouse.process import WriterProcess
     from streams.engine.stages import load_stage_rules
-    from streams.metrics import JourneyMetrics
+    from streams.metrics import JourneyMetrics, serve_metrics
     from streams.sink import ClickHouseSink
     from streams.worker.app import build_app
     from streams.worker.output import OutputProducer, SessionsPublisher
@@ -102,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
     target = settings.clickhouse_url or str(data_dir / "clickhouse")
     # The writes run in a child process of their own (see streams.clickhouse.process).
     writer = WriterProcess(target, after=SessionsPublisher(settings))
-    metrics = JourneyMetrics.create()
-    start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)
+    metrics = JourneyMetrics.create(rules=rules)
+    serve_metrics(metrics, settings)
     sink = ClickHouseSink(
         writer,
         metrics,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from streams.engine.events import Event
-from streams.engine.intake import IntakeResult, Rejection, parse_payload
+from streams.engine.intake import NOT_KEYED_BY_VISITOR, IntakeResult, Rejection, parse_payload
 from streams.engine.progress import ProgressReport
 from streams.metrics import JourneyMetrics
 from streams.settings import Settings
@@ -46,9 +46,6 @@ if TYPE_CHECKING:
 #: Largest forwarded message: well under the broker's default message.max.bytes (1 MiB); an
 #: intake batch for one partition is split into as many messages as it takes.
 FORWARD_MAX_BYTES = 512 * 1024
-#: Dead-letter reason of an event whose visitor hashes to another partition than the one it
-#: came in, when the worker takes its input directly (JOURNEY_INPUT_KEYED_BY_VISITOR).
-NOT_KEYED_BY_VISITOR = "not_keyed_by_visitor"
 #: Every by-visitor partition gets the intake's progress report at least this often, with
 #: events or alone: a partition hearing nothing would hold its watermark (and sessions).
 REPORT_INTERVAL_S = 1.0
@@ -113,7 +110,7 @@ class BatchHandler:
 
     async def _dead_letter(self, rejection: Rejection, record: Any, now_ms: int) -> Any:
         """Count a rejection and send it to the dead-letter topic; returns the delivery."""
-        self._metrics.rejected.labels(rejection.reason).inc()
+        self._metrics.count_rejection(rejection.reason)
         return await self._dead_letters.send(value=rejection_record(rejection, record, now_ms))
 
     async def _send(self, partition: int, chunk: bytes, report: bytes | None) -> Any:
@@ -365,9 +362,7 @@ def _count_events(metrics: JourneyMetrics, events: list[Event], now_ms: int) -> 
     """
     if not events:
         return
-    by_type: Counter[str] = Counter(ev.event_type for ev in events)
-    for event_type, count in by_type.items():
-        metrics.events.labels(event_type).inc(count)
+    metrics.count_events(Counter(ev.event_type for ev in events))
     metrics.event_lag.observe_many(
         (now_ms - ev.ts_ms) / 1000 if ev.ts_ms < now_ms else 0.0 for ev in events
     )

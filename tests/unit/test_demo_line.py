@@ -16,3 +16,21 @@ def test_consideration_column_counts_only_that_stage() -> None:
     line = _live_line(metrics, 5.0)
     assert "consideration      7" in line
     assert "abandoned carts 25%" in line
+
+
+def test_the_demo_reads_metrics_where_the_worker_serves_them() -> None:
+    """A wildcard JOURNEY_METRICS_HOST is read on this machine, any other host as given."""
+    from streams.demo import _metrics_url
+    from streams.settings import Settings
+
+    urls = [
+        _metrics_url(Settings.from_env({"JOURNEY_METRICS_HOST": host, "JOURNEY_METRICS_PORT": "9"}))
+        for host in ("0.0.0.0", "::", "127.0.0.1", "::1", "metrics.local")
+    ]
+    assert urls == [
+        "http://127.0.0.1:9/metrics",
+        "http://127.0.0.1:9/metrics",
+        "http://127.0.0.1:9/metrics",
+        "http://[::1]:9/metrics",
+        "http://metrics.local:9/metrics",
+    ]

@@ -136,7 +136,7 @@ def reference_build(obj: Mapping[str, Any], now_ms: int) -> Event:
     if price is not None and price < 0:
         raise InvalidEvent("negative_price")
     quantity = _integer(props, "quantity", "properties.quantity")
-    if quantity is not None and quantity < 0:
+    if quantity is not None and not 0 <= quantity <= 4_294_967_295:
         raise InvalidEvent("bad_field:properties.quantity")
     currency = _text(props, "currency", "properties.currency")
     order_id = _text_or_int(props, "order_id", "properties.order_id")

@@ -61,6 +61,8 @@ def test_accepts_minimal_event() -> None:
         (good(page={"url": 3}), "bad_field:page.url"),
         (good(properties={"price": "1"}), "bad_field:properties.price"),
         (good(properties={"quantity": 1.5}), "bad_field:properties.quantity"),
+        (good(properties={"quantity": 2**32}), "bad_field:properties.quantity"),  # over UInt32
+        (good(properties={"quantity": 2**63 - 1}), "bad_field:properties.quantity"),
         (good(properties={"scale": 7}), "bad_field:properties.scale"),
         (good(properties={"order_id": 1.5}), "bad_field:properties.order_id"),
         (good(properties={"price": -0.01}), "negative_price"),
@@ -115,6 +117,29 @@ def test_batch_too_large() -> None:
     assert len(parse_payload(orjson.dumps({"batch": [{}] * MAX_BATCH_EVENTS}), NOW).rejections) == (
         MAX_BATCH_EVENTS
     )
+
+
+def test_text_that_is_not_utf8_is_rejected_not_raised() -> None:
+    """A known field holding bytes that are not UTF-8 is invalid_json, alone or in a batch.
+
+    msgspec raises Python's UnicodeDecodeError for it (no DecodeError), which escaped
+    parse_payload and stopped the intake.
+    """
+    event = orjson.dumps(good(event_id="\u00e9"))
+    broken = event.replace("\u00e9".encode(), b"\xc3")
+    assert reasons(broken) == ["invalid_json"]
+    result = parse_payload(b'{"batch": [%b, %b]}' % (event, broken), NOW)
+    assert [e.event_id for e in result.events] == ["\u00e9"]
+    assert [(r.reason, r.index) for r in result.rejections] == [("invalid_json", 1)]
+
+
+def test_a_quantity_beyond_uint32_is_rejected() -> None:
+    """2**32 and more is bad_field: 2**64 stopped the worker at the changelog's msgpack."""
+    event = orjson.dumps(good(properties={"quantity": 4_294_967_295}))
+    assert reasons(event) == []
+    for text in (b"4294967296", b"18446744073709551616", b"1" + b"0" * 40, b"1e300"):
+        payload = event.replace(b"4294967295", text)
+        assert reasons(payload) == ["bad_field:properties.quantity"], text
 
 
 def test_rejection_keeps_raw_payload() -> None:
@@ -185,3 +210,22 @@ def test_user_only_event_uses_user_id_as_visitor_key() -> None:
     """Without anonymous_id the visitor key is the user_id."""
     event = parse_event_dict(good(anonymous_id=..., user_id="u9"), NOW)
     assert (event.visitor_key, event.anonymous_id) == ("u9", "")
+
+
+@pytest.mark.parametrize(
+    ("over", "reason"),
+    [
+        ({"properties": {"score": float("nan")}}, "bad_field:properties.score"),
+        ({"properties": {"price": float("inf")}}, "bad_field:properties.price"),
+        ({"properties": {"revenue": float("-inf")}}, "negative_revenue"),
+        ({"event_id": "e\ud800"}, "not_utf8"),  # accepted, then no encoder could write it
+        ({"properties": {"quantity": "a\udcff"}}, "not_utf8"),  # msgspec's error raised
+    ],
+)
+def test_parse_event_dict_refuses_what_json_cannot_hold(
+    over: dict[str, object], reason: str
+) -> None:
+    """A decoded document may hold NaN, infinity or lone surrogates; each is a rejection."""
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event_dict(good(**over), NOW)
+    assert caught.value.reason == reason

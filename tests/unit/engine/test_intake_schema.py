@@ -80,7 +80,9 @@ events = st.fixed_dictionaries(
                 "currency": texts,
                 "price": st.one_of(numbers, wrong),
                 "revenue": st.one_of(numbers, wrong),
-                "quantity": st.one_of(st.integers(-3, 10), st.sampled_from([2.0, 1.5]), wrong),
+                "quantity": st.one_of(
+                    st.integers(-3, 10), st.sampled_from([2.0, 1.5, 2**32 - 1, 2**32, 2**40]), wrong
+                ),
                 "score": st.one_of(numbers, wrong),
                 "scale": st.one_of(st.sampled_from([5, 10, 7, 0, 10.0]), wrong),
             }

@@ -91,3 +91,18 @@ def test_unreadable_file_is_config_error(tmp_path: Path) -> None:
     """A missing rules file is a ConfigError naming the path."""
     with pytest.raises(ConfigError, match=r"nope\.yaml"):
         load_stage_rules(tmp_path / "nope.yaml")
+
+
+def test_event_types_are_every_type_the_rules_name() -> None:
+    """The default rules name SPEC section 2's types; a store's file names its own."""
+    assert StageRules.default().event_types == {
+        "product_view", "search", "add_to_wishlist", "product_compare", "add_to_cart",
+        "begin_checkout", "purchase", "email_open", "email_click", "review_submitted", "share",
+        "referral_sent", "survey_response",
+    }  # fmt: skip
+    rules = parse_stage_rules(
+        "stages:\n  awareness: [page_view]\n"
+        "  advocacy: [{event: survey_response, scale: 5, min_score: 5}]\n"
+        "conversion: [order_placed]\n"
+    )
+    assert rules.event_types == {"page_view", "survey_response", "order_placed"}

@@ -8,6 +8,7 @@ nowhere.
 from __future__ import annotations
 
 import asyncio
+import random
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,17 +16,18 @@ from typing import Any
 
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from worker_fakes import NullOutput
 
+from streams.engine.intake import NOT_KEYED_BY_VISITOR
 from streams.engine.progress import ProgressReport
-from streams.engine.stages import StageRules
+from streams.engine.stages import StageRules, parse_stage_rules
 from streams.metrics import JourneyMetrics
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
 from streams.worker.codec import decode_forwarded
 from streams.worker.flusher import Flusher
-from streams.worker.forwarder import NOT_KEYED_BY_VISITOR, DirectIntake, Forwarder
+from streams.worker.forwarder import DirectIntake, Forwarder
 from streams.worker.partition import PartitionState
 from streams.worker.partitioning import partition_for_key
 from streams.worker.publisher import Publisher
@@ -33,6 +35,16 @@ from streams.worker.runtime import WorkerRuntime
 
 NOW = 1_700_000_000_000
 PARTITIONS = 4
+#: A store's rules naming types the defaults do not (page_view, a custom one) and a
+#: conversion type named nowhere else.
+CUSTOM_RULES = """
+stages:
+  awareness: [page_view]
+  consideration: [quote_request, product_view]
+  purchase: [add_to_cart]
+  advocacy: [{event: survey_response, scale: 5, min_score: 5}]
+conversion: [order_placed]
+"""
 
 
 class Topic:
@@ -162,7 +174,8 @@ def test_forward_groups_events_by_visitor_partition_and_dead_letters_rejections(
     assert sent[3].events == []
     assert all(message.report is not None for message in sent.values())
     assert all(key == str(partition).encode() for key, _, partition in by_visitor.sent)
-    assert _count(metrics, "journey_events_total", event_type="page_view") == 3
+    # No default stage rule names page_view: its events are counted as other.
+    assert _count(metrics, "journey_events_total", event_type="other") == 3
     assert _count(metrics, "journey_event_lag_seconds_count") == 3
     assert _count(metrics, "journey_events_rejected_total", reason="invalid_json") == 1
     assert _count(metrics, "journey_batches_total") == 1
@@ -209,7 +222,7 @@ def test_direct_intake_dead_letters_events_of_another_partition() -> None:
     assert direct.flusher.uncommitted == {1: 43}  # committed with the next checkpoint
     assert direct.sink.pending >= 1
     assert _count(metrics, "journey_events_rejected_total", reason=NOT_KEYED_BY_VISITOR) == 2
-    assert _count(metrics, "journey_events_total", event_type="page_view") == 2
+    assert _count(metrics, "journey_events_total", event_type="other") == 2
     assert _count(metrics, "journey_event_lag_seconds_count") == 2
     assert _count(metrics, "journey_batches_total") == 1
     # The report reaches the other workers' partitions through the by-visitor topic.
@@ -260,9 +273,64 @@ def test_direct_intake_handles_only_partitions_still_its_own_once_it_has_the_loc
     assert [(r["source"]["partition"], r["reason"]) for r in rejected] == [(2, "invalid_json")]
     assert _count(metrics, "journey_events_rejected_total", reason="invalid_json") == 1
     assert _count(metrics, "journey_events_rejected_total", reason=NOT_KEYED_BY_VISITOR) is None
-    assert _count(metrics, "journey_events_total", event_type="page_view") == 1
+    assert _count(metrics, "journey_events_total", event_type="other") == 1
     assert _count(metrics, "journey_event_lag_seconds_count") == 1
     assert direct.flusher.unacked_events == 1
     assert direct.flusher.uncommitted == {2: 22}
     assert runtime.partitions[2].open_sessions == 1
     assert all(state.open_sessions == 0 for p, state in runtime.partitions.items() if p != 2)
+
+
+def _series(metrics: JourneyMetrics, name: str) -> dict[str, float]:
+    """``{labels: value}`` of ``name`` in the registry's /metrics text (creation times aside)."""
+    text = generate_latest(metrics.registry).decode()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, _, value = line[len(name) :].rpartition(" ")
+            found[labels] = float(value)
+    return found
+
+
+@pytest.mark.parametrize("rules_text", [None, CUSTOM_RULES], ids=["default rules", "store rules"])
+def test_event_type_label_takes_only_the_rules_types_and_other(rules_text: str | None) -> None:
+    """10,000 distinct event types make at most one series per type the rules name, plus other.
+
+    The named types keep exact counts of their own; every other type is counted as other.
+    """
+    rules = StageRules.default() if rules_text is None else parse_stage_rules(rules_text)
+    named = sorted({rule.event for rule in rules.rules} | set(rules.conversion))
+    rng = random.Random(13)
+    strangers = {f"{rng.choice(['custom', 'x', 'Ω', 'page view'])}-{n}" for n in range(10_000)}
+    strangers -= set(named)
+    assert len(strangers) == 10_000
+    types = [*strangers, *named, *named[:3]]  # the first three named types come twice
+    rng.shuffle(types)
+    visitors = _visitors_of(1, 50)
+    records = [
+        _record(n % 3, n, {**_event(f"e{n}", visitors[n % 50]), "event_type": event_type})
+        for n, event_type in enumerate(types)
+    ]
+    metrics = JourneyMetrics.create(CollectorRegistry(), rules)
+    forwarder, _, dlq = _forwarder(metrics, Intake())
+    for start in range(0, len(records), 2_000):
+        asyncio.run(forwarder.forward(records[start : start + 2_000]))
+
+    assert dlq.sent == []
+    series = _series(metrics, "journey_events_total")
+    assert len(series) <= len(named) + 1
+    expected = {f'{{event_type="{t}"}}': 2.0 if t in named[:3] else 1.0 for t in named}
+    expected['{event_type="other"}'] = 10_000.0
+    assert series == expected
+
+
+def test_a_reason_outside_the_rejection_reasons_is_counted_as_other() -> None:
+    """The reason label keeps its fixed set whatever reason a caller passes."""
+    metrics = JourneyMetrics.create(CollectorRegistry())
+    for reason in ("invalid_json", "bad_field:page.url", "bad_field:page.x", "nonsense", "z"):
+        metrics.count_rejection(reason)
+    assert _series(metrics, "journey_events_rejected_total") == {
+        '{reason="invalid_json"}': 1.0,
+        '{reason="bad_field:page.url"}': 1.0,
+        '{reason="other"}': 3.0,
+    }
