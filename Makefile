@@ -13,6 +13,10 @@ PYTEST_ARGS ?=
 # tests need it, so `make up` and `make test` start it; KAFKA_SECURE=0 leaves it out.
 KAFKA_SECURE ?= 1
 export KAFKA_SECURE
+# ClickHouse's TLS native port and password user (deploy/stack.sh, CLICKHOUSE_SECURE): the
+# ClickHouse TLS tests need them, so `make up` and `make test` start them; 0 leaves them out.
+CLICKHOUSE_SECURE ?= 1
+export CLICKHOUSE_SECURE
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 

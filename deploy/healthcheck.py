@@ -3,6 +3,7 @@
     python deploy/healthcheck.py kafka 127.0.0.1:9092
     python deploy/healthcheck.py kafka-sasl-ssl .stack/kafka/secure/journey.env
     python deploy/healthcheck.py clickhouse 127.0.0.1:8123
+    python deploy/healthcheck.py clickhouse-secure .stack/clickhouse/secure/journey.env
     python deploy/healthcheck.py http http://127.0.0.1:9090/-/ready
 
 Exit 0 when the service answers a real request (a Kafka metadata request, ClickHouse
@@ -69,6 +70,41 @@ def check_clickhouse(http_address: str) -> None:
         raise RuntimeError(f"SELECT 1 answered {body!r}")
 
 
+def check_clickhouse_secure(env_file: str) -> None:
+    """``SELECT 1`` over the TLS native port, as the client ``env_file`` describes.
+
+    ``env_file`` is the ``journey.env`` deploy/stack.sh writes: it proves the certificate
+    verifies for the address and the password user logs in.
+    """
+    import logging
+    from pathlib import Path
+
+    from clickhouse_driver import Client  # from the project venv
+
+    # The driver logs a failed connect with its traceback; the reason is printed anyway.
+    logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
+    env = dict(
+        line.split("=", 1) for line in Path(env_file).read_text().splitlines() if "=" in line
+    )
+    url = urllib.parse.urlsplit(env["JOURNEY_CLICKHOUSE_URL"])
+    client = Client(
+        url.hostname,
+        port=url.port,
+        user=url.username,
+        password=Path(env["JOURNEY_CLICKHOUSE_PASSWORD_FILE"]).read_text().rstrip("\n"),
+        secure=True,
+        verify=True,
+        ca_certs=env["JOURNEY_CLICKHOUSE_SSL_CAFILE"],
+        connect_timeout=3,
+        send_receive_timeout=3,
+    )
+    try:
+        if client.execute("SELECT 1") != [(1,)]:
+            raise RuntimeError("SELECT 1 over TLS answered something else")
+    finally:
+        client.disconnect()
+
+
 def check_http(url: str) -> None:
     """GET a readiness endpoint and expect 200."""
     with urllib.request.urlopen(url, timeout=3) as response:
@@ -80,6 +116,7 @@ CHECKS = {
     "kafka": check_kafka,
     "kafka-sasl-ssl": check_kafka_sasl_ssl,
     "clickhouse": check_clickhouse,
+    "clickhouse-secure": check_clickhouse_secure,
     "http": check_http,
 }
 

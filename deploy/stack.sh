@@ -15,9 +15,18 @@
 #       with journey.env: the JOURNEY_* settings of a client of that listener. The PLAINTEXT
 #       listener is unchanged. A broker running without the listener is restarted with it.
 #
+#   CLICKHOUSE_SECURE=1 deploy/stack.sh up   the same ClickHouse server with a TLS native
+#       port, 127.0.0.1:CLICKHOUSE_TCP_SECURE_PORT (default 9440; tcp_port_secure, with a
+#       self-signed CA and a server certificate for 127.0.0.1 and localhost made by openssl),
+#       and the user CLICKHOUSE_SECURE_USER (default journey) with a random password
+#       (password_sha256_hex in users.xml). All of it lives in STACK_DIR/clickhouse/secure,
+#       with journey.env: the JOURNEY_* settings of a client of that port. The plain port and
+#       the passwordless default user are unchanged. A server running without the port is
+#       restarted with it.
+#
 # Environment (all optional): STACK_DIR (default .stack), PYTHON (default .venv/bin/python),
 # KAFKA_PORT 9092, KAFKA_CONTROLLER_PORT 9097, CLICKHOUSE_TCP_PORT 9000,
-# CLICKHOUSE_HTTP_PORT 8123, PROMETHEUS_PORT 9090, ALERTMANAGER_PORT 9093,
+# CLICKHOUSE_HTTP_PORT 8123, CLICKHOUSE_TCP_SECURE_PORT 9440, PROMETHEUS_PORT 9090, ALERTMANAGER_PORT 9093,
 # STACK_SERVICES (default "kafka clickhouse prometheus alertmanager"),
 # STACK_WAIT_S (seconds to wait for each service to become healthy, default 90),
 # PROMETHEUS_CONFIG and ALERTMANAGER_CONFIG (default: the files in deploy/prometheus and
@@ -35,6 +44,9 @@ KAFKA_SASL_SSL_PORT=${KAFKA_SASL_SSL_PORT:-9094}
 KAFKA_SASL_USER=${KAFKA_SASL_USER:-journey}
 CLICKHOUSE_TCP_PORT=${CLICKHOUSE_TCP_PORT:-9000}
 CLICKHOUSE_HTTP_PORT=${CLICKHOUSE_HTTP_PORT:-8123}
+CLICKHOUSE_SECURE=${CLICKHOUSE_SECURE:-0}
+CLICKHOUSE_TCP_SECURE_PORT=${CLICKHOUSE_TCP_SECURE_PORT:-9440}
+CLICKHOUSE_SECURE_USER=${CLICKHOUSE_SECURE_USER:-journey}
 PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
 ALERTMANAGER_PORT=${ALERTMANAGER_PORT:-9093}
 STACK_SERVICES=${STACK_SERVICES:-kafka clickhouse prometheus alertmanager}
@@ -147,6 +159,69 @@ kafka_secure_up() {
     die "the SASL_SSL listener did not answer within ${STACK_WAIT_S}s ($reason); see $(service_log kafka)"
 }
 
+# ---------------------------------------------------------------- ClickHouse's TLS port and user
+
+clickhouse_secure() { [ "$CLICKHOUSE_SECURE" = 1 ]; }
+
+CH_SECURE_DIR=$STACK_DIR/clickhouse/secure
+
+clickhouse_secure_material() {
+    # The CA, the server's key and certificate, and the user's password: made once per stack
+    # folder, like Kafka's (Python's ssl wants the X.509 v3 extensions on both certificates).
+    local dir=$CH_SECURE_DIR
+    mkdir -p "$dir" && chmod 700 "$dir"
+    if [ ! -f "$dir/server.crt" ]; then
+        say "making a CA and a ClickHouse server certificate for 127.0.0.1 and localhost in $dir"
+        (
+            cd "$dir"
+            openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.pem \
+                -subj "/CN=journey-streams local stack ClickHouse CA" \
+                -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+            openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1"
+            printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
+                "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+                "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid,issuer" >server.ext
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+                -extfile server.ext -out server.crt.tmp && mv server.crt.tmp server.crt
+        ) >"$dir/openssl.log" 2>&1 || die "openssl could not make the certificates, see $dir/openssl.log"
+    fi
+    if [ ! -s "$dir/password" ]; then
+        (umask 077 && openssl rand -hex 16 >"$dir/password")
+    fi
+    # What a client of the TLS port sets (the tests read it; docs/runbooks.md sources it).
+    printf '%s\n' "JOURNEY_CLICKHOUSE_URL=clickhouses://$CLICKHOUSE_SECURE_USER@127.0.0.1:$CLICKHOUSE_TCP_SECURE_PORT/default" \
+        "JOURNEY_CLICKHOUSE_PASSWORD_FILE=$dir/password" \
+        "JOURNEY_CLICKHOUSE_SSL_CAFILE=$dir/ca.pem" >"$dir/journey.env"
+}
+
+clickhouse_secure_config() {
+    # config.d/ and users.d/ files next to config.xml and users.xml, merged by the server.
+    local conf=$STACK_DIR/clickhouse/conf sha
+    mkdir -p "$conf/config.d" "$conf/users.d"
+    if ! clickhouse_secure; then
+        rm -f "$conf/config.d/secure.xml" "$conf/users.d/secure.xml"
+        return 0
+    fi
+    clickhouse_secure_material
+    sha=$(tr -d '\n' <"$CH_SECURE_DIR/password" | sha256sum | cut -d' ' -f1)
+    sed -e "s#@TCP_SECURE_PORT@#$CLICKHOUSE_TCP_SECURE_PORT#g" -e "s#@SECURE_DIR@#$CH_SECURE_DIR#g" \
+        "$ROOT/deploy/clickhouse/secure.xml" >"$conf/config.d/secure.xml"
+    sed -e "s#@USER@#$CLICKHOUSE_SECURE_USER#g" -e "s#@PASSWORD_SHA256@#$sha#g" \
+        "$ROOT/deploy/clickhouse/users-secure.xml" >"$conf/users.d/secure.xml"
+}
+
+clickhouse_secure_up() {
+    local deadline=$((SECONDS + STACK_WAIT_S)) reason
+    while ((SECONDS < deadline)); do
+        if reason=$("$PYTHON" "$ROOT/deploy/healthcheck.py" clickhouse-secure "$CH_SECURE_DIR/journey.env" 2>&1); then
+            say "clickhouse TLS port is healthy (127.0.0.1:$CLICKHOUSE_TCP_SECURE_PORT; client settings in $CH_SECURE_DIR/journey.env)"
+            return 0
+        fi
+        sleep 1
+    done
+    die "the ClickHouse TLS port did not answer within ${STACK_WAIT_S}s ($reason); see $(service_log clickhouse)"
+}
+
 # ---------------------------------------------------------------- process helpers
 
 pidfile() { echo "$STACK_DIR/$1.pid"; }
@@ -168,7 +243,7 @@ port_busy() {
 service_ports() {
     case "$1" in
         kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT$(secure && echo " $KAFKA_SASL_SSL_PORT")" ;;
-        clickhouse) echo "$CLICKHOUSE_TCP_PORT $CLICKHOUSE_HTTP_PORT" ;;
+        clickhouse) echo "$CLICKHOUSE_TCP_PORT $CLICKHOUSE_HTTP_PORT$(clickhouse_secure && echo " $CLICKHOUSE_TCP_SECURE_PORT")" ;;
         prometheus) echo "$PROMETHEUS_PORT" ;;
         alertmanager) echo "$ALERTMANAGER_PORT" ;;
     esac
@@ -249,6 +324,7 @@ start_clickhouse() {
         -e "s#@DATA_DIR@#$dir/data#g" -e "s#@LOG_DIR@#$dir/log#g" -e "s#@CONF_DIR@#$dir/conf#g" \
         "$ROOT/deploy/clickhouse/config.xml" >"$dir/conf/config.xml"
     cp "$ROOT/deploy/clickhouse/users.xml" "$dir/conf/users.xml"
+    clickhouse_secure_config
     local bin
     bin=$(command -v clickhouse-server || echo /usr/sbin/clickhouse-server)
     launch clickhouse "$dir/stdout.log" "$bin" --config-file="$dir/conf/config.xml"
@@ -326,9 +402,14 @@ cmd_up() {
         say "kafka runs without the SASL_SSL listener; restarting it with KAFKA_SECURE=1"
         stop_one kafka
     fi
+    if clickhouse_secure && running clickhouse && ! [ -f "$STACK_DIR/clickhouse/conf/config.d/secure.xml" ]; then
+        say "clickhouse runs without the TLS port; restarting it with CLICKHOUSE_SECURE=1"
+        stop_one clickhouse
+    fi
     for name in $STACK_SERVICES; do
         up_one "$name"
         if [ "$name" = kafka ] && secure; then kafka_secure_up; fi
+        if [ "$name" = clickhouse ] && clickhouse_secure; then clickhouse_secure_up; fi
     done
     say "up: $STACK_SERVICES (state in $STACK_DIR)"
 }

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.clickhouse.address import redact_url
 from streams.errors import JourneyError
 from streams.settings import Settings
 
@@ -36,7 +37,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--clickhouse",
         default="",
-        help="clickhouse://host:9000/db to use a server; default: embedded chdb in --data-dir",
+        help=(
+            "clickhouse://host:9000/db (clickhouses:// for TLS) to use a server "
+            "[env: JOURNEY_CLICKHOUSE_URL, which keeps a password out of the process list]; "
+            "default: embedded chdb in --data-dir"
+        ),
     )
     parser.add_argument("--data-dir", default=".journey/demo", help="embedded ClickHouse folder")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between live lines")
@@ -103,13 +108,16 @@ def run(args: argparse.Namespace) -> int:
     # Each run gets its own topic, consumer group and (embedded) ClickHouse folder, so a
     # demo never mixes with an earlier one.
     worker_dir = data_dir / f"worker-{run_id}"
-    target = args.clickhouse or str(worker_dir / "clickhouse")
+    server = args.clickhouse or settings.clickhouse_url
+    target = server or str(worker_dir / "clickhouse")
+    # The children get the URL (and any password in it) in their environment, never on
+    # their command line, which every user of the host can read (ps, /proc/PID/cmdline).
     env = dict(os.environ)
     env.update(
         JOURNEY_INPUT_TOPIC=topic,
         JOURNEY_APP_ID=f"journey-demo-{run_id}",
         JOURNEY_DATA_DIR=str(worker_dir),
-        JOURNEY_CLICKHOUSE_URL=args.clickhouse,
+        JOURNEY_CLICKHOUSE_URL=server,
     )
     cli = [sys.executable, "-m", "streams.cli"]
     metrics_url = _metrics_url(settings)
@@ -148,10 +156,11 @@ def run(args: argparse.Namespace) -> int:
     if not last.get("journey_events_total"):
         print(f"journey demo: no event reached the worker; see {log_path}", file=sys.stderr)
         return 1
-    where = ["--clickhouse", args.clickhouse] if args.clickhouse else ["--embedded", target]
+    where = [] if server else ["--embedded", target]  # a server: JOURNEY_CLICKHOUSE_URL
     summary = subprocess.run(
         [*cli, "summary", *where, "--json"], env=env, capture_output=True, text=True, check=False
     )
+    shown = ["--clickhouse", redact_url(server)] if server else where
     if summary.returncode != 0:
         print(summary.stderr, file=sys.stderr)
         return summary.returncode
@@ -160,8 +169,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         "\nWhere to look next:\n"
         f"  metrics        {metrics_url} (while a worker runs); Prometheus http://127.0.0.1:9090\n"
-        f"  ClickHouse     {' '.join(where)}: tables sessions, orders, raw_events, rollups\n"
-        f"  summary again  .venv/bin/journey summary {' '.join(where)} --json\n"
+        f"  ClickHouse     {' '.join(shown)}: tables sessions, orders, raw_events, rollups\n"
+        f"  summary again  .venv/bin/journey summary {' '.join(shown)} --json\n"
         "  dashboards     deploy/grafana/dashboards/*.json (docker compose up brings Grafana)\n"
         "  alerts         deploy/prometheus/rules/, runbooks in docs/runbooks.md"
     )

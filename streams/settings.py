@@ -169,7 +169,26 @@ class Settings:
     )
     app_id: str = _setting("journey-streams", _text, "Kafka consumer group / Faust app id")
     clickhouse_url: str = _setting(
-        "", _text, "clickhouse://host:9000/db for a server; empty = embedded chdb in data_dir"
+        "",
+        _text,
+        "clickhouse://[user[:password]@]host:9000/db for a server, clickhouses://host:9440/db "
+        "over TLS; empty = embedded chdb in data_dir",
+        secret=True,
+    )
+    clickhouse_password_file: str = _setting(
+        "",
+        _text,
+        "file holding the ClickHouse password (its content, trailing newline dropped), "
+        "instead of a password in JOURNEY_CLICKHOUSE_URL",
+    )
+    clickhouse_ssl_cafile: str = _setting(
+        "",
+        _text,
+        "PEM file of the CA(s) that signed the ClickHouse server's certificate (TLS URLs); "
+        "empty = system CAs",
+    )
+    clickhouse_ssl_check_hostname: bool = _setting(
+        True, _flag, "TLS: the ClickHouse server's certificate must name the host connected to"
     )
     data_dir: str = _setting(".journey", _text, "folder for embedded ClickHouse and worker state")
     metrics_host: str = _setting(
@@ -229,6 +248,12 @@ class Settings:
         if settings.flush_interval_s > 5:
             raise ConfigError("JOURNEY_FLUSH_INTERVAL_S must be at most 5 seconds")
         settings.check_kafka_security()
+        for name, path in (
+            ("JOURNEY_CLICKHOUSE_PASSWORD_FILE", settings.clickhouse_password_file),
+            ("JOURNEY_CLICKHOUSE_SSL_CAFILE", settings.clickhouse_ssl_cafile),
+        ):
+            if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+                raise ConfigError(f"{name}={path!r} is not a readable file")
         return settings
 
     def check_kafka_security(self) -> None:
@@ -300,6 +325,28 @@ class Settings:
                 f"JOURNEY_KAFKA_SASL_PASSWORD_FILE={self.kafka_sasl_password_file!r} is empty"
             )
         return first
+
+    def clickhouse_password_value(self) -> str:
+        """The ClickHouse password file's content without its trailing newline; "" if unset."""
+        path = self.clickhouse_password_file
+        if not path:
+            return ""
+        try:
+            with open(path, encoding="utf-8") as file:
+                content = file.read()
+        except OSError as exc:
+            raise ConfigError(
+                f"JOURNEY_CLICKHOUSE_PASSWORD_FILE={path!r} cannot be read ({exc.strerror})"
+            ) from None
+        password = content.removesuffix("\n").removesuffix("\r")
+        if not password:
+            raise ConfigError(f"JOURNEY_CLICKHOUSE_PASSWORD_FILE={path!r} is empty")
+        if "\n" in password:
+            raise ConfigError(
+                f"JOURNEY_CLICKHOUSE_PASSWORD_FILE={path!r} holds more than one line; "
+                "write the password alone"
+            )
+        return password
 
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:

@@ -1,7 +1,8 @@
 """The naive baseline: the Faust agent a team would write first, run by the bench.
 
-``python -m streams.bench.naive --brokers B --topic T --app-id A --clickhouse URL
---expected N --progress FILE --data-dir DIR``
+``JOURNEY_CLICKHOUSE_URL=URL python -m streams.bench.naive --brokers B --topic T --app-id A
+--expected N --progress FILE --data-dir DIR`` (the URL in the environment keeps a password
+out of the process list)
 
 One agent, ``async for value in stream``: each message is validated with the engine's
 ``parse_payload``, sessionized on its own with ``Sessionizer.process([event])``, and every
@@ -52,7 +53,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--brokers", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--app-id", required=True)
-    parser.add_argument("--clickhouse", required=True, help="clickhouse://host:9000/db")
     parser.add_argument("--expected", type=int, required=True)
     parser.add_argument("--progress", type=Path, required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
@@ -70,9 +70,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     from streams.engine.sessionizer import SessionConfig, Sessionizer
     from streams.engine.stages import load_stage_rules
     from streams.kafka_connection import client_config
+    from streams.settings import Settings
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    backend = open_backend(args.clickhouse)
+    settings = Settings.from_env()
+    if not settings.clickhouse_url:
+        raise SystemExit("set JOURNEY_CLICKHOUSE_URL to the ClickHouse server of the baseline")
+    backend = open_backend(settings.clickhouse_url, settings)
     apply_migrations(backend)
     writer = ClickHouseWriter(backend, rollups=False)
     sessionizer = Sessionizer(SessionConfig(), load_stage_rules(None))

@@ -52,12 +52,11 @@ def run_naive(res: BenchResources, topic: str, expected: int, *, timeout_s: floa
             "--brokers", res.brokers,
             "--topic", topic,
             "--app-id", res.name("naive-app"),
-            "--clickhouse", url,
             "--expected", str(expected),
             "--progress", str(progress_path),
             "--data-dir", str(res.folder("naive-data")),
         ],
-        child_env(),
+        child_env() | {"JOURNEY_CLICKHOUSE_URL": url},  # not argv: the process list shows it
         res.workdir / "naive.log",
     )  # fmt: skip
     try:

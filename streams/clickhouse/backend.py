@@ -1,7 +1,8 @@
 """The one small port every ClickHouse consumer uses, and how a target string picks a backend.
 
-``clickhouse://host:port/db`` opens the real server over the native protocol
-(:class:`~streams.clickhouse.server.ServerBackend`); anything else is a folder for the
+``clickhouse://host:port/db`` (``clickhouses://`` over TLS) opens the real server over the
+native protocol (:class:`~streams.clickhouse.server.ServerBackend`, addresses in
+:mod:`streams.clickhouse.address`); anything else is a folder for the
 embedded chdb engine (:class:`~streams.clickhouse.embedded.EmbeddedBackend`). Both run
 the same SQL (see :mod:`streams.clickhouse.dialect`) and give identical results.
 """
@@ -9,12 +10,15 @@ the same SQL (see :mod:`streams.clickhouse.dialect`) and give identical results.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from streams.clickhouse.address import ServerAddress, is_server_url, server_address
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
 
 #: Folder of the embedded engine when nothing else is configured (under ``data_dir``).
 DEFAULT_EMBEDDED_DIR = ".journey/clickhouse"
-
-SERVER_SCHEME = "clickhouse://"
 
 
 class ClickHouse(Protocol):
@@ -44,20 +48,39 @@ class ClickHouse(Protocol):
         ...
 
 
-def is_server_url(target: str) -> bool:
-    """True when ``target`` names a ClickHouse server rather than an embedded folder."""
-    return target.startswith(SERVER_SCHEME)
+def resolve_target(target: str, settings: Settings | None = None) -> str | ServerAddress:
+    """A server URL as its :class:`ServerAddress` with ``settings`` applied; a folder as is.
 
-
-def open_backend(target: str | None = None) -> ClickHouse:
-    """Open the backend ``target`` names: a ``clickhouse://`` URL or an embedded folder.
-
-    ``None`` or ``""`` opens the default embedded folder :data:`DEFAULT_EMBEDDED_DIR`.
+    The password file is read here, once; the result travels to a writer process whole.
     """
-    if target and is_server_url(target):
+    if not is_server_url(target):
+        return target
+    if settings is None:
+        from streams.settings import Settings
+
+        settings = Settings()
+    return server_address(target, settings)
+
+
+def open_backend(
+    target: str | ServerAddress | None = None, settings: Settings | None = None
+) -> ClickHouse:
+    """Open the backend ``target`` names: a server URL or address, or an embedded folder.
+
+    ``None`` or ``""`` opens the default embedded folder :data:`DEFAULT_EMBEDDED_DIR`. A
+    URL gets the password file and TLS settings of ``settings`` (defaults: none).
+    """
+    if target and isinstance(target, str):
+        target = resolve_target(target, settings)
+    if isinstance(target, ServerAddress):
         from streams.clickhouse.server import ServerBackend
 
         return ServerBackend(target)
     from streams.clickhouse.embedded import EmbeddedBackend
 
     return EmbeddedBackend(target or DEFAULT_EMBEDDED_DIR)
+
+
+def target_name(target: str | ServerAddress) -> str:
+    """``target`` for a message: a server without its credentials, or the folder."""
+    return target.name if isinstance(target, ServerAddress) else f"embedded {target}"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from streams.clickhouse.backend import ClickHouse, is_server_url, open_backend
+from streams.clickhouse.address import is_server_url, redact_url
+from streams.clickhouse.backend import ClickHouse, open_backend
 from streams.errors import ConfigError
 from streams.settings import Settings
 
@@ -21,7 +22,10 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--clickhouse",
         metavar="URL",
-        help="ClickHouse server, clickhouse://host:9000/db [env: JOURNEY_CLICKHOUSE_URL]",
+        help=(
+            "ClickHouse server, clickhouse://host:9000/db or clickhouses://host:9440/db (TLS) "
+            "[env: JOURNEY_CLICKHOUSE_URL, which keeps a password out of the process list]"
+        ),
     )
 
 
@@ -30,7 +34,8 @@ def target_from_args(args: argparse.Namespace, settings: Settings | None = None)
     if args.clickhouse:
         if not is_server_url(args.clickhouse):
             raise ConfigError(
-                f"--clickhouse {args.clickhouse!r} is not a clickhouse://host:9000/db URL"
+                f"--clickhouse {redact_url(args.clickhouse)!r} is not a clickhouse://host:9000/db "
+                "or clickhouses://host:9440/db URL"
             )
         return str(args.clickhouse)
     if args.embedded:
@@ -42,5 +47,9 @@ def target_from_args(args: argparse.Namespace, settings: Settings | None = None)
 
 
 def backend_from_args(args: argparse.Namespace, settings: Settings | None = None) -> ClickHouse:
-    """Open the backend the command-line options (else the settings) select."""
-    return open_backend(target_from_args(args, settings))
+    """Open the backend the command-line options (else the settings) select.
+
+    A server gets the password file and TLS settings of ``settings`` (else the environment).
+    """
+    settings = settings or Settings.from_env()
+    return open_backend(target_from_args(args, settings), settings)

@@ -10,7 +10,7 @@ passes each batch over a pipe as msgpack (msgspec encodes the row structs in abo
 a row, against 1.5 us to pickle them as tuples and about 7 us to write them) and waits for
 the answer, releasing the lock meanwhile.
 
-The child opens the target (a server URL or an embedded folder) and applies the
+The child opens the target (a server's address or an embedded folder) and applies the
 migrations before it answers ``ready``, so the worker never opens an embedded folder
 itself: chdb allows one process per folder. Failures come back as they would from the
 writer: :class:`~streams.errors.StorageError` for ClickHouse refusing or unreachable,
@@ -29,12 +29,16 @@ import threading
 import traceback
 from collections.abc import Collection, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from streams.clickhouse.backend import target_name
 from streams.engine.rows import OrderRow, SessionRow
 from streams.errors import StorageError
+
+if TYPE_CHECKING:
+    from streams.clickhouse.address import ServerAddress
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +86,7 @@ class AfterWrite(Protocol):
         """Handle the session rows of a batch just written."""
 
 
-def _serve(conn: Connection, target: str, after: AfterWrite | None) -> None:
+def _serve(conn: Connection, target: str | ServerAddress, after: AfterWrite | None) -> None:
     """The child: open ``target``, migrate, then write every batch received until EOF."""
     _exit_with_parent()
     from streams.clickhouse.backend import open_backend
@@ -132,8 +136,11 @@ def _serve(conn: Connection, target: str, after: AfterWrite | None) -> None:
 class WriterProcess:
     """A :class:`~streams.sink.RowWriter` whose writes run in a child process (see module)."""
 
-    def __init__(self, target: str, after: AfterWrite | None = None) -> None:
+    def __init__(self, target: str | ServerAddress, after: AfterWrite | None = None) -> None:
         """Start the child for ``target`` and wait until it is ready; StorageError if not.
+
+        ``target`` is an embedded folder or a server's address (its password reaches the
+        child through the pipe, not its command line).
 
         ``after`` runs in the child with each batch's session rows once they are written;
         a write returns only when it is done too.
@@ -161,7 +168,7 @@ class WriterProcess:
         if not parent.poll(START_TIMEOUT_S):
             self._stop()
             raise StorageError(
-                f"the ClickHouse writer process did not open {self.target!r} "
+                f"the ClickHouse writer process did not open {target_name(self.target)} "
                 f"within {START_TIMEOUT_S:.0f} s"
             )
         try:

@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     # Heavy imports here: `journey --help` must not pay for faust and chdb.
     import faust
 
+    from streams.clickhouse.backend import resolve_target
     from streams.clickhouse.process import WriterProcess
     from streams.engine.stages import load_stage_rules
     from streams.metrics import JourneyMetrics, serve_metrics
@@ -98,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     ensure_topics(settings)
     data_dir = Path(settings.data_dir)
     (data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    target = settings.clickhouse_url or str(data_dir / "clickhouse")
+    # A server's password file is read here; the address goes to the child over a pipe,
+    # never on a command line (see streams.clickhouse.process).
+    target = resolve_target(settings.clickhouse_url or str(data_dir / "clickhouse"), settings)
     # The writes run in a child process of their own (see streams.clickhouse.process).
     writer = WriterProcess(target, after=SessionsPublisher(settings))
     metrics = JourneyMetrics.create(rules=rules)

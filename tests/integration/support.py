@@ -49,6 +49,14 @@ SECURE_KAFKA_ENV = Path(
         "JOURNEY_TEST_KAFKA_SECURE_ENV", ROOT / ".stack" / "kafka" / "secure" / "journey.env"
     )
 )
+#: The JOURNEY_* settings of a client of the ClickHouse server's TLS port (password user,
+#: CA file), written by ``CLICKHOUSE_SECURE=1 deploy/stack.sh up`` (``make test`` sets it).
+SECURE_CLICKHOUSE_ENV = Path(
+    os.environ.get(
+        "JOURNEY_TEST_CLICKHOUSE_SECURE_ENV",
+        ROOT / ".stack" / "clickhouse" / "secure" / "journey.env",
+    )
+)
 #: What a failure to reach the ClickHouse server tells the reader to do.
 START_CLICKHOUSE = (
     "Start it with `make up` (deploy/stack.sh up) or set JOURNEY_TEST_CLICKHOUSE_URL."
@@ -209,6 +217,22 @@ def delete_topics_with_prefixes(prefixes: Sequence[str]) -> None:
 
 
 # ---------------------------------------------------------------- ClickHouse
+
+
+def secure_clickhouse_env() -> dict[str, str]:
+    """The settings of a TLS client of the test server, or a failure saying how to start it.
+
+    Read from :data:`SECURE_CLICKHOUSE_ENV` (``JOURNEY_*=value`` lines): the
+    ``clickhouses://`` URL with the user, the password file and the CA file.
+    """
+    if not SECURE_CLICKHOUSE_ENV.is_file():
+        pytest.fail(
+            f"{SECURE_CLICKHOUSE_ENV} is missing: the ClickHouse server has no TLS port. Start "
+            "it with `CLICKHOUSE_SECURE=1 deploy/stack.sh up` (make test does), or point "
+            "JOURNEY_TEST_CLICKHOUSE_SECURE_ENV at the journey.env of your stack folder"
+        )
+    lines = SECURE_CLICKHOUSE_ENV.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
 def open_server(url: str, advice: str = START_CLICKHOUSE) -> ServerBackend:

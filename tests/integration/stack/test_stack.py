@@ -49,6 +49,9 @@ def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         # The SASL_SSL listener too: certificates, SCRAM user and its health check.
         KAFKA_SECURE="1",
         KAFKA_SASL_SSL_PORT=str(_free_port()),
+        # ClickHouse's TLS port and password user too: certificates, users.d, health check.
+        CLICKHOUSE_SECURE="1",
+        CLICKHOUSE_TCP_SECURE_PORT=str(_free_port()),
         STACK_WAIT_S="120",
     )
     yield env
@@ -68,6 +71,7 @@ def _ports(env: dict[str, str]) -> list[int]:
         "KAFKA_SASL_SSL_PORT",
         "CLICKHOUSE_TCP_PORT",
         "CLICKHOUSE_HTTP_PORT",
+        "CLICKHOUSE_TCP_SECURE_PORT",
         "PROMETHEUS_PORT",
         "ALERTMANAGER_PORT",
     )
@@ -87,6 +91,7 @@ def test_up_twice_status_down_leaves_nothing_running(stack_env: dict[str, str]) 
     for name in ("kafka", "clickhouse", "prometheus", "alertmanager"):
         assert f"{name} is healthy" in first.stdout
     assert "kafka SASL_SSL listener is healthy" in first.stdout
+    assert "clickhouse TLS port is healthy" in first.stdout
     assert all(_listening(port) for port in _ports(stack_env))
 
     second = _run(stack_env, "up")

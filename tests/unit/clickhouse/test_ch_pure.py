@@ -112,9 +112,9 @@ def test_migrations_are_numbered_and_loaded_in_order(tmp_path: Path) -> None:
 
 def test_bad_server_urls_are_refused() -> None:
     """A URL with another scheme or a bad database name is a StorageError saying the form."""
-    from streams.clickhouse.server import parse_server_url
+    from streams.clickhouse.address import ServerAddress, parse_server_url
 
-    assert parse_server_url("clickhouse://h/db") == ("h", 9000, "db", "default", "")
+    assert parse_server_url("clickhouse://h/db") == ServerAddress("h", 9000, "db")
     with pytest.raises(StorageError, match="clickhouse://host:9000/db"):
         parse_server_url("http://h/db")
     with pytest.raises(StorageError, match="letters, digits"):
