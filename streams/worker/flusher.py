@@ -21,7 +21,6 @@ from streams.errors import StreamError
 from streams.metrics import JourneyMetrics
 from streams.settings import Settings
 from streams.sink import ClickHouseSink, PendingRows
-from streams.worker.forked import ForkedEncoding, fork_available
 from streams.worker.partition import WATERMARK_KEY, Checkpoint, PendingCheckpoint
 from streams.worker.runtime import WorkerRuntime, exit_unrecoverable
 
@@ -116,12 +115,8 @@ class Flusher:
         table: VisitorTable,
         commit: CommitInput | None = None,
         metrics: JourneyMetrics | None = None,
-        fork: bool | None = None,
     ) -> None:
         """``commit``: direct mode, the intake's commit of input offsets (None otherwise).
-
-        ``fork``: encode checkpoints in a forked child (``streams.worker.forked``); by
-        default wherever the platform can fork. Without it they are encoded here, paced.
 
         ``metrics``: where checkpoints are counted and timed (none in some tests).
         """
@@ -132,7 +127,6 @@ class Flusher:
         self._output = output
         self._table = table
         self._commit = commit
-        self._fork = fork_available() if fork is None else fork
         #: Messages applied since the last checkpoint: (stream, event) to acknowledge.
         self.unacked: list[Unacked] = []
         #: Events in the unacknowledged messages (bounds the input a crash re-applies).
@@ -254,10 +248,7 @@ class Flusher:
         writing = self.inflight = asyncio.ensure_future(self._write_rows(rows, defer))
         if due:
             partitions = self._runtime.partitions
-            checkpoints = [
-                state.begin_checkpoint(frozen=self._fork) for state in partitions.values()
-            ]
-            encoding = self._fork_encoding(checkpoints) if self._fork else None
+            checkpoints = [state.begin_checkpoint() for state in partitions.values()]
             unacked, self.unacked = self.unacked, []
             commits, self.uncommitted = self.uncommitted, {}
             self.unacked_events = 0
@@ -270,7 +261,7 @@ class Flusher:
             self.last_checkpoint = now
             self._hurry.clear()
             self.checkpointing = asyncio.ensure_future(
-                self._complete_checkpoint(writing, checkpoints, encoding, unacked, commits, spread)
+                self._complete_checkpoint(writing, checkpoints, unacked, commits, spread)
             )
         if wait:
             self._hurry.set()
@@ -314,20 +305,17 @@ class Flusher:
         self,
         writing: asyncio.Future[bool],
         checkpoints: list[PendingCheckpoint],
-        encoding: ForkedEncoding | None,
         unacked: list[Unacked],
         commits: dict[int, int],
         spread: float,
     ) -> None:
         """Write what :meth:`flush` took for a checkpoint, once its rows are written.
 
-        The visitor states are encoded beside processing, while the rows are being
-        written: by ``encoding``'s forked child, or here, paced (see :meth:`_encode`); all
-        at once, they held the event loop for up to a second with live traffic.
+        The visitor states are encoded beside processing (see :meth:`_encode`), while the
+        rows are being written; all at once, they held the event loop for up to a second
+        with live traffic.
         """
         began = time.monotonic()
-        if encoding is not None:
-            await encoding.install()
         finished = await self._encode(checkpoints, spread)
         encoded = time.monotonic()
         if not await writing:
@@ -360,21 +348,6 @@ class Flusher:
                 took, records, encoded - began, written - encoded, delivered - written,
                 len(unacked),
             )  # fmt: skip
-
-    def _fork_encoding(self, checkpoints: list[PendingCheckpoint]) -> ForkedEncoding | None:
-        """Start encoding ``checkpoints``' states in a forked child (None: none to encode).
-
-        If the fork fails (out of memory or processes), they are encoded here instead.
-        """
-        if not any(pending.pending for pending in checkpoints):
-            return None
-        try:
-            return ForkedEncoding(checkpoints)
-        except OSError as exc:
-            log.warning("checkpoint encoded in the worker's process: fork failed: %s", exc)
-            for pending in checkpoints:
-                pending.thaw()
-            return None
 
     async def _encode(
         self, checkpoints: list[PendingCheckpoint], spread: float

@@ -375,35 +375,6 @@ class PendingCheckpoint:
             self.encode(key)
         return bool(pending)
 
-    def encode_frozen(self) -> Iterator[bytes]:
-        """The record of every pending visitor, in order, changing nothing.
-
-        For a frozen copy of the process (``streams.worker.forked``, a forked child):
-        the states there are those of the take.
-        """
-        hot = self._state.store.hot
-        pack = _OFFSET.pack
-        for key, offset in self.pending.items():
-            yield pack(offset) + hot[key].to_bytes()
-
-    def thaw(self) -> None:
-        """Taken ``frozen`` and to be encoded here after all: the store encodes before changes."""
-        if self.pending:
-            self._state.store.snapshot = self
-
-    def install(self, records: list[bytes]) -> None:
-        """Take ``records``, those :meth:`encode_frozen` gave for the pending visitors.
-
-        As if each had been encoded by :meth:`encode` at the take.
-        """
-        store = self._state.store
-        writes, written = self.writes, self.written
-        for key, value in zip(self.pending, records, strict=True):
-            writes.append((key.encode(), value))
-            store.put_record(key, value)
-            written.append(key)
-        self.pending = {}
-
     def finish(self, now_ms: int | None = None) -> Checkpoint:
         """The checkpoint, once every visitor is encoded; the store drops what is not hot.
 
@@ -662,7 +633,7 @@ class PartitionState:
         """
         return self.begin_checkpoint().finish(now_ms)
 
-    def begin_checkpoint(self, frozen: bool = False) -> PendingCheckpoint:
+    def begin_checkpoint(self) -> PendingCheckpoint:
         """Take the records changed since the last checkpoint, to be encoded bit by bit.
 
         The checkpoint holds the state as it is now: the visitors changed since the last
@@ -672,10 +643,6 @@ class PartitionState:
         messages (:meth:`PendingCheckpoint.encode_some`), and a state the sessionizer is
         about to change is encoded first, as it was (``TieredStore.snapshot``). Deletions
         and offset-only records are made here: they cost no encoding.
-
-        ``frozen``: the caller encodes the states from a copy of the process frozen at the
-        take (``streams.worker.forked``) and hands the records over with
-        :meth:`PendingCheckpoint.install`; the store then encodes nothing before a change.
         """
         store = self.store
         if store.snapshot is not None:
@@ -709,7 +676,7 @@ class PartitionState:
         else:
             self._checkpointed_record = record
         pending.own = record
-        if pending.pending and not frozen:
+        if pending.pending:
             store.snapshot = pending
         return pending
 

@@ -12,21 +12,17 @@ import types
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pytest
-
 from streams.engine.events import Event
 from streams.engine.progress import ProgressReport
 from streams.engine.stages import StageRules
-from streams.engine.state import VisitorState
-from streams.errors import StorageError, StreamError
+from streams.errors import StorageError
 from streams.metrics import JourneyMetrics
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
 from streams.worker import flusher as flusher_module
 from streams.worker.codec import Forwarded
 from streams.worker.flusher import Flusher, watermark_key
-from streams.worker.forked import ForkedEncoding
-from streams.worker.partition import PartitionState, PendingCheckpoint
+from streams.worker.partition import PartitionState
 from streams.worker.runtime import WorkerRuntime
 
 T0 = 1_700_000_000_000
@@ -337,7 +333,7 @@ def test_a_checkpoint_is_encoded_beside_the_agent_until_a_flush_waits_for_it(
         sink = ClickHouseSink(Writer(log), None, flush_interval_s=0.0)
         runtime = WorkerRuntime()
         state = _state(runtime, settings)
-        flusher = Flusher(settings, runtime, sink, Output(log), _table({}), fork=False)
+        flusher = Flusher(settings, runtime, sink, Output(log), _table({}))
         visitors = 3 * flusher_module.ENCODE_SLICE
         for offset in range(visitors):
             flusher.applied(
@@ -356,93 +352,5 @@ def test_a_checkpoint_is_encoded_beside_the_agent_until_a_flush_waits_for_it(
         await asyncio.wait_for(flusher.flush(checkpoint=True, wait=True), timeout=60)
         acks = [entry[1] for entry in log if entry[0] == "ack"]
         assert acks == [f"message-{offset}" for offset in range(visitors)]
-
-    asyncio.run(scenario())
-
-
-class RecordingOutput(Output):
-    """The output producer, keeping the value of every changelog record as well."""
-
-    def __init__(self, log: list[Any]) -> None:
-        super().__init__(log)
-        self.records: dict[bytes, bytes | None] = {}
-
-    async def send_to_partition(
-        self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]]
-    ) -> None:
-        await super().send_to_partition(topic, partition, records)
-        self.records.update(records)
-
-
-def _open_event(state: PartitionState, sink: ClickHouseSink, visitor: str, offset: int) -> int:
-    """Apply one message of one event of ``visitor``, a second after the one before: open."""
-    ts = T0 + offset * 1000
-    event = Event(f"e{offset}", "page_view", ts, visitor, anonymous_id=visitor)
-    message = Forwarded([event], [(0, offset, 0)], ProgressReport(1, ((0, ts),)))
-    out = state.apply(message, offset, T0)
-    sink.add(out.sessions, out.removed_session_ids, out.orders, out.removed_starts)
-    return 1
-
-
-@pytest.mark.parametrize("fork", [True, False])
-def test_a_checkpoint_records_the_states_of_its_take(fork: bool) -> None:
-    """Visitors changed after the take are recorded as they were at it, forked or not.
-
-    20 visitors get the events of messages 0-49 in turn (visitor k: messages k, k+20 and
-    k+40 below 50), the checkpoint is taken, then messages 50-69 reach each once more
-    while the states are being encoded (in a forked child, or here a slice at a time).
-    """
-
-    async def scenario() -> dict[bytes, bytes | None]:
-        log: list[Any] = []
-        settings = Settings(checkpoint_interval_s=3600.0)
-        sink = ClickHouseSink(Writer(log), None, flush_interval_s=0.0)
-        runtime = WorkerRuntime()
-        state = _state(runtime, settings)
-        output = RecordingOutput(log)
-        flusher = Flusher(settings, runtime, sink, output, _table({}), fork=fork)
-        for offset in range(50):
-            flusher.applied(
-                Stream(log), offset, _open_event(state, sink, f"v{offset % 20}", offset)
-            )
-        await flusher.flush(checkpoint=True)
-        for offset in range(50, 70):
-            flusher.applied(
-                Stream(log), offset, _open_event(state, sink, f"v{offset % 20}", offset)
-            )
-        await asyncio.wait_for(flusher.checkpointing, timeout=30)  # type: ignore[arg-type]
-        assert [entry[1] for entry in log if entry[0] == "ack"] == list(range(50))
-        return output.records
-
-    records = asyncio.run(scenario())
-    visitors = {key: value for key, value in records.items() if not key.startswith(b"\x00")}
-    assert sorted(visitors) == sorted(f"v{k}".encode() for k in range(20))
-    for key, value in visitors.items():
-        assert value is not None
-        k = int(key[1:])
-        state = VisitorState.from_bytes(value[8:], key.decode())
-        expected = [f"e{offset}" for offset in (k, k + 20, k + 40) if offset < 50]
-        assert [ev.event_id for ev in state.events] == expected
-        assert int.from_bytes(value[:8], "big") == max(int(e[1:]) for e in expected)
-
-
-def test_a_failed_encoder_child_fails_the_checkpoint(monkeypatch: Any) -> None:
-    """A child that cannot encode exits non-zero: the worker's side raises, never hangs."""
-
-    def broken(self: Any) -> Any:
-        raise RuntimeError("cannot encode")
-
-    async def scenario() -> None:
-        settings = Settings(checkpoint_interval_s=3600.0)
-        sink = ClickHouseSink(Writer([]), None, flush_interval_s=0.0)
-        runtime = WorkerRuntime()
-        state = _state(runtime, settings)
-        _open_event(state, sink, "v1", 0)
-        pending = state.begin_checkpoint(frozen=True)
-        assert pending.pending
-        monkeypatch.setattr(PendingCheckpoint, "encode_frozen", broken)
-        encoding = ForkedEncoding([pending])
-        with pytest.raises(StreamError, match="exited with status 1"):
-            await asyncio.wait_for(encoding.install(), timeout=30)
 
     asyncio.run(scenario())
