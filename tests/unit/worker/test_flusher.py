@@ -15,6 +15,7 @@ from typing import Any
 from streams.engine.events import Event
 from streams.engine.progress import ProgressReport
 from streams.engine.stages import StageRules
+from streams.engine.state import VisitorState
 from streams.errors import StorageError
 from streams.metrics import JourneyMetrics
 from streams.settings import Settings
@@ -354,3 +355,68 @@ def test_a_checkpoint_is_encoded_beside_the_agent_until_a_flush_waits_for_it(
         assert acks == [f"message-{offset}" for offset in range(visitors)]
 
     asyncio.run(scenario())
+
+
+class RecordingOutput(Output):
+    """The output producer, keeping the value of every changelog record as well."""
+
+    def __init__(self, log: list[Any]) -> None:
+        super().__init__(log)
+        self.records: dict[bytes, bytes | None] = {}
+
+    async def send_to_partition(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]]
+    ) -> None:
+        await super().send_to_partition(topic, partition, records)
+        self.records.update(records)
+
+
+def _open_event(state: PartitionState, sink: ClickHouseSink, visitor: str, offset: int) -> int:
+    """Apply one message of one event of ``visitor``, a second after the one before: open."""
+    ts = T0 + offset * 1000
+    event = Event(f"e{offset}", "page_view", ts, visitor, anonymous_id=visitor)
+    message = Forwarded([event], [(0, offset, 0)], ProgressReport(1, ((0, ts),)))
+    out = state.apply(message, offset, T0)
+    sink.add(out.sessions, out.removed_session_ids, out.orders, out.removed_starts)
+    return 1
+
+
+def test_a_checkpoint_records_the_states_of_its_take() -> None:
+    """Visitors changed while their checkpoint is encoded are recorded as they were at the take.
+
+    20 visitors get the events of messages 0-49 in turn (visitor k: messages k, k+20 and
+    k+40 below 50), the checkpoint is taken, then messages 50-69 reach each once more
+    while the states are being encoded a slice at a time.
+    """
+
+    async def scenario() -> dict[bytes, bytes | None]:
+        log: list[Any] = []
+        settings = Settings(checkpoint_interval_s=3600.0)
+        sink = ClickHouseSink(Writer(log), None, flush_interval_s=0.0)
+        runtime = WorkerRuntime()
+        state = _state(runtime, settings)
+        output = RecordingOutput(log)
+        flusher = Flusher(settings, runtime, sink, output, _table({}))
+        for offset in range(50):
+            flusher.applied(
+                Stream(log), offset, _open_event(state, sink, f"v{offset % 20}", offset)
+            )
+        await flusher.flush(checkpoint=True)
+        for offset in range(50, 70):
+            flusher.applied(
+                Stream(log), offset, _open_event(state, sink, f"v{offset % 20}", offset)
+            )
+        await asyncio.wait_for(flusher.checkpointing, timeout=30)  # type: ignore[arg-type]
+        assert [entry[1] for entry in log if entry[0] == "ack"] == list(range(50))
+        return output.records
+
+    records = asyncio.run(scenario())
+    visitors = {key: value for key, value in records.items() if not key.startswith(b"\x00")}
+    assert sorted(visitors) == sorted(f"v{k}".encode() for k in range(20))
+    for key, value in visitors.items():
+        assert value is not None
+        k = int(key[1:])
+        state = VisitorState.from_bytes(value[8:], key.decode())
+        expected = [f"e{offset}" for offset in (k, k + 20, k + 40) if offset < 50]
+        assert [ev.event_id for ev in state.events] == expected
+        assert int.from_bytes(value[:8], "big") == max(int(e[1:]) for e in expected)
