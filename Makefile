@@ -8,7 +8,8 @@ STACK := deploy/stack.sh
 # Seconds of generated traffic the demo sends through Kafka into the worker.
 DEMO_SECONDS ?= 60
 DEMO_RATE ?= 2000
-PYTEST_ARGS ?=
+# The suite's 25 slowest tests are listed at the end (it must stay under 20 minutes).
+PYTEST_ARGS ?= --durations=25
 # The broker's extra SASL_SSL listener (deploy/stack.sh, KAFKA_SECURE): the Kafka security
 # tests need it, so `make up` and `make test` start it; KAFKA_SECURE=0 leaves it out.
 KAFKA_SECURE ?= 1
