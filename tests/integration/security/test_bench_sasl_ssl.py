@@ -1,7 +1,7 @@
 """``journey bench`` over the broker's SASL_SSL listener: every client it makes connects.
 
-The bench's topic administration, bulk producer, raw consumer, probe producer and the
-worker it starts all reach Kafka through the SASL_SSL listener that
+The bench's topic administration, bulk producer, raw consumer, the naive Faust agent and
+the worker it starts all reach Kafka through the SASL_SSL listener that
 ``KAFKA_SECURE=1 deploy/stack.sh up`` adds (SCRAM user, the stack's CA), with the
 ``JOURNEY_KAFKA_*`` settings in the bench's environment and none on its command line.
 """
@@ -24,14 +24,15 @@ pytestmark = pytest.mark.integration
 EVENTS = 2000
 
 
-def test_bench_runs_its_raw_and_worker_phases_over_sasl_ssl(tmp_path: Path) -> None:
-    """The raw consumer reads every event sent and the worker stores every one, over SASL_SSL."""
+def test_bench_runs_its_kafka_phases_over_sasl_ssl(tmp_path: Path) -> None:
+    """The raw consumer and the naive agent read every event sent and the worker stores every
+    one, over SASL_SSL."""
     secure = secure_kafka_env()
     env = clean_env(**secure) | {"TMPDIR": str(tmp_path)}  # the bench's work folder lands here
     proc = subprocess.run(
         [sys.executable, "-m", "streams.cli", "bench",
          "--events", str(EVENTS), "--partitions", "2", "--flush-interval", "1",
-         "--phase-timeout", "90", "--skip", "naive,replay,latency,memory",
+         "--phase-timeout", "90", "--skip", "replay,latency,memory",
          "--clickhouse", CLICKHOUSE_URL, "--json"],
         env=env,
         capture_output=True,
@@ -44,6 +45,8 @@ def test_bench_runs_its_raw_and_worker_phases_over_sasl_ssl(tmp_path: Path) -> N
     assert result["errors"] == {}
     assert result["produced_events"] == EVENTS
     assert result["raw"]["events"] == EVENTS
+    assert result["naive"]["events"] == EVENTS
+    assert result["naive"]["complete"] is True
     # The worker phase ends only once ClickHouse shows every accepted event in a session.
     assert result["worker"]["events"] + result["worker"]["duplicates"] == EVENTS
     assert result["worker"]["late"] == 0
