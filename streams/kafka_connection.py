@@ -163,8 +163,8 @@ def client_config(
 ) -> dict[str, Any]:
     """Keyword arguments connecting a client of ``library`` to the cluster ``source`` names.
 
-    ``source`` is the settings, a connection built from them, or a plain broker list
-    (PLAINTEXT) where a command has only that (the bench). The result is a fresh dict for
+    ``source`` is the settings, a connection built from them (the bench builds one for
+    all its clients), or a plain broker list (PLAINTEXT). The result is a fresh dict for
     the client's constructor (aiokafka, kafka-python) or for ``faust.App`` (Faust), with
     a fresh TLS context; the caller adds its role's own options next to it, never
     connection ones.

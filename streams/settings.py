@@ -360,6 +360,28 @@ class Settings:
             for f in fields(cls)
         ]
 
+    def kafka_environment(self) -> dict[str, str]:
+        """``JOURNEY_BROKERS`` and the ``JOURNEY_KAFKA_*`` connection settings, as variables.
+
+        What a child process needs to reach the cluster as this one does (the bench gives
+        it to the workers and the naive agent it starts, whose environment has no other
+        ``JOURNEY_*``). Only settings that differ from their default are given; a password
+        stays in the file it came from, or travels in the environment, never on a command
+        line. The consumer group's session timeout is not a connection setting.
+        """
+        env: dict[str, str] = {}
+        for f in fields(self):
+            if f.name != "brokers" and not (
+                f.name.startswith("kafka_") and f.name != "kafka_session_timeout_s"
+            ):
+                continue
+            value = getattr(self, f.name)
+            if f.name == "brokers" or value != f.default:
+                env[f"JOURNEY_{f.name.upper()}"] = (
+                    ("true" if value else "false") if isinstance(value, bool) else str(value)
+                )
+        return env
+
     def checkpoint_every_s(self) -> float:
         """The checkpoint interval: the setting, or the default of the input path.
 

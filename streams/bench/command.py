@@ -137,7 +137,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--seed", type=int, default=1, help="traffic model seed (default 1)")
     parser.add_argument(
-        "--brokers", default=None, help="Kafka bootstrap servers (default JOURNEY_BROKERS)"
+        "--brokers",
+        default=None,
+        help="Kafka bootstrap servers (default JOURNEY_BROKERS); every client of the run "
+        "connects with the JOURNEY_KAFKA_* security settings",
     )
     parser.add_argument(
         "--clickhouse",
@@ -203,13 +206,17 @@ def _say(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the phases not skipped; print the table or JSON; 1 if any phase failed."""
+    from dataclasses import replace
+
     from streams.bench import environment
     from streams.bench.resources import BenchResources
     from streams.settings import Settings
 
     settings = Settings.from_env()
     skip = _skipped(args.skip)
-    brokers = args.brokers or settings.brokers
+    # Every Kafka client of the run, the workers and the naive agent included, connects
+    # with these: --brokers over JOURNEY_BROKERS, and the JOURNEY_KAFKA_* security settings.
+    kafka = replace(settings, brokers=args.brokers or settings.brokers)
     base = args.clickhouse or settings.clickhouse_url or "clickhouse://127.0.0.1:9000"
     if base.count("/") > 2:  # a URL with a database: keep host and port only
         base = base.rsplit("/", 1)[0]
@@ -225,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with BenchResources(
-            brokers, base, keep_workdir=args.keep_workdir, direct=not args.hop
+            kafka, base, keep_workdir=args.keep_workdir, direct=not args.hop
         ) as res:
             _run_with(args, res, skip, result)
     finally:
@@ -303,7 +310,7 @@ def _run_phases(args: argparse.Namespace, res: Any, skip: set[str], result: dict
             result,
             lambda: asyncio.run(
                 produce_bulk(
-                    res.brokers, topic, args.partitions, generated.keys, generated.values,
+                    res.connection, topic, args.partitions, generated.keys, generated.values,
                     timeout_s=timeout,
                 )
             ),
@@ -314,15 +321,17 @@ def _run_phases(args: argparse.Namespace, res: Any, skip: set[str], result: dict
         if produced is None:
             return
         result["produce_events_per_s"] = produced.per_s
+        result["produced_events"] = produced.records
         n = produced.records
         if "raw" not in skip:
             consumed = _phase(
                 "raw",
                 result,
-                lambda: asyncio.run(raw.consume_raw(res.brokers, topic, n, timeout_s=timeout)),
+                lambda: asyncio.run(raw.consume_raw(res.connection, topic, n, timeout_s=timeout)),
             )
             if consumed is not None:
                 result["raw_consume_events_per_s"] = consumed.per_s
+                result["raw"] = {"events": consumed.events, "seconds": consumed.seconds}
         if "naive" not in skip:
             naive_n = min(n, args.naive_events or n)
             naive = _phase(

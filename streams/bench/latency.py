@@ -235,7 +235,7 @@ def run_latency(
         asyncio.run(
             asyncio.wait_for(
                 produce_paced(
-                    res.brokers,
+                    res.connection,
                     topic,
                     partitions,
                     events,

@@ -63,7 +63,9 @@ def run_memory(
         rss_before = worker.process.rss_bytes()
         open_before = int((worker.metrics() or {}).get("journey_open_sessions", 0))
         keys, values = single_event_visitors(count, seed, int(time.time() * 1000))
-        asyncio.run(produce_bulk(res.brokers, topic, partitions, keys, values, timeout_s=timeout_s))
+        asyncio.run(
+            produce_bulk(res.connection, topic, partitions, keys, values, timeout_s=timeout_s)
+        )
         del keys, values
         deadline = time.monotonic() + timeout_s
         open_after = open_before

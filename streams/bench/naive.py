@@ -1,8 +1,8 @@
 """The naive baseline: the Faust agent a team would write first, run by the bench.
 
-``JOURNEY_CLICKHOUSE_URL=URL python -m streams.bench.naive --brokers B --topic T --app-id A
---expected N --progress FILE --data-dir DIR`` (the URL in the environment keeps a password
-out of the process list)
+``JOURNEY_CLICKHOUSE_URL=URL JOURNEY_BROKERS=B python -m streams.bench.naive --topic T
+--app-id A --expected N --progress FILE --data-dir DIR`` (the URL and the Kafka settings,
+``JOURNEY_KAFKA_*`` included, in the environment keep passwords out of the process list)
 
 One agent, ``async for value in stream``: each message is validated with the engine's
 ``parse_payload``, sessionized on its own with ``Sessionizer.process([event])``, and every
@@ -50,7 +50,6 @@ def read_progress(path: Path) -> dict[str, Any] | None:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The options the bench passes."""
     parser = argparse.ArgumentParser(prog="python -m streams.bench.naive")
-    parser.add_argument("--brokers", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--app-id", required=True)
     parser.add_argument("--expected", type=int, required=True)
@@ -82,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sessionizer = Sessionizer(SessionConfig(), load_stage_rules(None))
     app = faust.App(
         args.app_id,
-        **client_config(args.brokers, "faust"),
+        **client_config(settings, "faust"),
         store="memory://",
         datadir=str(args.data_dir),
         web_enabled=False,

@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-from streams.kafka_connection import client_config
+from streams.kafka_connection import KafkaConnection, client_config
 
 #: Bytes per batch (one per partition in flight); large, as loopback has no latency to hide.
 BATCH_BYTES = 512 * 1024
@@ -32,9 +32,9 @@ def partition_of(key: bytes, partitions: int) -> int:
     return (hashed & 0x7FFFFFFF) % partitions
 
 
-def _producer(brokers: str, linger_ms: int) -> AIOKafkaProducer:
+def _producer(kafka: KafkaConnection | str, linger_ms: int) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        **client_config(brokers, "aiokafka"),
+        **client_config(kafka, "aiokafka"),
         acks=1,
         linger_ms=linger_ms,
         max_batch_size=BATCH_BYTES,
@@ -57,7 +57,7 @@ class ProduceResult:
 
 
 async def produce_bulk(
-    brokers: str,
+    kafka: KafkaConnection | str,
     topic: str,
     partitions: int,
     keys: Sequence[bytes],
@@ -68,7 +68,7 @@ async def produce_bulk(
     """Send every (key, value) to ``topic`` in order per partition; wait for all acks."""
     if len(keys) != len(values):
         raise ValueError("keys and values differ in length")
-    producer = _producer(brokers, linger_ms=50)
+    producer = _producer(kafka, linger_ms=50)
     await producer.start()
     try:
         started = time.perf_counter()
@@ -160,7 +160,7 @@ class SendLog:
 
 
 async def produce_paced(
-    brokers: str,
+    kafka: KafkaConnection | str,
     topic: str,
     partitions: int,
     events: Iterable[dict[str, Any]],
@@ -186,7 +186,7 @@ async def produce_paced(
     ``send`` (about 30 us) would slow the worker it measures. A small linger keeps the
     producer's own batching delay out of the measured latency.
     """
-    producer = _producer(brokers, linger_ms=2)
+    producer = _producer(kafka, linger_ms=2)
     await producer.start()
     try:
         began_ms = time.time() * 1000.0

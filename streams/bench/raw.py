@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.kafka_connection import client_config
+from streams.kafka_connection import KafkaConnection, client_config
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +31,16 @@ class ConsumeResult:
 
 
 async def consume_raw(
-    brokers: str, topic: str, expected: int, *, timeout_s: float
+    kafka: KafkaConnection | str, topic: str, expected: int, *, timeout_s: float
 ) -> ConsumeResult:
-    """Read ``topic`` from the start until ``expected`` events are decoded (bounded)."""
+    """Read ``topic`` from the start until ``expected`` events are decoded (bounded).
+
+    TimeoutError when ``timeout_s`` ends first: a rate over part of the topic is no figure.
+
+    ``kafka`` is the bench's connection (its security settings), or a plain broker list.
+    """
     consumer = AIOKafkaConsumer(
-        **client_config(brokers, "aiokafka"),
+        **client_config(kafka, "aiokafka"),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -62,7 +67,11 @@ async def consume_raw(
                 for record in records:
                     loads(record.value)
                 seen += len(records)
-        if started is None:
+        if seen < expected:
+            raise TimeoutError(
+                f"the raw consumer read {seen} of {expected} events in {timeout_s:.0f} s"
+            )
+        if started is None:  # nothing expected, nothing read
             return ConsumeResult(0, 0.0)
         return ConsumeResult(seen, time.perf_counter() - started)
     finally:

@@ -8,6 +8,7 @@ exact names the bench does not choose, go too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import tempfile
 import time
@@ -19,7 +20,8 @@ from typing import Any
 
 from streams.clickhouse.server import ServerBackend
 from streams.errors import StorageError
-from streams.kafka_connection import client_config
+from streams.kafka_connection import KafkaConnection, check_connection, client_config
+from streams.settings import Settings
 
 with warnings.catch_warnings():
     # kafka-python 3.0 uses a deprecated importlib.resources call at import time.
@@ -33,9 +35,14 @@ from streams.bench.processes import BenchError, stop_all
 
 @dataclass
 class BenchResources:
-    """Names and cleanup of one run; use as a context manager so cleanup always happens."""
+    """Names and cleanup of one run; use as a context manager so cleanup always happens.
 
-    brokers: str
+    ``kafka`` holds the connection settings of every Kafka client of the run: the bench's
+    own (admin, producers, raw consumer, built by ``client_config``) and those of the
+    processes it starts (given :meth:`kafka_environment`).
+    """
+
+    kafka: Settings
     clickhouse_base: str
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="journey-bench-")))
@@ -45,9 +52,33 @@ class BenchResources:
     _databases: set[str] = field(default_factory=set)
 
     def __enter__(self) -> BenchResources:
-        """Check that Kafka answers before anything is created."""
-        self._admin().close()
+        """Check that Kafka answers, as the clients will connect, before anything is created.
+
+        A refused login, a certificate that does not verify or a protocol the listener does
+        not speak fails here in one line naming the setting (``check_connection``).
+        """
+        try:
+            check_connection(self.connection)
+            self._admin().close()
+        except BaseException:
+            # __exit__ does not run when __enter__ fails: the work folder goes here.
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
         return self
+
+    @property
+    def brokers(self) -> str:
+        """The bootstrap servers, as given (for messages)."""
+        return self.kafka.brokers
+
+    @functools.cached_property
+    def connection(self) -> KafkaConnection:
+        """How the bench's own clients connect (the password file is read once, here)."""
+        return KafkaConnection.from_settings(self.kafka)
+
+    def kafka_environment(self) -> dict[str, str]:
+        """The ``JOURNEY_*`` variables that connect a process the bench starts like the bench."""
+        return self.kafka.kafka_environment()
 
     def __exit__(self, *exc: object) -> None:
         """Delete everything the run created (best effort, each step on its own)."""
@@ -56,7 +87,7 @@ class BenchResources:
     def _admin(self) -> Any:
         try:
             return KafkaAdminClient(
-                **client_config(self.brokers, "kafka-python"),
+                **client_config(self.connection, "kafka-python"),
                 client_id=f"jb-{self.tag}-admin",
                 request_timeout_ms=30_000,
             )

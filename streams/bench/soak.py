@@ -165,7 +165,7 @@ def run_soak(
             asyncio.run(
                 asyncio.wait_for(
                     produce_paced(
-                        res.brokers, topic, partitions, rounds(pool), count, rate, log,
+                        res.connection, topic, partitions, rounds(pool), count, rate, log,
                         encode=orjson.dumps, keep=followed,
                     ),
                     timeout=60.0 * minutes + timeout_s,

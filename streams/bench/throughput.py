@@ -49,14 +49,14 @@ def run_naive(res: BenchResources, topic: str, expected: int, *, timeout_s: floa
     process = ManagedProcess(
         [
             sys.executable, "-m", "streams.bench.naive",
-            "--brokers", res.brokers,
             "--topic", topic,
             "--app-id", res.name("naive-app"),
             "--expected", str(expected),
             "--progress", str(progress_path),
             "--data-dir", str(res.folder("naive-data")),
         ],
-        child_env() | {"JOURNEY_CLICKHOUSE_URL": url},  # not argv: the process list shows it
+        # Not argv: the process list shows it. The Kafka settings may hold a password too.
+        child_env() | res.kafka_environment() | {"JOURNEY_CLICKHOUSE_URL": url},
         res.workdir / "naive.log",
     )  # fmt: skip
     try:

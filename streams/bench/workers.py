@@ -1,7 +1,9 @@
 """Starting ``journey worker`` for a phase: its own topics, app id, database and data dir.
 
 The child gets the bench's environment minus every ``JOURNEY_*`` variable, plus the
-settings of the phase, so a setting exported in the operator's shell cannot leak in.
+bench's Kafka connection (``JOURNEY_BROKERS`` and the ``JOURNEY_KAFKA_*`` security settings)
+and the settings of the phase, so any other setting exported in the operator's shell cannot
+leak in.
 """
 
 from __future__ import annotations
@@ -156,10 +158,9 @@ def start_worker(
     url = res.database_url(label)
     suffix = f"-{instance}" if instance else ""
     port = free_port()
-    env = child_env()
+    env = child_env() | res.kafka_environment()
     env.update(
         {
-            "JOURNEY_BROKERS": res.brokers,
             "JOURNEY_INPUT_TOPIC": input_topic,
             "JOURNEY_APP_ID": res.name(f"{label}-app"),
             "JOURNEY_SESSIONS_TOPIC": res.name(f"{label}-sessions"),
@@ -233,7 +234,7 @@ def probe_until_live(
                     for key in keys
                 ]
                 asyncio.run(
-                    produce_bulk(res.brokers, topic, partitions, keys, values, timeout_s=30)
+                    produce_bulk(res.connection, topic, partitions, keys, values, timeout_s=30)
                 )
                 sent += visitors
             time.sleep(0.5)

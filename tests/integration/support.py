@@ -177,6 +177,21 @@ def secure_kafka_env() -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
+def kafka_jars() -> Path:
+    """The folder of the broker jars of the running stack (beside its SASL_SSL material).
+
+    For tests that run a broker of their own with the stack's Kafka build.
+    """
+    lib = SECURE_KAFKA_ENV.parents[1] / "lib"
+    if not any(lib.glob("kafka-server-*.jar")):
+        pytest.fail(
+            f"no Kafka broker jars in {lib}: start the stack with `KAFKA_SECURE=1 "
+            "deploy/stack.sh up` (make test does), or point JOURNEY_TEST_KAFKA_SECURE_ENV at "
+            "the journey.env of your stack folder"
+        )
+    return lib
+
+
 def topic_reader(topic: str) -> KafkaConsumer:
     """A group-less consumer of every partition of ``topic`` from its first message.
 

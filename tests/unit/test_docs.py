@@ -37,6 +37,34 @@ def test_linked_files_exist() -> None:
             assert (ROOT / target).exists(), f"README links to missing {target}"
 
 
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of ``markdown`` (lower case, punctuation dropped)."""
+    headings = re.findall(r"^#+ (.+)$", markdown, flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_links_between_docs_resolve() -> None:
+    """Every relative link in docs/*.md names an existing file, and an existing heading."""
+    checked = 0
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        for target in re.findall(r"\]\(([^)]+)\)", doc.read_text(encoding="utf-8")):
+            if "://" in target:
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (doc.parent / path).resolve() if path else doc
+            assert linked.exists(), f"{doc.name} links to missing {target}"
+            if anchor and linked.suffix == ".md":
+                anchors = heading_anchors(linked.read_text(encoding="utf-8"))
+                assert anchor in anchors, f"{doc.name} links to missing heading {target}"
+            checked += 1
+    assert checked >= 6
+
+
+def test_security_page_is_linked_from_the_readme() -> None:
+    """docs/security.md, the threat model, is one link away from the README."""
+    assert "](docs/security.md)" in README
+
+
 def test_documented_commands_exist() -> None:
     """Every `journey X` in the commands table is a real subcommand."""
     parser = build_parser()

@@ -137,3 +137,43 @@ def test_an_empty_password_file_names_the_setting(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"JOURNEY_KAFKA_SASL_PASSWORD_FILE=.* is empty"):
         settings.kafka_sasl_password_value()
+
+
+def test_kafka_environment_gives_a_child_the_same_connection(tmp_path: Path) -> None:
+    """The variables a child gets rebuild the parent's Kafka connection, and nothing else."""
+    from streams.kafka_connection import KafkaConnection
+
+    password = tmp_path / "password"
+    password.write_text("s3cret\n")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read here\n")
+    parent = Settings.from_env(
+        {
+            "JOURNEY_BROKERS": "b-1:9096,b-2:9096",
+            "JOURNEY_KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+            "JOURNEY_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "JOURNEY_KAFKA_SASL_USERNAME": "journey",
+            "JOURNEY_KAFKA_SASL_PASSWORD_FILE": str(password),
+            "JOURNEY_KAFKA_SSL_CAFILE": str(ca),
+            "JOURNEY_KAFKA_SSL_CHECK_HOSTNAME": "false",
+            "JOURNEY_KAFKA_SESSION_TIMEOUT_S": "10",
+            "JOURNEY_APP_ID": "mine",
+        }
+    )
+    env = parent.kafka_environment()
+    assert env == {
+        "JOURNEY_BROKERS": "b-1:9096,b-2:9096",
+        "JOURNEY_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "JOURNEY_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "JOURNEY_KAFKA_SASL_USERNAME": "journey",
+        "JOURNEY_KAFKA_SASL_PASSWORD_FILE": str(password),  # the file, not its content
+        "JOURNEY_KAFKA_SSL_CAFILE": str(ca),
+        "JOURNEY_KAFKA_SSL_CHECK_HOSTNAME": "false",
+    }
+    child = Settings.from_env(env)
+    assert KafkaConnection.from_settings(child) == KafkaConnection.from_settings(parent)
+
+
+def test_kafka_environment_of_the_defaults_is_the_broker_list() -> None:
+    """A PLAINTEXT parent gives its children the broker list alone."""
+    assert Settings.from_env({}).kafka_environment() == {"JOURNEY_BROKERS": "127.0.0.1:9092"}
