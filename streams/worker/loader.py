@@ -76,7 +76,7 @@ class PartitionLoader:
             loaded_ms=int(time.time() * 1000),
             cold=cold,
             owns=lambda raw: partition_for_key(raw, n) == partition,
-            direct=settings.input_keyed_by_visitor,
+            direct=settings.direct_input(),
         )
         if state.checkpointed and state.recorded_direct != state.direct:
             exit_unrecoverable(
