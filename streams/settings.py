@@ -404,6 +404,12 @@ class Settings:
 
         return Pseudonymiser(self.pii, self.pii_key_value())
 
+    def pii_identity(self) -> str:
+        """What the state's visitor keys are: ``""`` raw ids (keep), else ``pseudonym:<key
+        fingerprint>`` (hash and drop give the same pseudonyms)."""
+        pii = self.pseudonymiser()
+        return "" if pii is None else f"pseudonym:{pii.fingerprint}"
+
     def direct_input(self) -> bool:
         """Whether events skip the by-visitor topic (``JOURNEY_INPUT_KEYED_BY_VISITOR``).
 

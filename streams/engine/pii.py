@@ -72,6 +72,16 @@ class Pseudonymiser:
         self._drop = mode == "drop"
         self._ids: dict[str, str] = {}
 
+    @property
+    def fingerprint(self) -> str:
+        """Names the key without revealing it: 16 hex digits of its HMAC of a fixed text.
+
+        Recorded with each state partition, so that a worker whose key (and so whose
+        visitor keys) differ from those the state was written with stops instead of
+        splitting every visitor in two.
+        """
+        return hmac.digest(self._key, b"journey-streams pseudonym key", "sha256").hex()[:16]
+
     def pseudonym(self, value: str) -> str:
         """The keyed pseudonym of one id; ``""`` stays ``""`` (absent stays absent)."""
         if not value:

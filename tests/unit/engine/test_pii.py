@@ -249,3 +249,11 @@ class _Message:
     topic = "clickstream"
     partition = 0
     offset = 7
+
+
+def test_the_fingerprint_names_the_key_without_revealing_it() -> None:
+    """Same key, same fingerprint (hash or drop); another key, another; no key bytes in it."""
+    fingerprint = Pseudonymiser("hash", KEY).fingerprint
+    assert fingerprint == Pseudonymiser("drop", KEY).fingerprint
+    assert fingerprint != Pseudonymiser("hash", OTHER_KEY).fingerprint
+    assert fingerprint == hmac.new(KEY, b"journey-streams pseudonym key", "sha256").hexdigest()[:16]
