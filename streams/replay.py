@@ -20,9 +20,12 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streams.engine.pii import Pseudonymiser
 
 #: Reported bad lines at most; the rest are only counted.
 SHOWN_REJECTIONS = 5
@@ -104,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             rules,
             mapping=mapping,
             raw_events=args.raw_events,
+            pii=settings.pseudonymiser(),
         )
     finally:
         backend.close()
@@ -121,8 +125,13 @@ def replay_files(
     mapping: dict[str, str] | None = None,
     raw_events: bool = False,
     now_ms: int | None = None,
+    pii: Pseudonymiser | None = None,
 ) -> ReplayReport:
-    """Validate, sessionize and write; the engine and writer are passed in (tests, bench)."""
+    """Validate, sessionize and write; the engine and writer are passed in (tests, bench).
+
+    ``pii`` (a ``Pseudonymiser``, ``JOURNEY_PII`` hash or drop) rewrites the accepted
+    events before anything is derived from them, as the worker's intake does.
+    """
     from streams.engine.sessionizer import sessionize_all
 
     started = time.perf_counter()
@@ -136,6 +145,8 @@ def replay_files(
         for event in source(path, now, report, mapping or {}):
             events.append(event)
     report.events = len(events)
+    if pii is not None:
+        events = pii.events(events)
     out = sessionize_all(events, config, rules)
     report.duplicates = out.duplicates
     report.sessions = len(out.sessions)

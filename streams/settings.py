@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from streams.errors import ConfigError
 
 if TYPE_CHECKING:
+    from streams.engine.pii import Pseudonymiser
     from streams.engine.sessionizer import SessionConfig
 
 
@@ -90,6 +91,20 @@ def _choice(*allowed: str) -> Callable[[str, str], str]:
 
     return parse
 
+
+def _pii_mode(name: str, raw: str) -> str:
+    """``keep``, ``hash`` or ``drop`` (any case)."""
+    value = raw.strip().lower()
+    if value not in PII_MODES:
+        raise ConfigError(f"{name}={raw!r} is not one of {', '.join(PII_MODES)}")
+    return value
+
+
+#: The values of JOURNEY_PII (as ``engine/pii.py`` names them; repeated to keep this
+#: module free of engine imports at start-up).
+PII_MODES = ("keep", "hash", "drop")
+#: Shortest JOURNEY_PII_KEY accepted: a short key would let ids be guessed and hashed.
+PII_KEY_MIN_BYTES = 16
 
 #: Kafka's security protocols and the SASL mechanisms the clients speak.
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -221,6 +236,23 @@ class Settings:
         "unset = 2 s through the by-visitor topic, 30 s with JOURNEY_INPUT_KEYED_BY_VISITOR",
     )
     stage_rules: str = _setting("", _text, "path of a store's stage rules YAML; empty = defaults")
+    pii: str = _setting(
+        "keep",
+        _pii_mode,
+        "personal data leaving the process: keep; hash (user_id and anonymous_id keyed-hashed, "
+        "query strings cut from URLs and referrers); drop (hash, and no user agents, page "
+        "titles or dead-letter payloads); docs/architecture.md, 'Personal data (JOURNEY_PII)'",
+    )
+    pii_key: str = _setting(
+        "",
+        _text,
+        f"HMAC-SHA256 key of JOURNEY_PII=hash/drop, at least {PII_KEY_MIN_BYTES} bytes "
+        "(JOURNEY_PII_KEY_FILE keeps it out of the environment)",
+        secret=True,
+    )
+    pii_key_file: str = _setting(
+        "", _text, "file holding the JOURNEY_PII key (its content, trailing newline dropped)"
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -248,6 +280,7 @@ class Settings:
         if settings.flush_interval_s > 5:
             raise ConfigError("JOURNEY_FLUSH_INTERVAL_S must be at most 5 seconds")
         settings.check_kafka_security()
+        settings.check_pii()
         for name, path in (
             ("JOURNEY_CLICKHOUSE_PASSWORD_FILE", settings.clickhouse_password_file),
             ("JOURNEY_CLICKHOUSE_SSL_CAFILE", settings.clickhouse_ssl_cafile),
@@ -307,6 +340,85 @@ class Settings:
             path = given[name]
             if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
                 raise ConfigError(f"{name}={path!r} is not a readable file")
+
+    def check_pii(self) -> None:
+        """Refuse a ``JOURNEY_PII`` mode without exactly one key source, or a key without a mode.
+
+        A key set while the mode is ``keep`` is an error too: the operator who set it
+        believes ids are hashed, and they would not be.
+        """
+        given = [
+            name
+            for name, value in (
+                ("JOURNEY_PII_KEY", self.pii_key),
+                ("JOURNEY_PII_KEY_FILE", self.pii_key_file),
+            )
+            if value
+        ]
+        if self.pii == "keep":
+            if given:
+                raise ConfigError(
+                    f"{given[0]} is set but JOURNEY_PII=keep does not use it; "
+                    "set JOURNEY_PII=hash or drop, or unset it"
+                )
+            return
+        if len(given) != 1:
+            raise ConfigError(
+                f"JOURNEY_PII={self.pii} needs its key as exactly one of JOURNEY_PII_KEY and "
+                "JOURNEY_PII_KEY_FILE"
+            )
+        self.pii_key_value()
+
+    def pii_key_value(self) -> bytes:
+        """The key of ``JOURNEY_PII`` hash/drop: ``JOURNEY_PII_KEY`` or the key file's content.
+
+        The file's content is taken whole but for one trailing newline (a key may hold any
+        byte); either must be at least ``PII_KEY_MIN_BYTES`` long.
+        """
+        if self.pii_key_file:
+            path = self.pii_key_file
+            try:
+                with open(path, "rb") as file:
+                    key = file.read()
+            except OSError as exc:
+                raise ConfigError(
+                    f"JOURNEY_PII_KEY_FILE={path!r} cannot be read ({exc.strerror})"
+                ) from None
+            key = key.removesuffix(b"\n").removesuffix(b"\r")
+            name = f"JOURNEY_PII_KEY_FILE={path!r}"
+        else:
+            key = self.pii_key.encode()
+            name = "JOURNEY_PII_KEY"
+        if len(key) < PII_KEY_MIN_BYTES:
+            raise ConfigError(
+                f"{name} holds {len(key)} bytes; a JOURNEY_PII key needs at least "
+                f"{PII_KEY_MIN_BYTES} (e.g. `openssl rand -hex 32`)"
+            )
+        return key
+
+    def pseudonymiser(self) -> Pseudonymiser | None:
+        """The intake's ``Pseudonymiser`` of ``JOURNEY_PII``; ``None`` for ``keep``."""
+        if self.pii == "keep":
+            return None
+        from streams.engine.pii import Pseudonymiser
+
+        return Pseudonymiser(self.pii, self.pii_key_value())
+
+    def pii_identity(self) -> str:
+        """What the state's visitor keys are: ``""`` raw ids (keep), else ``pseudonym:<key
+        fingerprint>`` (hash and drop give the same pseudonyms)."""
+        pii = self.pseudonymiser()
+        return "" if pii is None else f"pseudonym:{pii.fingerprint}"
+
+    def direct_input(self) -> bool:
+        """Whether events skip the by-visitor topic (``JOURNEY_INPUT_KEYED_BY_VISITOR``).
+
+        Not under ``JOURNEY_PII`` hash or drop: the producers partition by the raw visitor
+        key, but the worker's state, changelog keys and their placement checks use the
+        pseudonym, which hashes to another partition. Those events take the hop, where the
+        intake repartitions them by pseudonym.
+        """
+        return self.input_keyed_by_visitor and self.pii == "keep"
 
     def kafka_sasl_password_value(self) -> str:
         """The SASL password: ``JOURNEY_KAFKA_SASL_PASSWORD``, or the password file's first line."""
@@ -396,7 +508,7 @@ class Settings:
         """
         if self.checkpoint_interval_s is not None:
             return self.checkpoint_interval_s
-        return DIRECT_CHECKPOINT_S if self.input_keyed_by_visitor else HOP_CHECKPOINT_S
+        return DIRECT_CHECKPOINT_S if self.direct_input() else HOP_CHECKPOINT_S
 
     def session_config(self) -> SessionConfig:
         """The engine's sessionization parameters (milliseconds) from these settings (seconds)."""

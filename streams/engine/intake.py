@@ -72,12 +72,16 @@ class Rejection:
 
     ``payload`` is the whole message for a message-level problem, or the batch element
     re-serialised for a problem with one element; ``index`` is the element's position in
-    the batch envelope, ``None`` when the message was not a batch.
+    the batch envelope, ``None`` when the message was not a batch. Under ``JOURNEY_PII``
+    (``engine/pii.py``) the payload is rewritten or ``withheld``; ``size`` is then the
+    original's size in bytes (``None``: the size of ``payload``).
     """
 
     reason: str
     payload: bytes
     index: int | None = None
+    size: int | None = None
+    withheld: bool = False
 
 
 @dataclass(slots=True)

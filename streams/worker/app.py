@@ -23,6 +23,7 @@ rebalance bodies, which take the lock (``WorkerRuntime.lock``) and call the clas
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -48,6 +49,8 @@ from streams.worker.publisher import CorruptRecord, Publisher
 from streams.worker.repair import SkippedMessages, TopicReader, waiting
 from streams.worker.runtime import WorkerRuntime, exit_unrecoverable
 from streams.worker.topics import by_visitor_topic
+
+log = logging.getLogger(__name__)
 
 
 def build_app(
@@ -105,7 +108,14 @@ def build_app(
     )
     app.tables.add(visitors)
 
-    direct = settings.input_keyed_by_visitor
+    direct = settings.direct_input()
+    if settings.input_keyed_by_visitor and not direct:
+        log.warning(
+            "JOURNEY_INPUT_KEYED_BY_VISITOR is ignored with JOURNEY_PII=%s: the input is "
+            "partitioned by raw visitor keys, the state by their pseudonyms, so events take "
+            "the by-visitor topic",
+            settings.pii,
+        )
     runtime = WorkerRuntime()
     # The intake hands each batch to its handler, which asks the intake for its progress.
     intake = IntakeConsumer(settings, lambda batch: handle_batch(batch), direct=direct)

@@ -184,7 +184,9 @@ def rejection_record(rejection: Rejection, message: Any, now_ms: int) -> bytes:
     """The dead-letter record: reason, the raw payload and where it came from.
 
     The payload is kept as text when it is valid UTF-8 (readable with any console
-    consumer) and base64 otherwise, so nothing about the bad input is lost.
+    consumer) and base64 otherwise, so nothing about the bad input is lost; under
+    ``JOURNEY_PII`` it is the rewritten payload, or ``null`` when withheld.
+    ``payload_bytes`` is the size of the payload as it came in.
     """
     return orjson.dumps(_record(rejection, message.topic, message.partition, message.offset,
                                 now_ms))  # fmt: skip
@@ -192,16 +194,17 @@ def rejection_record(rejection: Rejection, message: Any, now_ms: int) -> bytes:
 
 def internal_rejection_record(
     topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-    corrupt: Corrupt, now_ms: int,
+    corrupt: Corrupt, now_ms: int, *, withhold: bool = False,
 ) -> bytes:  # fmt: skip
     """The dead-letter record of an internal topic's record that cannot be decoded.
 
     The same record as an input event's (:func:`rejection_record`), with reason
     ``corrupt_internal_message``, plus ``detail`` (what the decoder found wrong) and, in
     ``source``, the record's ``key`` (for a changelog record: the visitor it was for),
-    as text with undecodable bytes escaped.
+    as text with undecodable bytes escaped. ``withhold`` (``JOURNEY_PII`` hash or drop)
+    leaves the value out: a record that cannot be decoded cannot be searched for ids.
     """
-    rejection = Rejection(CORRUPT_INTERNAL_MESSAGE, value or b"", None)
+    rejection = Rejection(CORRUPT_INTERNAL_MESSAGE, value or b"", None, withheld=withhold)
     record = _record(rejection, topic, partition, offset, now_ms)
     record["detail"] = corrupt.detail
     record["source"]["key"] = None if key is None else key.decode("utf-8", "backslashreplace")
@@ -211,16 +214,23 @@ def internal_rejection_record(
 def _record(
     rejection: Rejection, topic: str, partition: int, offset: int, now_ms: int
 ) -> dict[str, Any]:
-    try:
-        payload: str = rejection.payload.decode("utf-8")
-        encoding = "utf-8"
-    except UnicodeDecodeError:
-        payload = base64.b64encode(rejection.payload).decode("ascii")
-        encoding = "base64"
+    payload: str | None
+    encoding: str | None
+    if rejection.withheld:
+        payload = encoding = None
+    else:
+        try:
+            payload = rejection.payload.decode("utf-8")
+            encoding = "utf-8"
+        except UnicodeDecodeError:
+            payload = base64.b64encode(rejection.payload).decode("ascii")
+            encoding = "base64"
+    size = len(rejection.payload) if rejection.size is None else rejection.size
     return {
         "reason": rejection.reason,
         "payload": payload,
         "payload_encoding": encoding,
+        "payload_bytes": size,
         "batch_index": rejection.index,
         "source": {"topic": topic, "partition": partition, "offset": offset},
         "rejected_at_ms": now_ms,

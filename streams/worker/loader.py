@@ -50,6 +50,8 @@ class PartitionLoader:
         self._topic = topic
         self._reader = reader
         self._own = own
+        #: What the visitor keys are under JOURNEY_PII (recorded with each partition).
+        self._ids = settings.pii_identity()
         #: Direct mode: the last epoch given to a loaded partition (see IntakeConsumer.own).
         self._epoch = 0
 
@@ -76,8 +78,19 @@ class PartitionLoader:
             loaded_ms=int(time.time() * 1000),
             cold=cold,
             owns=lambda raw: partition_for_key(raw, n) == partition,
-            direct=settings.input_keyed_by_visitor,
+            direct=settings.direct_input(),
+            ids=self._ids,
         )
+        if state.checkpointed and state.recorded_ids != state.ids:
+            exit_unrecoverable(
+                f"partition {partition} of app {settings.app_id!r} was written with "
+                + ("raw ids" if not state.recorded_ids else "other pseudonyms")
+                + " as visitor keys and this worker would make "
+                + ("raw ids" if not state.ids else "other pseudonyms")
+                + ": JOURNEY_PII and its key are fixed for an app (docs/architecture.md, "
+                "'Personal data (JOURNEY_PII)'): set them back, or start a new "
+                "JOURNEY_APP_ID with fresh tables"
+            )
         if state.checkpointed and state.recorded_direct != state.direct:
             exit_unrecoverable(
                 f"partition {partition} of app {settings.app_id!r} was run with "

@@ -30,7 +30,8 @@ the last applied message, then ``VisitorState.to_bytes()``. The partition's own 
 (key ``WATERMARK_KEY``): the 8-byte watermark, the 8-byte next expected offset (-1:
 unknown), then a JSON object ``{"t": input topic, "n": input partitions, "p": [[input
 partition, progress ms], ...], "s": [[input partition, offset, index], ...]}``, plus
-``"d": 1`` when the partition takes its input directly (``apply_direct``). Records
+``"d": 1`` when the partition takes its input directly (``apply_direct``), and ``"i"``
+naming the pseudonymisation of its visitor keys under ``JOURNEY_PII`` hash/drop. Records
 written before the JSON existed (8 or 16 bytes) still load.
 
 The partition's record must never be durable without the visitor records written before
@@ -96,6 +97,7 @@ class _OwnExtra(msgspec.Struct, frozen=True):
     s: list[tuple[int, int, int]]
     t: str | None = None
     d: int = 0
+    i: str = ""
 
 
 _decode_own_extra = msgspec.json.Decoder(_OwnExtra).decode
@@ -412,6 +414,7 @@ class PartitionState:
         hot_ms: int = HOT_MS,
         hot_limit: int = HOT_LIMIT,
         direct: bool = False,
+        ids: str = "",
     ) -> None:
         """Rebuild from the table records of this partition (empty for a new partition).
 
@@ -423,11 +426,16 @@ class PartitionState:
         memory as objects (``TieredStore``). ``direct``: events come straight from the
         input partition of the same number (:meth:`apply_direct`), not through the
         by-visitor topic; the mode is recorded with the partition (``recorded_direct``).
+        ``ids``: what its visitor keys are (``Settings.pii_identity``: ``""`` raw ids), also
+        recorded (``recorded_ids``).
         """
         self.partition = partition
         self.direct = direct
+        self.ids = ids
         #: The mode the partition's record was written in (False for a new partition).
         self.recorded_direct = False
+        #: The visitor keys' pseudonymisation the record was written with ("" raw ids).
+        self.recorded_ids = ""
         #: Bumped by the adapter at every load: input fetched before it is not applied.
         self.epoch = 0
         #: Applied offset of the visitors in memory (the others' is in their record).
@@ -690,6 +698,8 @@ class PartitionState:
         }
         if self.direct:
             extra["d"] = 1
+        if self.ids:
+            extra["i"] = self.ids
         next_offset = -1 if self.next_offset is None else self.next_offset
         return (
             _OFFSET.pack(self.sessionizer.watermark_ms)
@@ -706,6 +716,7 @@ class PartitionState:
             self.sources = {part: (offset, index) for part, offset, index in extra.s}
             self.input_topic = extra.t
             self.recorded_direct = bool(extra.d)
+            self.recorded_ids = extra.i
         return own.watermark
 
     def _count(self, out: EngineOutput) -> None:

@@ -139,7 +139,7 @@ class Publisher:
         )  # fmt: skip
         value = internal_rejection_record(
             record.topic, record.partition, record.offset, record.key, record.value,
-            record.corrupt, int(time.time() * 1000),
+            record.corrupt, int(time.time() * 1000), withhold=self._settings.pii != "keep",
         )  # fmt: skip
         await self._output.send(self._settings.dlq_topic, None, value)
 

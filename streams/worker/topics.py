@@ -69,7 +69,7 @@ def ensure_topics(settings: Settings, timeout_ms: int = 10_000) -> list[str]:
                     [NewTopic(name, settings.partitions, 1) for name in missing],
                     timeout_ms=timeout_ms,
                 )
-        if settings.input_keyed_by_visitor:
+        if settings.direct_input():
             _check_direct_input(admin, settings)
         return missing
     finally:

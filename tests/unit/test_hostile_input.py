@@ -767,3 +767,58 @@ def test_parse_event_dict_survives_10000_hostile_documents() -> None:
             problems.append(f"accepted {str(doc)[:160]}: {problem}")
     assert not problems, f"{len(problems)} problems, e.g.\n" + "\n".join(problems[:15])
     assert accepted > 1_000, accepted
+
+
+def test_the_pseudonymiser_survives_hostile_messages() -> None:
+    """JOURNEY_PII hash: no hostile message makes the intake raise or leak a raw id.
+
+    Each message's dead-letter payload is the pseudonymised JSON (an empty id stays
+    empty: absent) or withheld; every accepted event's ids are pseudonyms; the accepted
+    events are those of keep.
+    """
+    from streams.engine.pii import Pseudonymiser
+
+    pii = Pseudonymiser("hash", b"hostile-input-key-0123456789abcd")
+    rng = random.Random(SEED + 1)
+    seeds = real_events()
+    problems: list[str] = []
+    withheld = rewritten = 0
+    for n, payload in enumerate(messages(rng, seeds)):
+        if n >= 12_000:
+            break
+        plain = parse_payload(payload, NOW)
+        result = pii.parse(payload, NOW)
+        if [e.event_id for e in result.events] != [e.event_id for e in plain.events]:
+            problems.append(f"accepted other events: {payload[:200]!r}")
+        for ev, raw in zip(result.events, plain.events, strict=False):
+            if ev.anonymous_id != pii.pseudonym(raw.anonymous_id) or (
+                ev.user_id != pii.pseudonym(raw.user_id)
+            ):
+                problems.append(f"ids not pseudonymised: {payload[:200]!r}")
+        for rejection in result.rejections:
+            if rejection.withheld:
+                withheld += 1
+                continue
+            rewritten += 1
+            doc = orjson.loads(rejection.payload)
+            for member in _members_named(doc, ("anonymous_id", "user_id")):
+                if not (isinstance(member, str) and re.fullmatch("([0-9a-f]{32})?", member)):
+                    problems.append(f"id left in dead letter: {member!r}")
+    assert not problems, f"{len(problems)} problems, e.g.\n" + "\n".join(problems[:15])
+    assert withheld > 1_000, (withheld, rewritten)
+    assert rewritten > 1_000, (withheld, rewritten)
+
+
+def _members_named(doc: Any, names: tuple[str, ...]) -> Iterator[Any]:
+    """The values of every object member called one of ``names``, at any depth."""
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in names and value is not None:
+                    yield value
+                else:
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)

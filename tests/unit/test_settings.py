@@ -177,3 +177,69 @@ def test_kafka_environment_gives_a_child_the_same_connection(tmp_path: Path) -> 
 def test_kafka_environment_of_the_defaults_is_the_broker_list() -> None:
     """A PLAINTEXT parent gives its children the broker list alone."""
     assert Settings.from_env({}).kafka_environment() == {"JOURNEY_BROKERS": "127.0.0.1:9092"}
+
+
+PII_KEY = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"JOURNEY_PII": "hash"}, "JOURNEY_PII=hash needs its key as exactly one of"),
+        ({"JOURNEY_PII": "drop"}, "JOURNEY_PII=drop needs its key as exactly one of"),
+        ({"JOURNEY_PII": "scramble"}, "JOURNEY_PII='scramble' is not one of keep, hash, drop"),
+        ({"JOURNEY_PII_KEY": PII_KEY}, "JOURNEY_PII_KEY is set but JOURNEY_PII=keep"),
+        ({"JOURNEY_PII": "hash", "JOURNEY_PII_KEY": "short"}, "holds 5 bytes; a JOURNEY_PII"),
+        (
+            {"JOURNEY_PII": "hash", "JOURNEY_PII_KEY": PII_KEY, "JOURNEY_PII_KEY_FILE": "/x"},
+            "exactly one of JOURNEY_PII_KEY and JOURNEY_PII_KEY_FILE",
+        ),
+        (
+            {"JOURNEY_PII": "hash", "JOURNEY_PII_KEY_FILE": "/no/such/key"},
+            "JOURNEY_PII_KEY_FILE='/no/such/key' cannot be read",
+        ),
+    ],
+)
+def test_pii_mode_without_a_usable_key_is_one_clear_line(env: dict[str, str], message: str) -> None:
+    """A hash/drop mode needs exactly one usable key; a key without a mode is refused too."""
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(env)
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_pii_key_from_file_drops_one_trailing_newline(tmp_path: Path) -> None:
+    """The key file's content is the key, but for its trailing newline."""
+    path = tmp_path / "pii.key"
+    path.write_bytes(PII_KEY.encode() + b"\n")
+    settings = Settings.from_env({"JOURNEY_PII": "HASH", "JOURNEY_PII_KEY_FILE": str(path)})
+    assert settings.pii == "hash"
+    assert settings.pii_key_value() == PII_KEY.encode()
+    from_env = Settings.from_env({"JOURNEY_PII": "hash", "JOURNEY_PII_KEY": PII_KEY})
+    pii, same = settings.pseudonymiser(), from_env.pseudonymiser()
+    assert pii is not None
+    assert same is not None
+    assert pii.pseudonym("visitor-1") == same.pseudonym("visitor-1")
+
+
+def test_pii_key_is_kept_out_of_repr() -> None:
+    """The key, a secret, never shows in a printed Settings."""
+    settings = Settings.from_env({"JOURNEY_PII": "drop", "JOURNEY_PII_KEY": PII_KEY})
+    assert PII_KEY not in repr(settings)
+
+
+def test_pii_hash_takes_the_hop_even_with_input_keyed_by_visitor() -> None:
+    """Under hash/drop the state is keyed by pseudonyms, so keyed input takes the hop."""
+    keyed = {"JOURNEY_INPUT_KEYED_BY_VISITOR": "true"}
+    assert Settings.from_env(keyed).direct_input()
+    hashed = Settings.from_env({**keyed, "JOURNEY_PII": "hash", "JOURNEY_PII_KEY": PII_KEY})
+    assert not hashed.direct_input()
+    assert hashed.checkpoint_every_s() == 2.0
+
+
+def test_pii_modes_agree_with_the_engine() -> None:
+    """Settings and engine/pii.py list the same modes."""
+    from streams.engine.pii import PII_MODES as ENGINE_MODES
+    from streams.settings import PII_MODES
+
+    assert PII_MODES == ENGINE_MODES

@@ -91,6 +91,7 @@ def test_the_dead_letter_record_of_a_corrupt_internal_record() -> None:
         "reason": "corrupt_internal_message",
         "payload": base64.b64encode(b"\xffgarbage").decode(),
         "payload_encoding": "base64",
+        "payload_bytes": 8,
         "batch_index": None,
         "source": {"topic": "app-events-by-visitor", "partition": 2, "offset": 41, "key": "2"},
         "rejected_at_ms": 7,
@@ -98,3 +99,18 @@ def test_the_dead_letter_record_of_a_corrupt_internal_record() -> None:
     }
     text = orjson.loads(internal_rejection_record("c", 0, 1, None, None, Corrupt("x"), 7))
     assert (text["payload"], text["payload_encoding"], text["source"]["key"]) == ("", "utf-8", None)
+
+
+def test_a_withheld_internal_record_keeps_its_size_and_place() -> None:
+    """JOURNEY_PII hash/drop: no value in the dead letter; reason, size, offset, key stay."""
+    record = orjson.loads(
+        internal_rejection_record(
+            "app-visitors-changelog", 1, 9, b"k", b"raw-id-inside", Corrupt("x"), 7, withhold=True
+        )
+    )
+    assert record["payload"] is None
+    assert record["payload_encoding"] is None
+    assert record["payload_bytes"] == len(b"raw-id-inside")
+    assert record["source"] == {"topic": "app-visitors-changelog", "partition": 1, "offset": 9,
+                                "key": "k"}  # fmt: skip
+    assert record["reason"] == "corrupt_internal_message"

@@ -8,6 +8,8 @@ nowhere.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import random
 import types
 from collections.abc import Mapping, Sequence
@@ -19,9 +21,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from worker_fakes import NullOutput
 
-from streams.engine.intake import NOT_KEYED_BY_VISITOR
+from streams.engine.intake import NOT_KEYED_BY_VISITOR, parse_payload
 from streams.engine.progress import ProgressReport
 from streams.engine.stages import StageRules, parse_stage_rules
+from streams.engine.state import Corrupt
 from streams.metrics import JourneyMetrics
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
@@ -334,3 +337,43 @@ def test_a_reason_outside_the_rejection_reasons_is_counted_as_other() -> None:
         '{reason="bad_field:page.url"}': 1.0,
         '{reason="other"}': 3.0,
     }
+
+
+def test_forward_under_pii_hash_sends_pseudonyms_by_their_partition() -> None:
+    """JOURNEY_PII=hash: forwarded events carry pseudonyms, routed by the pseudonym's hash."""
+
+    key = "a-key-of-thirty-two-bytes-length"
+    settings = Settings(partitions=PARTITIONS, pii="hash", pii_key=key)
+    metrics = JourneyMetrics.create(CollectorRegistry())
+    by_visitor, dlq = Topic(), Topic()
+    forwarder = Forwarder(settings, metrics, by_visitor, dlq, Intake())
+    visitors = [f"raw-visitor-{n}" for n in range(12)]
+    batch = [_record(0, n, _event(f"e{n}", v)) for n, v in enumerate(visitors)]
+    batch.append(_record(0, 99, b'{"anonymous_id": "raw-visitor-0", broken'))
+    asyncio.run(forwarder.forward(batch))
+
+    expected = {
+        hmac.new(key.encode(), v.encode(), hashlib.sha256).hexdigest()[:32] for v in visitors
+    }
+    seen = set()
+    for _, value, partition in by_visitor.sent:
+        assert b"raw-visitor" not in (value or b"")
+        message = decode_forwarded(value or b"")
+        assert not isinstance(message, Corrupt), message
+        for ev in message.events:
+            assert partition_for_key(ev.visitor_key.encode(), PARTITIONS) == partition
+            seen.add(ev.anonymous_id)
+    assert seen == expected
+    ((_, dead, _),) = dlq.sent
+    record = orjson.loads(dead or b"")
+    assert record["reason"] == "invalid_json"
+    assert record["payload"] is None
+    assert b"raw-visitor" not in (dead or b"")
+
+
+def test_keep_parses_with_parse_payload_itself() -> None:
+    """JOURNEY_PII=keep costs nothing: the handler's parser is parse_payload, unwrapped."""
+
+    metrics = JourneyMetrics.create(CollectorRegistry())
+    forwarder, _, _ = _forwarder(metrics, Intake())
+    assert forwarder._parse is parse_payload

@@ -10,6 +10,8 @@ import types
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
+import pytest
+
 from streams.engine.events import Event
 from streams.engine.progress import ProgressReport
 from streams.engine.stages import StageRules
@@ -146,3 +148,40 @@ def test_direct_mode_tells_the_intake_where_to_read_each_load() -> None:
     asyncio.run(loads())
     assert owned == [(1, 1, None), (3, 2, None), (1, 3, None)]
     assert runtime.partitions[1].epoch == 3
+
+
+class _Stopped(Exception):
+    """Raised in place of the process exit of ``exit_unrecoverable``."""
+
+
+def test_a_state_written_with_other_visitor_keys_stops_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """State keyed by pseudonyms, worker on raw ids (or another key): it stops, saying why."""
+    key = "a-pii-key-of-32-bytes-0123456789"
+    hashed = Settings(checkpoint_interval_s=3600.0, pii="hash", pii_key=key)
+    data: dict[bytes, Any] = {}
+
+    async def checkpoint(settings: Settings) -> None:
+        runtime = WorkerRuntime()
+        state = await _loader(settings, runtime, data, Reader(start=0)).load(0)
+        flusher = Flusher(settings, runtime, ClickHouseSink(Writer(), None), Output(), _table(data))
+        report = ProgressReport(1, ((0, T0),))
+        state.apply(Forwarded([], [], report), 0, T0)
+        flusher.applied(Stream(), "message-0", 1)
+        await flusher.flush(checkpoint=True, wait=True)
+
+    asyncio.run(checkpoint(hashed))
+    # hash and drop under the same key make the same pseudonyms: that loads.
+    state = asyncio.run(_loader(Settings(pii="drop", pii_key=key), WorkerRuntime(), data,
+                                Reader(start=0)).load(0))  # fmt: skip
+    assert state.checkpointed
+    assert state.recorded_ids == hashed.pii_identity() != ""
+
+    def stop(what: str) -> None:
+        raise _Stopped(what)
+
+    monkeypatch.setattr("streams.worker.loader.exit_unrecoverable", stop)
+    for other in (Settings(), Settings(pii="hash", pii_key="another-key-of-32-bytes-01234567")):
+        with pytest.raises(_Stopped, match="JOURNEY_PII and its key are fixed for an app"):
+            asyncio.run(_loader(other, WorkerRuntime(), data, Reader(start=0)).load(0))
