@@ -159,12 +159,15 @@ def test_sigkills_leave_no_duplicate_for_a_read_committed_consumer(
         assert events_in_clickhouse < run.expected_events, (
             f"SIGKILL {number} would land after the run completed; slow the producer"
         )
+        # In time order nothing is late: this incarnation re-read its predecessor's input.
+        assert total(worker.metrics(), "journey_events_late_total") == 0
         worker.kill()
         worker.start()
         worker.wait_ready()
 
     producer.finish(timeout_s=60)
     wait_complete([worker], names.url, run.expected_events, timeout_s=60)
+    assert total(worker.metrics(), "journey_events_late_total") == 0
 
     want = sum(expected_transitions.values())
 
