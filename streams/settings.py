@@ -106,6 +106,22 @@ PII_MODES = ("keep", "hash", "drop")
 #: Shortest JOURNEY_PII_KEY accepted: a short key would let ids be guessed and hashed.
 PII_KEY_MIN_BYTES = 16
 
+
+def _lower_choice(*allowed: str) -> Callable[[str, str], str]:
+    """A parser accepting one of ``allowed`` (any case), returned in lower case."""
+
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ConfigError(f"{name}={raw!r} is not one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+#: How the output topics are delivered (see Settings.delivery).
+DELIVERY_MODES = ("exactly_once", "at_least_once")
+
 #: Kafka's security protocols and the SASL mechanisms the clients speak.
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -234,6 +250,13 @@ class Settings:
         _positive_float,
         "state checkpoint and input commit interval: a crash re-applies at most this much; "
         "unset = 2 s through the by-visitor topic, 30 s with JOURNEY_INPUT_KEYED_BY_VISITOR",
+    )
+    delivery: str = _setting(
+        "exactly_once",
+        _lower_choice(*DELIVERY_MODES),
+        "output topics: exactly_once (Kafka transactions, one per checkpoint; consumers read "
+        "with isolation.level=read_committed) or at_least_once (records may repeat after a "
+        "crash)",
     )
     stage_rules: str = _setting("", _text, "path of a store's stage rules YAML; empty = defaults")
     pii: str = _setting(
@@ -509,6 +532,11 @@ class Settings:
         if self.checkpoint_interval_s is not None:
             return self.checkpoint_interval_s
         return DIRECT_CHECKPOINT_S if self.direct_input() else HOP_CHECKPOINT_S
+
+    @property
+    def exactly_once(self) -> bool:
+        """True when the output topics are written in Kafka transactions (``JOURNEY_DELIVERY``)."""
+        return self.delivery == "exactly_once"
 
     def session_config(self) -> SessionConfig:
         """The engine's sessionization parameters (milliseconds) from these settings (seconds)."""

@@ -40,11 +40,12 @@ from streams.settings import Settings
 from streams.sink import ClickHouseSink
 from streams.worker.changelog import ScreenedTable
 from streams.worker.codec import NOTHING, decode_forwarded
+from streams.worker.committed import read_committed_transport
 from streams.worker.flusher import Flusher
 from streams.worker.forwarder import DirectIntake, Forwarder
 from streams.worker.intake import IntakeConsumer
 from streams.worker.loader import PartitionLoader
-from streams.worker.output import OutputProducer
+from streams.worker.output import OutputProducer, OutputTopic
 from streams.worker.publisher import CorruptRecord, Publisher
 from streams.worker.repair import SkippedMessages, TopicReader, waiting
 from streams.worker.runtime import WorkerRuntime, exit_unrecoverable
@@ -88,6 +89,9 @@ def build_app(
         # (applied offsets, replacing rows); on_shutdown below flushes once instead.
         stream_wait_empty=False,
     )
+    if output.transactional:
+        # The table's changelog is written in transactions: recover committed records only.
+        app.transport = read_committed_transport(settings)(app.conf.broker_consumer, app)
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     by_visitor = app.topic(
         by_visitor_topic(settings),
@@ -138,12 +142,22 @@ def build_app(
     lag_partitions: set[int] = set()
 
     if direct:
+        # Exactly once, its dead letters commit with the input offsets (the checkpoint's
+        # transaction); through the hop the intake commits its own offsets after sending.
+        dead_letters = OutputTopic(output, settings.dlq_topic) if output.transactional else dlq
         direct_intake = DirectIntake(
-            settings, metrics, by_visitor, dlq, intake, runtime, publisher, flusher
+            settings, metrics, by_visitor, dead_letters, intake, runtime, publisher, flusher
         )
         handle_batch = direct_intake.take
     else:
         handle_batch = Forwarder(settings, metrics, by_visitor, dlq, intake).forward
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def start_output() -> None:
+        # Exactly once: starting the producer fences this worker's previous process and
+        # aborts the transaction it left open, so read_committed consumers go on at once.
+        if output.transactional:
+            await output.start()
 
     @app.task  # type: ignore[untyped-decorator]
     async def run_intake() -> None:

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from streams.metrics import JourneyMetrics, serve_metrics
     from streams.sink import ClickHouseSink
     from streams.worker.app import build_app
-    from streams.worker.output import OutputProducer, SessionsPublisher
+    from streams.worker.output import OutputProducer, SessionsPublisher, transactional_id
     from streams.worker.repair import GapFetcher
     from streams.worker.topics import ensure_topics
 
@@ -102,8 +102,10 @@ def run(args: argparse.Namespace) -> int:
     # A server's password file is read here; the address goes to the child over a pipe,
     # never on a command line (see streams.clickhouse.process).
     target = resolve_target(settings.clickhouse_url or str(data_dir / "clickhouse"), settings)
-    # The writes run in a child process of their own (see streams.clickhouse.process).
-    writer = WriterProcess(target, after=SessionsPublisher(settings))
+    # The writes run in a child process of their own (see streams.clickhouse.process). It
+    # publishes the session rows too, unless they go in the worker's transactions.
+    exactly_once = settings.exactly_once
+    writer = WriterProcess(target, after=None if exactly_once else SessionsPublisher(settings))
     metrics = JourneyMetrics.create(rules=rules)
     serve_metrics(metrics, settings)
     sink = ClickHouseSink(
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         rules=rules,
         metrics=metrics,
         sink=sink,
-        output=OutputProducer(settings),
+        output=OutputProducer(settings, transactional_id(settings) if exactly_once else None),
         reader=GapFetcher(settings),
     )
     tune_garbage_collector()

@@ -6,6 +6,11 @@ only then are the messages acknowledged, so Kafka commits only offsets whose eff
 durable (docs/architecture.md, "Exactly once across crashes"). The table and its
 changelog are reached through ``VisitorTable``, the output topics through
 ``CheckpointOutput``: a test drives a flush with a dict and a list.
+
+With a transactional output (``JOURNEY_DELIVERY=exactly_once``), each checkpoint is one
+Kafka transaction: the output records of the messages it acknowledges, its flush's session
+rows, its changelog records and the input offsets commit together (``TransactionalOutput``,
+docs/architecture.md, "Exactly-once output topics").
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
+from aiokafka.structs import TopicPartition
+
+from streams.engine.rows import SessionRow, encode_json
 from streams.errors import StreamError
 from streams.metrics import JourneyMetrics
 from streams.settings import Settings
@@ -86,6 +94,42 @@ class CheckpointOutput(Protocol):
         """Wait until Kafka has every record appended so far; raise ``StreamError`` if not."""
 
 
+T = TypeVar("T")
+
+
+class TransactionalOutput(CheckpointOutput, Protocol):
+    """The output producer with a transactional id (``OutputProducer``, exactly once)."""
+
+    @property
+    def open_records(self) -> bool:
+        """True when records wait in the open transaction for a checkpoint."""
+
+    def seal(self) -> None:
+        """A checkpoint is taken: the records so far, and ``checkpoint=True`` ones, are its."""
+
+    async def send_keyed(
+        self,
+        topic: str,
+        items: Sequence[T],
+        key: Callable[[T], bytes],
+        value: Callable[[T], bytes],
+        checkpoint: bool = False,
+    ) -> None:
+        """Append a record per item (``checkpoint``: to the sealed transaction)."""
+
+    async def send_to_partition(
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[tuple[bytes, bytes | None]],
+        checkpoint: bool = False,
+    ) -> None:
+        """Append records to one partition (``checkpoint``: to the sealed transaction)."""
+
+    async def commit(self, offsets: Mapping[TopicPartition, int], group_id: str) -> None:
+        """Commit the sealed transaction with the input ``offsets`` of ``group_id``."""
+
+
 #: Direct mode: commits the input offsets (partition -> next offset) a checkpoint covers.
 CommitInput = Callable[[Mapping[int, int]], Awaitable[None]]
 #: A message applied and not acknowledged yet: (stream, event), for ``stream.ack(event)``.
@@ -125,6 +169,10 @@ class Flusher:
         self._runtime = runtime
         self._sink = sink
         self._output = output
+        #: The output, when it writes transactions (exactly once): see TransactionalOutput.
+        self._transactions = (
+            cast(TransactionalOutput, output) if getattr(output, "transactional", False) else None
+        )
         self._table = table
         self._commit = commit
         #: Messages applied since the last checkpoint: (stream, event) to acknowledge.
@@ -165,12 +213,17 @@ class Flusher:
         checkpoint interval, counting at most ``CAP_INTERVAL_S`` of it: a backlog
         checkpoints by count about as often as live traffic did at a 10-s interval.
         """
-        if not self.unacked and not self.uncommitted:
+        if not self.unacked and not self.uncommitted and not self._open_output():
             return False
         waited = time.monotonic() - self.last_checkpoint
         return waited >= self._settings.checkpoint_every_s() or (
             self.unacked_events >= self._checkpoint_cap()
         )
+
+    def _open_output(self) -> bool:
+        """Exactly once: records (of sessions the clock closed) wait in the open transaction."""
+        transactions = self._transactions
+        return transactions is not None and transactions.open_records
 
     def _checkpoint_cap(self) -> float:
         """Unacknowledged events that make a checkpoint due (see :meth:`checkpoint_due`)."""
@@ -245,7 +298,11 @@ class Flusher:
         # The rollups are refreshed with checkpoints (see ClickHouseSink.write), or at once
         # when no input waits for one (rows of sessions the clock closed while idle).
         defer = not due and bool(self.unacked or self.uncommitted)
-        writing = self.inflight = asyncio.ensure_future(self._write_rows(rows, defer))
+        if due and self._transactions is not None:
+            # Everything published so far is the output of the messages this checkpoint
+            # acknowledges: it commits with it; what comes after waits for the next one.
+            self._transactions.seal()
+        writing = self.inflight = asyncio.ensure_future(self._write_rows(rows, defer, due))
         if due:
             partitions = self._runtime.partitions
             checkpoints = [state.begin_checkpoint() for state in partitions.values()]
@@ -278,10 +335,12 @@ class Flusher:
         task, self.checkpointing = self.checkpointing, None
         await _finished(task, "a checkpoint failed")
 
-    async def _write_rows(self, rows: PendingRows, defer_rollups: bool) -> bool:
+    async def _write_rows(self, rows: PendingRows, defer_rollups: bool, checkpoint: bool) -> bool:
         """Write a flush's rows; False if they were given up (stopping with ClickHouse away).
 
-        The writer process publishes them to the sessions topic too (``SessionsPublisher``).
+        The writer process publishes them to the sessions topic too (``SessionsPublisher``),
+        except with transactions: then they go here, in the transaction of the checkpoint
+        that acknowledges their input (this flush's, with ``checkpoint``, else the next).
         """
         runtime = self._runtime
         began = time.monotonic()
@@ -292,6 +351,11 @@ class Flusher:
             self.abandoned = True
             return False
         runtime.resumed_ms = int(time.time() * 1000)
+        if self._transactions is not None and rows.sessions:
+            await self._transactions.send_keyed(
+                self._settings.sessions_topic, list(rows.sessions.values()), _session_key,
+                encode_json, checkpoint=checkpoint,
+            )  # fmt: skip
         await self._output.submit()
         took = time.monotonic() - began
         if took >= SLOW_FLUSH_S:
@@ -323,8 +387,12 @@ class Flusher:
         written = time.monotonic()
         try:
             records = await self._write_checkpoints(finished)
-            # Output records and changelog writes are acknowledged before the input is.
-            await self._deliver_output()
+            if self._transactions is not None:
+                # Output, changelog and input offsets commit together, or not at all.
+                await self._transactions.commit(*self._input_offsets(unacked, commits))
+            else:
+                # Output records and changelog writes are acknowledged before the input is.
+                await self._deliver_output()
         except Exception:
             # Any failure here (a send timing out with the broker away, a record too large)
             # leaves the drained visitors unwritten: acknowledging anything later could lose
@@ -334,7 +402,7 @@ class Flusher:
         self._runtime.resumed_ms = int(time.time() * 1000)
         for stream, event in unacked:
             await stream.ack(event)
-        if commits and self._commit is not None:
+        if commits and self._commit is not None and self._transactions is None:
             await self._commit(commits)
         took = time.monotonic() - began
         if self._metrics is not None:
@@ -348,6 +416,31 @@ class Flusher:
                 took, records, encoded - began, written - encoded, delivered - written,
                 len(unacked),
             )  # fmt: skip
+
+    def _input_offsets(
+        self, unacked: list[Unacked], commits: dict[int, int]
+    ) -> tuple[dict[TopicPartition, int], str]:
+        """The input offsets a checkpoint's transaction commits, and their consumer group.
+
+        Direct mode: the intake's input offsets (group ``<app_id>-intake``). Through the
+        by-visitor topic: the next offset of every by-visitor partition acknowledged, for
+        Faust's group (the app id); Faust commits the same offsets again once the messages
+        are acknowledged after the transaction. One group per transaction (aiokafka's
+        limit): in direct mode the by-visitor messages (progress reports) are committed by
+        Faust alone, which is safe because their effects are in the changelog records
+        committed here, which skip them when delivered again.
+        """
+        settings = self._settings
+        if commits:
+            topic = settings.input_topic
+            offsets = {TopicPartition(topic, p): offset for p, offset in commits.items()}
+            return offsets, f"{settings.app_id}-intake"
+        offsets = {}
+        for _stream, event in unacked:
+            message = event.message
+            tp = TopicPartition(message.topic, message.partition)
+            offsets[tp] = max(offsets.get(tp, 0), message.offset + 1)
+        return offsets, settings.app_id
 
     async def _encode(
         self, checkpoints: list[PendingCheckpoint], spread: float
@@ -398,7 +491,8 @@ class Flusher:
             await self._write_checkpoint(cp.partition, cp.visitors)
         owns = [(cp.partition, cp.own) for cp in checkpoints if cp.own is not None]
         if owns:
-            await self._deliver_output()
+            if self._transactions is None:  # in a transaction all or none are durable
+                await self._deliver_output()
             for partition, own in owns:
                 await self._write_checkpoint(partition, [(WATERMARK_KEY, own)])
         return written
@@ -434,12 +528,20 @@ class Flusher:
                 records.append((store_key, value))
             else:
                 records.append((key, value))  # already in the table's store (checkpoint)
+        transactions = self._transactions
         for at in range(0, len(records), APPEND_SLICE):
             if at:
                 await asyncio.sleep(0)  # a slice at a time, so the agent is not held up
-            await self._output.send_to_partition(
-                changelog, partition, records[at : at + APPEND_SLICE]
-            )
+            chunk = records[at : at + APPEND_SLICE]
+            if transactions is not None:
+                await transactions.send_to_partition(changelog, partition, chunk, checkpoint=True)
+            else:
+                await self._output.send_to_partition(changelog, partition, chunk)
+
+
+def _session_key(row: SessionRow) -> bytes:
+    """Key of a sessions topic record: its session."""
+    return row.session_id.encode()
 
 
 async def _finished(task: asyncio.Future[Any] | None, failure: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import types
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -420,3 +421,79 @@ def test_a_checkpoint_records_the_states_of_its_take() -> None:
         expected = [f"e{offset}" for offset in (k, k + 20, k + 40) if offset < 50]
         assert [ev.event_id for ev in state.events] == expected
         assert int.from_bytes(value[:8], "big") == max(int(e[1:]) for e in expected)
+
+
+class TransactionalOutput(Output):
+    """A transactional output producer: logs seals, checkpoint records, session rows, commits."""
+
+    transactional = True
+
+    def __init__(self, log: list[Any], hold: asyncio.Event | None = None) -> None:
+        super().__init__(log, hold)
+        self.open_records = False
+
+    def seal(self) -> None:
+        self.log.append(("seal",))
+
+    async def send_keyed(self, topic: str, items: Sequence[Any], *_: Any, **kw: Any) -> None:
+        self.log.append(("sessions", len(items), kw.get("checkpoint", False)))
+
+    async def send_to_partition(
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[tuple[bytes, bytes | None]],
+        checkpoint: bool = False,
+    ) -> None:
+        assert checkpoint, "changelog records belong to the sealed checkpoint"
+        await super().send_to_partition(topic, partition, records)
+
+    async def commit(self, offsets: Mapping[Any, int], group_id: str) -> None:
+        await self.flush()
+        self.log.append(("txn", group_id, {tp.partition: o for tp, o in offsets.items()}))
+
+
+def test_a_transactional_checkpoint_commits_output_changelog_and_offsets_then_acknowledges() -> (
+    None
+):
+    """Exactly once: seal at the take, rows and changelog in it, one commit with the offsets.
+
+    The intake's input offsets go in the transaction (its own commit is not called), and
+    the by-visitor messages are acknowledged only after the commit.
+    """
+
+    async def scenario() -> list[Any]:
+        log: list[Any] = []
+        settings = Settings(checkpoint_interval_s=3600.0, app_id="shop")
+        sink = ClickHouseSink(Writer(log), None, flush_interval_s=0.0)
+        runtime = WorkerRuntime()
+        state = _state(runtime, settings)
+
+        async def commit(offsets: Mapping[int, int]) -> None:
+            log.append(("intake-commit", dict(offsets)))
+
+        output = TransactionalOutput(log)
+        flusher = Flusher(settings, runtime, sink, output, _table({}), commit=commit)
+        flusher.applied(Stream(log), "message-0", _apply(state, sink, "v1", 0))
+        flusher.commit_later(0, 5)
+        await flusher.flush(checkpoint=True, wait=True)
+        return log
+
+    log = asyncio.run(scenario())
+    assert [entry[0] for entry in log] == [
+        "seal", "rows", "sessions", "changelog", "changelog", "delivered", "txn", "ack",
+    ]  # fmt: skip
+    assert log[2] == ("sessions", 1, True)  # the checkpoint flush's rows: its transaction
+    assert log[6] == ("txn", "shop-intake", {0: 5})
+
+
+def test_records_left_in_the_open_transaction_make_a_checkpoint_due() -> None:
+    """Exactly once: output of sessions the clock closed (no input) is committed in time."""
+    settings = Settings(checkpoint_interval_s=0.01)
+    sink = ClickHouseSink(Writer([]), None, flush_interval_s=3600.0)
+    output = TransactionalOutput([])
+    flusher = Flusher(settings, WorkerRuntime(), sink, output, _table({}))
+    time.sleep(0.02)
+    assert not flusher.checkpoint_due()
+    output.open_records = True
+    assert flusher.checkpoint_due()
