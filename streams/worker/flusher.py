@@ -30,7 +30,7 @@ from streams.metrics import JourneyMetrics
 from streams.settings import Settings
 from streams.sink import ClickHouseSink, PendingRows
 from streams.worker.partition import WATERMARK_KEY, Checkpoint, PendingCheckpoint
-from streams.worker.runtime import WorkerRuntime, exit_unrecoverable
+from streams.worker.runtime import WorkerRuntime, exit_unrecoverable, release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -404,6 +404,7 @@ class Flusher:
             await stream.ack(event)
         if commits and self._commit is not None and self._transactions is None:
             await self._commit(commits)
+        release_free_memory()
         took = time.monotonic() - began
         if self._metrics is not None:
             self._metrics.checkpoints.inc()

@@ -10,8 +10,10 @@ task holds while it reads or changes them, and the worker's phase.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -21,6 +23,13 @@ log = logging.getLogger(__name__)
 
 #: Exit status when Kafka did not take the worker's output or skipped input cannot be read.
 EXIT_OUTPUT_LOST = 75
+
+#: glibc's ``malloc_trim``; other C libraries (macOS, musl) have none and need none of this.
+_MALLOC_TRIM: Callable[[int], int] | None
+try:
+    _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim
+except (AttributeError, OSError):  # pragma: no cover - not glibc
+    _MALLOC_TRIM = None
 
 
 @dataclass(slots=True)
@@ -45,3 +54,17 @@ def exit_unrecoverable(what: str) -> NoReturn:
     log.critical("%s; exiting without acknowledging input", what, exc_info=True)
     logging.shutdown()
     os._exit(EXIT_OUTPUT_LOST)
+
+
+def release_free_memory() -> None:
+    """Give the memory the C allocator holds free back to the system (glibc ``malloc_trim``).
+
+    Called after each checkpoint. Between a checkpoint's take and its end the worker holds
+    that checkpoint's output (the records of a Kafka transaction, the rows being written);
+    once freed, glibc keeps most of it in its heap, where it counts in the process's RSS
+    for good. A burst of a million new visitors held 1,702 B per open session so with
+    exactly-once output, 1,390 B at least once, and 1,252-1,324 B trimmed after each checkpoint
+    (BENCHMARKS.md). A trim of a 1-2 GB heap takes 10-30 ms, once per checkpoint.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
