@@ -500,6 +500,9 @@ class PrivateClickHouse:
         env.update(
             STACK_DIR=str(self.stack_dir),
             STACK_SERVICES="clickhouse",
+            # No TLS port: `make test` exports CLICKHOUSE_SECURE=1 for the shared stack,
+            # whose TLS port this server would otherwise collide with.
+            CLICKHOUSE_SECURE="0",
             CLICKHOUSE_TCP_PORT=str(self.tcp_port),
             CLICKHOUSE_HTTP_PORT=str(self.http_port),
             PYTHON=sys.executable,
