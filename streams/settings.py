@@ -139,6 +139,17 @@ def _setting(
     return field(default=default, repr=not secret, metadata={"parse": parse, "doc": doc})
 
 
+def _is_connection_setting(name: str) -> bool:
+    """A Kafka or ClickHouse setting that says how to connect (not where to, nor tuning)."""
+    if name.startswith("kafka_"):
+        return name != "kafka_session_timeout_s"
+    return name in (
+        "clickhouse_password_file",
+        "clickhouse_ssl_cafile",
+        "clickhouse_ssl_check_hostname",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every tunable of journey-streams; the field ``x_y`` is read from ``JOURNEY_X_Y``."""
@@ -495,20 +506,20 @@ class Settings:
             for f in fields(cls)
         ]
 
-    def kafka_environment(self) -> dict[str, str]:
-        """``JOURNEY_BROKERS`` and the ``JOURNEY_KAFKA_*`` connection settings, as variables.
+    def connection_environment(self) -> dict[str, str]:
+        """The variables that connect a child process to Kafka and ClickHouse as this one is.
 
-        What a child process needs to reach the cluster as this one does (the bench gives
-        it to the workers and the naive agent it starts, whose environment has no other
-        ``JOURNEY_*``). Only settings that differ from their default are given; a password
-        stays in the file it came from, or travels in the environment, never on a command
-        line. The consumer group's session timeout is not a connection setting.
+        ``JOURNEY_BROKERS``, the ``JOURNEY_KAFKA_*`` connection settings and the ClickHouse
+        login and TLS settings (password file, CA file, hostname check); the ClickHouse URL
+        is the child's own (the bench gives each phase its database). What the bench gives
+        the workers, the naive agent and the replay it starts, whose environment has no
+        other ``JOURNEY_*``. Only settings that differ from their default are given; a
+        password stays in the file it came from, or travels in the environment, never on a
+        command line. The consumer group's session timeout is not a connection setting.
         """
         env: dict[str, str] = {}
         for f in fields(self):
-            if f.name != "brokers" and not (
-                f.name.startswith("kafka_") and f.name != "kafka_session_timeout_s"
-            ):
+            if f.name != "brokers" and not _is_connection_setting(f.name):
                 continue
             value = getattr(self, f.name)
             if f.name == "brokers" or value != f.default:

@@ -210,29 +210,29 @@ def run(args: argparse.Namespace) -> int:
 
     from streams.bench import environment
     from streams.bench.resources import BenchResources
+    from streams.clickhouse.address import server_address, server_base
     from streams.settings import Settings
 
     settings = Settings.from_env()
     skip = _skipped(args.skip)
-    # Every Kafka client of the run, the workers and the naive agent included, connects
-    # with these: --brokers over JOURNEY_BROKERS, and the JOURNEY_KAFKA_* security settings.
-    kafka = replace(settings, brokers=args.brokers or settings.brokers)
-    base = args.clickhouse or settings.clickhouse_url or "clickhouse://127.0.0.1:9000"
-    if base.count("/") > 2:  # a URL with a database: keep host and port only
-        base = base.rsplit("/", 1)[0]
+    # Every client of the run, the workers and the naive agent included, connects with
+    # these: --brokers over JOURNEY_BROKERS, the JOURNEY_KAFKA_* security settings, and the
+    # ClickHouse password file and TLS settings.
+    settings = replace(settings, brokers=args.brokers or settings.brokers)
+    base = server_base(args.clickhouse or settings.clickhouse_url or "clickhouse://127.0.0.1:9000")
     result: dict[str, Any] = {
         "events": args.events,
         "worker_input": "by-visitor topic" if args.hop else "direct",
         "skipped": sorted(skip),
         "errors": {},
         "machine": environment.machine(),
-        "versions": environment.versions(f"{base}/default"),
+        "versions": environment.versions(server_address(f"{base}/default", settings)),
     }
     # SIGTERM (a CI timeout, `kill`) cleans up like Ctrl-C instead of leaving processes.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with BenchResources(
-            kafka, base, keep_workdir=args.keep_workdir, direct=not args.hop
+            settings, base, keep_workdir=args.keep_workdir, direct=not args.hop
         ) as res:
             _run_with(args, res, skip, result)
     finally:

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from streams.clickhouse.address import ServerAddress
 from streams.clickhouse.server import ServerBackend
 from streams.errors import StorageError
 
@@ -25,10 +26,10 @@ def kafka_version(pom: Path = KAFKA_POM) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def clickhouse_version(url: str) -> str | None:
-    """``SELECT version()`` of the server at ``url``."""
+def clickhouse_version(address: ServerAddress) -> str | None:
+    """``SELECT version()`` of the server at ``address``."""
     with contextlib.suppress(StorageError):
-        backend = ServerBackend(url)
+        backend = ServerBackend(address)
         try:
             return str(backend.query("SELECT version()")[0][0])
         finally:
@@ -47,7 +48,7 @@ def chdb_version() -> str | None:
     return f"{package} (ClickHouse {engine})" if engine else package
 
 
-def versions(clickhouse_url: str) -> dict[str, Any]:
+def versions(clickhouse: ServerAddress) -> dict[str, Any]:
     """Versions of Python and every component the figures depend on."""
     import aiokafka
     import faust
@@ -57,7 +58,7 @@ def versions(clickhouse_url: str) -> dict[str, Any]:
         "faust": getattr(faust, "__version__", None),
         "aiokafka": getattr(aiokafka, "__version__", None),
         "kafka_broker": kafka_version(),
-        "clickhouse_server": clickhouse_version(clickhouse_url),
+        "clickhouse_server": clickhouse_version(clickhouse),
         "chdb": chdb_version(),
     }
 

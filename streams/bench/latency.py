@@ -37,6 +37,7 @@ from streams.bench.processes import BenchError, wait_for
 from streams.bench.producer import SendLog, produce_paced
 from streams.bench.resources import BenchResources
 from streams.bench.workers import BenchWorker, probe_until_live, start_worker
+from streams.clickhouse.address import ServerAddress
 from streams.clickhouse.server import ServerBackend
 
 
@@ -71,14 +72,17 @@ class VisibilityPoller(threading.Thread):
     """Polls new session rows every ``interval_s``; records when each visitor's end_ms rose."""
 
     def __init__(
-        self, url: str, interval_s: float = 0.1, keep: Callable[[str], bool] | None = None
+        self,
+        address: ServerAddress,
+        interval_s: float = 0.1,
+        keep: Callable[[str], bool] | None = None,
     ) -> None:
-        """Poll the database at ``url`` (its own connection: the driver is not thread-safe).
+        """Poll the database at ``address`` (its own connection: the driver is not thread-safe).
 
         ``keep``: follow only the visitors it accepts (all without it).
         """
         super().__init__(name="bench-visibility", daemon=True)
-        self.url = url
+        self.address = address
         self.interval_s = interval_s
         self.keep = keep
         self.lock = threading.Lock()
@@ -91,7 +95,7 @@ class VisibilityPoller(threading.Thread):
         """Poll until stopped; a failure is kept for the caller."""
         floor = 0
         try:
-            backend = ServerBackend(self.url)
+            backend = ServerBackend(self.address)
             try:
                 while not self._stop_event.is_set():
                     floor = self._poll(backend, floor)
@@ -223,7 +227,7 @@ def run_latency(
     worker = start_worker(
         res, label, topic, partitions=partitions, flush_interval_s=flush_interval_s
     )
-    visibility = VisibilityPoller(worker.url)
+    visibility = VisibilityPoller(worker.address)
     counter = CounterPoller(worker)
     log = SendLog()
     try:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streams.clickhouse.address import ServerAddress, server_address
 from streams.clickhouse.server import ServerBackend
 from streams.errors import StorageError
 from streams.kafka_connection import KafkaConnection, check_connection, client_config
@@ -37,12 +38,13 @@ from streams.bench.processes import BenchError, stop_all
 class BenchResources:
     """Names and cleanup of one run; use as a context manager so cleanup always happens.
 
-    ``kafka`` holds the connection settings of every Kafka client of the run: the bench's
-    own (admin, producers, raw consumer, built by ``client_config``) and those of the
-    processes it starts (given :meth:`kafka_environment`).
+    ``settings`` holds how every client of the run connects to Kafka and ClickHouse: the
+    bench's own (admin, producers, raw consumer, built by ``client_config``; the server
+    connections of :meth:`address`) and those of the processes it starts (given
+    :meth:`connection_environment`).
     """
 
-    kafka: Settings
+    settings: Settings
     clickhouse_base: str
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="journey-bench-")))
@@ -69,16 +71,16 @@ class BenchResources:
     @property
     def brokers(self) -> str:
         """The bootstrap servers, as given (for messages)."""
-        return self.kafka.brokers
+        return self.settings.brokers
 
     @functools.cached_property
     def connection(self) -> KafkaConnection:
         """How the bench's own clients connect (the password file is read once, here)."""
-        return KafkaConnection.from_settings(self.kafka)
+        return KafkaConnection.from_settings(self.settings)
 
-    def kafka_environment(self) -> dict[str, str]:
+    def connection_environment(self) -> dict[str, str]:
         """The ``JOURNEY_*`` variables that connect a process the bench starts like the bench."""
-        return self.kafka.kafka_environment()
+        return self.settings.connection_environment()
 
     def __exit__(self, *exc: object) -> None:
         """Delete everything the run created (best effort, each step on its own)."""
@@ -117,6 +119,10 @@ class BenchResources:
         self._databases.add(database)
         return f"{self.clickhouse_base.rstrip('/')}/{database}"
 
+    def address(self, url: str) -> ServerAddress:
+        """The server ``url`` names, with the run's ClickHouse password file and TLS settings."""
+        return server_address(url, self.settings)
+
     def folder(self, label: str) -> Path:
         """A fresh folder under the run's work directory."""
         path = self.workdir / label
@@ -128,7 +134,9 @@ class BenchResources:
         stop_all()
         for database in sorted(self._databases):
             with contextlib.suppress(StorageError):
-                backend = ServerBackend(f"{self.clickhouse_base.rstrip('/')}/{database}")
+                backend = ServerBackend(
+                    self.address(f"{self.clickhouse_base.rstrip('/')}/{database}")
+                )
                 try:
                     backend.drop_database()
                 finally:

@@ -148,7 +148,7 @@ def run_soak(
     worker = start_worker(
         res, "soak", topic, partitions=partitions, flush_interval_s=flush_interval_s
     )
-    visibility = VisibilityPoller(worker.url, keep=followed)
+    visibility = VisibilityPoller(worker.address, keep=followed)
     log = SendLog()
     count = int(rate * 60 * minutes)
     try:

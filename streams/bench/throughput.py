@@ -56,7 +56,7 @@ def run_naive(res: BenchResources, topic: str, expected: int, *, timeout_s: floa
             "--data-dir", str(res.folder("naive-data")),
         ],
         # Not argv: the process list shows it. The Kafka settings may hold a password too.
-        child_env() | res.kafka_environment() | {"JOURNEY_CLICKHOUSE_URL": url},
+        child_env() | res.connection_environment() | {"JOURNEY_CLICKHOUSE_URL": url},
         res.workdir / "naive.log",
     )  # fmt: skip
     try:
@@ -193,7 +193,7 @@ def run_worker(
                 f" worker log {log_path}"
             )
         consumed = time.monotonic() - t0
-        backend = ServerBackend(worker.url)
+        backend = ServerBackend(worker.address)
         try:
             seen = 0
             polls = 0

@@ -26,6 +26,7 @@ from streams.bench.processes import (
 )
 from streams.bench.producer import produce_bulk
 from streams.bench.resources import BenchResources
+from streams.clickhouse.address import ServerAddress
 from streams.clickhouse.server import ServerBackend
 from streams.errors import StorageError
 
@@ -38,7 +39,8 @@ class BenchWorker:
     """A running worker of one phase, with where it writes and where it reports."""
 
     process: ManagedProcess
-    url: str
+    #: The server and database it writes to, with the bench's login and TLS settings.
+    address: ServerAddress
     metrics_port: int
 
     def metrics(self) -> dict[str, float] | None:
@@ -73,7 +75,7 @@ class WorkerGroup:
     def __init__(self, workers: list[BenchWorker]) -> None:
         """Group ``workers`` (the first is the one profiled and named in errors)."""
         self.workers = workers
-        self.url = workers[0].url
+        self.address = workers[0].address
         self.process = self  # the part of ManagedProcess the phases use, for all
         self.log_path = workers[0].process.log_path
         self.pid = workers[0].process.pid
@@ -158,7 +160,7 @@ def start_worker(
     url = res.database_url(label)
     suffix = f"-{instance}" if instance else ""
     port = free_port()
-    env = child_env() | res.kafka_environment()
+    env = child_env() | res.connection_environment()
     env.update(
         {
             "JOURNEY_INPUT_TOPIC": input_topic,
@@ -182,7 +184,7 @@ def start_worker(
         env,
         res.workdir / f"worker-{label}{suffix}.log",
     )
-    return BenchWorker(process, url, port)
+    return BenchWorker(process, res.address(url), port)
 
 
 def visible_events(backend: ServerBackend) -> int:
@@ -242,7 +244,7 @@ def probe_until_live(
             if counted < sent:
                 continue
             try:
-                backend = backend or ServerBackend(worker.url)
+                backend = backend or ServerBackend(worker.address)
                 shown = visible_events(backend)
             except StorageError:
                 shown = 0  # tables not created yet

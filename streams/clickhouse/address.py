@@ -129,6 +129,16 @@ def parse_server_url(url: str) -> ServerAddress:
     )
 
 
+def server_base(url: str) -> str:
+    """``url`` without its database: ``scheme://[login@]host:port``, to append databases to.
+
+    ``?secure=true`` becomes the ``clickhouses://`` scheme, so the TLS choice survives.
+    """
+    address = parse_server_url(url)  # validates, with the redacted URL in any error
+    scheme = TLS_SCHEME if address.secure else PLAIN_SCHEME
+    return f"{scheme}://{urlsplit(url).netloc}"
+
+
 def server_address(url: str, settings: Settings) -> ServerAddress:
     """The server ``url`` names, with the login and TLS settings of ``settings`` applied.
 

@@ -139,7 +139,7 @@ def test_an_empty_password_file_names_the_setting(tmp_path: Path) -> None:
         settings.kafka_sasl_password_value()
 
 
-def test_kafka_environment_gives_a_child_the_same_connection(tmp_path: Path) -> None:
+def test_connection_environment_gives_a_child_the_same_connection(tmp_path: Path) -> None:
     """The variables a child gets rebuild the parent's Kafka connection, and nothing else."""
     from streams.kafka_connection import KafkaConnection
 
@@ -160,7 +160,7 @@ def test_kafka_environment_gives_a_child_the_same_connection(tmp_path: Path) -> 
             "JOURNEY_APP_ID": "mine",
         }
     )
-    env = parent.kafka_environment()
+    env = parent.connection_environment()
     assert env == {
         "JOURNEY_BROKERS": "b-1:9096,b-2:9096",
         "JOURNEY_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
@@ -174,9 +174,9 @@ def test_kafka_environment_gives_a_child_the_same_connection(tmp_path: Path) -> 
     assert KafkaConnection.from_settings(child) == KafkaConnection.from_settings(parent)
 
 
-def test_kafka_environment_of_the_defaults_is_the_broker_list() -> None:
+def test_connection_environment_of_the_defaults_is_the_broker_list() -> None:
     """A PLAINTEXT parent gives its children the broker list alone."""
-    assert Settings.from_env({}).kafka_environment() == {"JOURNEY_BROKERS": "127.0.0.1:9092"}
+    assert Settings.from_env({}).connection_environment() == {"JOURNEY_BROKERS": "127.0.0.1:9092"}
 
 
 PII_KEY = "0123456789abcdef0123456789abcdef"

@@ -1,9 +1,11 @@
-"""``journey bench`` over the broker's SASL_SSL listener: every client it makes connects.
+"""``journey bench`` over secured Kafka and ClickHouse: every client it makes connects.
 
 The bench's topic administration, bulk producer, raw consumer, the naive Faust agent and
 the worker it starts all reach Kafka through the SASL_SSL listener that
-``KAFKA_SECURE=1 deploy/stack.sh up`` adds (SCRAM user, the stack's CA), with the
-``JOURNEY_KAFKA_*`` settings in the bench's environment and none on its command line.
+``KAFKA_SECURE=1 deploy/stack.sh up`` adds (SCRAM user, the stack's CA), and the ClickHouse
+server through the TLS port and password user that ``CLICKHOUSE_SECURE=1`` adds (password
+file, CA file), with the ``JOURNEY_*`` settings in the bench's environment and none on its
+command line.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import CLICKHOUSE_URL, clean_env, kafka_admin, secure_kafka_env
+from support import (
+    CLICKHOUSE_URL,
+    clean_env,
+    kafka_admin,
+    secure_clickhouse_env,
+    secure_kafka_env,
+)
+
+from streams.clickhouse.server import ServerBackend
 
 pytestmark = pytest.mark.integration
 
@@ -24,16 +34,15 @@ pytestmark = pytest.mark.integration
 EVENTS = 2000
 
 
-def test_bench_runs_its_kafka_phases_over_sasl_ssl(tmp_path: Path) -> None:
+def test_bench_runs_its_phases_over_sasl_ssl_and_clickhouse_tls(tmp_path: Path) -> None:
     """The raw consumer and the naive agent read every event sent and the worker stores every
-    one, over SASL_SSL."""
-    secure = secure_kafka_env()
+    one, over SASL_SSL, into the ClickHouse server over TLS with the password user."""
+    secure = secure_kafka_env() | secure_clickhouse_env()
     env = clean_env(**secure) | {"TMPDIR": str(tmp_path)}  # the bench's work folder lands here
     proc = subprocess.run(
         [sys.executable, "-m", "streams.cli", "bench",
          "--events", str(EVENTS), "--partitions", "2", "--flush-interval", "1",
-         "--phase-timeout", "90", "--skip", "replay,latency,memory",
-         "--clickhouse", CLICKHOUSE_URL, "--json"],
+         "--phase-timeout", "90", "--skip", "replay,latency,memory", "--json"],
         env=env,
         capture_output=True,
         text=True,
@@ -51,6 +60,8 @@ def test_bench_runs_its_kafka_phases_over_sasl_ssl(tmp_path: Path) -> None:
     assert result["worker"]["events"] + result["worker"]["duplicates"] == EVENTS
     assert result["worker"]["late"] == 0
     assert result["events_per_s"] > 0
+    # The versions were read over TLS too (the server answers its own version).
+    assert result["versions"]["clickhouse_server"], result["versions"]
     # Nothing was created on the plaintext side either, and nothing the run made is left.
     admin = kafka_admin()
     try:
@@ -58,6 +69,12 @@ def test_bench_runs_its_kafka_phases_over_sasl_ssl(tmp_path: Path) -> None:
     finally:
         admin.close()
     assert left == []
+    server = ServerBackend(CLICKHOUSE_URL)  # the plaintext port of the same server
+    try:
+        databases = [row[0] for row in server.query("SHOW DATABASES")]
+    finally:
+        server.close()
+    assert not [d for d in databases if d.startswith(f"jb_{result['run_tag']}_")], databases
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("journey-bench-")]
 
 
