@@ -140,7 +140,8 @@ def test_an_empty_password_file_names_the_setting(tmp_path: Path) -> None:
 
 
 def test_connection_environment_gives_a_child_the_same_connection(tmp_path: Path) -> None:
-    """The variables a child gets rebuild the parent's Kafka connection, and nothing else."""
+    """The variables a child gets rebuild the parent's Kafka connection and ClickHouse login."""
+    from streams.clickhouse.address import server_address
     from streams.kafka_connection import KafkaConnection
 
     password = tmp_path / "password"
@@ -158,6 +159,10 @@ def test_connection_environment_gives_a_child_the_same_connection(tmp_path: Path
             "JOURNEY_KAFKA_SSL_CHECK_HOSTNAME": "false",
             "JOURNEY_KAFKA_SESSION_TIMEOUT_S": "10",
             "JOURNEY_APP_ID": "mine",
+            "JOURNEY_CLICKHOUSE_URL": "clickhouses://journey@ch:9440/mine",
+            "JOURNEY_CLICKHOUSE_PASSWORD_FILE": str(password),
+            "JOURNEY_CLICKHOUSE_SSL_CAFILE": str(ca),
+            "JOURNEY_CLICKHOUSE_SSL_CHECK_HOSTNAME": "false",
         }
     )
     env = parent.connection_environment()
@@ -169,9 +174,16 @@ def test_connection_environment_gives_a_child_the_same_connection(tmp_path: Path
         "JOURNEY_KAFKA_SASL_PASSWORD_FILE": str(password),  # the file, not its content
         "JOURNEY_KAFKA_SSL_CAFILE": str(ca),
         "JOURNEY_KAFKA_SSL_CHECK_HOSTNAME": "false",
+        # The login and TLS of ClickHouse, not its URL: each child gets its own database.
+        "JOURNEY_CLICKHOUSE_PASSWORD_FILE": str(password),
+        "JOURNEY_CLICKHOUSE_SSL_CAFILE": str(ca),
+        "JOURNEY_CLICKHOUSE_SSL_CHECK_HOSTNAME": "false",
     }
     child = Settings.from_env(env)
     assert KafkaConnection.from_settings(child) == KafkaConnection.from_settings(parent)
+    url = "clickhouses://journey@ch:9440/theirs"
+    assert server_address(url, child) == server_address(url, parent)
+    assert server_address(url, child).password == "s3cret"
 
 
 def test_connection_environment_of_the_defaults_is_the_broker_list() -> None:
