@@ -91,6 +91,33 @@ kafka_fetch() {
     touch "$lib/.fetched-$stamp"
 }
 
+# ---------------------------------------------------------------- TLS material of the secured services
+
+make_certificates() {
+    # make_certificates DIR NAME CA_NAME: a CA (DIR/ca.pem, ca.key) and a server key and
+    # certificate it signs for 127.0.0.1 and localhost (DIR/NAME.key, NAME.crt). Python's
+    # ssl verifies strictly: both certificates carry their X.509 v3 extensions. The
+    # certificate is written last, under its final name only once complete.
+    local dir=$1 name=$2 ca_name=$3
+    (
+        cd "$dir"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.pem \
+            -subj "/CN=$ca_name" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+        openssl req -newkey rsa:2048 -nodes -keyout "$name.key" -out "$name.csr" -subj "/CN=127.0.0.1"
+        printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
+            "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+            "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid,issuer" >"$name.ext"
+        openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+            -extfile "$name.ext" -out "$name.crt.tmp" && mv "$name.crt.tmp" "$name.crt"
+    ) >"$dir/openssl.log" 2>&1 || die "openssl could not make the certificates, see $dir/openssl.log"
+}
+
+make_password() {
+    # make_password DIR: a random password in DIR/password (owner only), once.
+    [ -s "$1/password" ] || (umask 077 && openssl rand -hex 16 >"$1/password")
+}
+
 # ---------------------------------------------------------------- Kafka's SASL_SSL listener
 
 secure() { [ "$KAFKA_SECURE" = 1 ]; }
@@ -99,28 +126,15 @@ SECURE_DIR=$STACK_DIR/kafka/secure
 
 kafka_secure_material() {
     # The CA, the broker's key and certificate, and the user's password: made once per stack
-    # folder. Python's ssl verifies strictly (X.509 v3 extensions on both certificates).
+    # folder.
     local dir=$SECURE_DIR
     mkdir -p "$dir" && chmod 700 "$dir"
     if [ ! -f "$dir/broker.pem" ]; then
         say "making a CA and a broker certificate for 127.0.0.1 and localhost in $dir"
-        (
-            cd "$dir"
-            openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.pem \
-                -subj "/CN=journey-streams local stack CA" \
-                -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
-            openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj "/CN=127.0.0.1"
-            printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
-                "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
-                "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid,issuer" >broker.ext
-            openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
-                -extfile broker.ext -out broker.crt
-            cat broker.key broker.crt >broker.pem.tmp && mv broker.pem.tmp broker.pem
-        ) >"$dir/openssl.log" 2>&1 || die "openssl could not make the certificates, see $dir/openssl.log"
+        make_certificates "$dir" broker "journey-streams local stack CA"
+        (cd "$dir" && cat broker.key broker.crt >broker.pem.tmp && mv broker.pem.tmp broker.pem)
     fi
-    if [ ! -s "$dir/password" ]; then
-        (umask 077 && openssl rand -hex 16 >"$dir/password")
-    fi
+    make_password "$dir"
     # What a client of the listener sets (the tests read it; docs/runbooks.md sources it).
     printf '%s\n' "JOURNEY_BROKERS=127.0.0.1:$KAFKA_SASL_SSL_PORT" \
         "JOURNEY_KAFKA_SECURITY_PROTOCOL=SASL_SSL" "JOURNEY_KAFKA_SASL_MECHANISM=SCRAM-SHA-512" \
@@ -167,27 +181,14 @@ CH_SECURE_DIR=$STACK_DIR/clickhouse/secure
 
 clickhouse_secure_material() {
     # The CA, the server's key and certificate, and the user's password: made once per stack
-    # folder, like Kafka's (Python's ssl wants the X.509 v3 extensions on both certificates).
+    # folder, like Kafka's.
     local dir=$CH_SECURE_DIR
     mkdir -p "$dir" && chmod 700 "$dir"
     if [ ! -f "$dir/server.crt" ]; then
         say "making a CA and a ClickHouse server certificate for 127.0.0.1 and localhost in $dir"
-        (
-            cd "$dir"
-            openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.pem \
-                -subj "/CN=journey-streams local stack ClickHouse CA" \
-                -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
-            openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1"
-            printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
-                "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
-                "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid,issuer" >server.ext
-            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
-                -extfile server.ext -out server.crt.tmp && mv server.crt.tmp server.crt
-        ) >"$dir/openssl.log" 2>&1 || die "openssl could not make the certificates, see $dir/openssl.log"
+        make_certificates "$dir" server "journey-streams local stack ClickHouse CA"
     fi
-    if [ ! -s "$dir/password" ]; then
-        (umask 077 && openssl rand -hex 16 >"$dir/password")
-    fi
+    make_password "$dir"
     # What a client of the TLS port sets (the tests read it; docs/runbooks.md sources it).
     printf '%s\n' "JOURNEY_CLICKHOUSE_URL=clickhouses://$CLICKHOUSE_SECURE_USER@127.0.0.1:$CLICKHOUSE_TCP_SECURE_PORT/default" \
         "JOURNEY_CLICKHOUSE_PASSWORD_FILE=$dir/password" \
