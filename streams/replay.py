@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     """Replay the files, print the report; 1 with --strict and bad lines, else 0."""
     from streams.clickhouse.migrations import apply_migrations
     from streams.clickhouse.options import backend_from_args
+    from streams.clickhouse.retention import apply_retention
     from streams.clickhouse.writer import ClickHouseWriter
     from streams.engine.stages import load_stage_rules
     from streams.settings import Settings
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     backend = backend_from_args(args, settings)
     try:
         apply_migrations(backend)
+        apply_retention(backend, settings.retention_days)
         report = replay_files(
             [Path(p) for p in args.paths],
             args.format,

@@ -287,6 +287,13 @@ class Settings:
     pii_key_file: str = _setting(
         "", _text, "file holding the JOURNEY_PII key (its content, trailing newline dropped)"
     )
+    retention_days: int | None = _setting(
+        None,
+        _positive_int,
+        "days the ClickHouse tables with personal data (sessions, orders, raw_events) keep "
+        "a row: a TTL, or on the 18.16 server deletes by the writer; unset = for ever "
+        "(docs/security.md)",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

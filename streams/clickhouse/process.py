@@ -26,6 +26,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 import traceback
 from collections.abc import Collection, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
@@ -86,16 +87,28 @@ class AfterWrite(Protocol):
         """Handle the session rows of a batch just written."""
 
 
-def _serve(conn: Connection, target: str | ServerAddress, after: AfterWrite | None) -> None:
-    """The child: open ``target``, migrate, then write every batch received until EOF."""
+def _serve(
+    conn: Connection,
+    target: str | ServerAddress,
+    after: AfterWrite | None,
+    retention_days: int | None,
+) -> None:
+    """The child: open ``target``, migrate, then write every batch received until EOF.
+
+    With a retention, the rows older than it are deleted at start and every
+    ``DELETE_EVERY_S`` between batches where the backend has no TTLs.
+    """
     _exit_with_parent()
     from streams.clickhouse.backend import open_backend
     from streams.clickhouse.migrations import apply_migrations
+    from streams.clickhouse.retention import DELETE_EVERY_S, apply_retention
     from streams.clickhouse.writer import ClickHouseWriter
 
     try:
         backend = open_backend(target)
         apply_migrations(backend)
+        enforced = apply_retention(backend, retention_days)
+        enforced_at = time.monotonic()
         if after is not None:
             after.start()
     except StorageError as exc:
@@ -114,6 +127,9 @@ def _serve(conn: Connection, target: str | ServerAddress, after: AfterWrite | No
                 return
             rows, removed, orders, starts, defer, also = _decode_batch(raw)
             try:
+                if enforced == "delete" and time.monotonic() - enforced_at >= DELETE_EVERY_S:
+                    apply_retention(backend, retention_days)
+                    enforced_at = time.monotonic()
                 minutes = writer.write(
                     rows, removed, orders, starts, defer_rollups=defer, also_refresh=also
                 )
@@ -136,17 +152,24 @@ def _serve(conn: Connection, target: str | ServerAddress, after: AfterWrite | No
 class WriterProcess:
     """A :class:`~streams.sink.RowWriter` whose writes run in a child process (see module)."""
 
-    def __init__(self, target: str | ServerAddress, after: AfterWrite | None = None) -> None:
+    def __init__(
+        self,
+        target: str | ServerAddress,
+        after: AfterWrite | None = None,
+        retention_days: int | None = None,
+    ) -> None:
         """Start the child for ``target`` and wait until it is ready; StorageError if not.
 
         ``target`` is an embedded folder or a server's address (its password reaches the
         child through the pipe, not its command line).
 
         ``after`` runs in the child with each batch's session rows once they are written;
-        a write returns only when it is done too.
+        a write returns only when it is done too. ``retention_days``: see
+        :mod:`streams.clickhouse.retention` (None keeps rows for ever).
         """
         self.target = target
         self.after = after
+        self.retention_days = retention_days
         self.name = ""
         self._context = multiprocessing.get_context("spawn")
         self._conn: Connection | None = None
@@ -158,7 +181,7 @@ class WriterProcess:
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=_serve,
-            args=(child, self.target, self.after),
+            args=(child, self.target, self.after, self.retention_days),
             name="journey-clickhouse",
             daemon=True,
         )

@@ -105,7 +105,11 @@ def run(args: argparse.Namespace) -> int:
     # The writes run in a child process of their own (see streams.clickhouse.process). It
     # publishes the session rows too, unless they go in the worker's transactions.
     exactly_once = settings.exactly_once
-    writer = WriterProcess(target, after=None if exactly_once else SessionsPublisher(settings))
+    writer = WriterProcess(
+        target,
+        after=None if exactly_once else SessionsPublisher(settings),
+        retention_days=settings.retention_days,
+    )
     metrics = JourneyMetrics.create(rules=rules)
     serve_metrics(metrics, settings)
     sink = ClickHouseSink(

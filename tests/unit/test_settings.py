@@ -255,3 +255,11 @@ def test_pii_modes_agree_with_the_engine() -> None:
     from streams.settings import PII_MODES
 
     assert PII_MODES == ENGINE_MODES
+
+
+def test_retention_days_is_unset_or_a_positive_number_of_days() -> None:
+    assert Settings.from_env({}).retention_days is None
+    assert Settings.from_env({"JOURNEY_RETENTION_DAYS": "30"}).retention_days == 30
+    for bad in ("0", "-3", "30d"):
+        with pytest.raises(ConfigError, match="JOURNEY_RETENTION_DAYS"):
+            Settings.from_env({"JOURNEY_RETENTION_DAYS": bad})
