@@ -106,16 +106,17 @@ class BatchHistogram(Collector):
 
 
 #: Label values of ``journey_internal_messages_rejected_total``: the worker's own topics.
-INTERNAL_TOPICS = ("by_visitor", "changelog")
+INTERNAL_TOPICS = ("by_visitor", "changelog", "customer_signals")
 
 
 def _internal_rejected(registry: CollectorRegistry) -> Counter:
-    """The counter of undecodable internal records, its two series present from the start."""
+    """The counter of undecodable internal records, its series present from the start."""
     counter = Counter(
         "journey_internal_messages_rejected_total",
         "Records of the worker's own topics (by_visitor: the by-visitor topic; changelog: "
-        "the visitors table's changelog) that could not be decoded: sent to the dead-letter "
-        "topic as corrupt_internal_message and skipped.",
+        "the visitors table's changelog; customer_signals: the customer signals topic) that "
+        "could not be decoded: sent to the dead-letter topic as corrupt_internal_message and "
+        "skipped.",
         ["topic"],
         registry=registry,
     )
@@ -137,6 +138,7 @@ class JourneyMetrics:
     sessions_started: Counter
     sessions_closed: Counter
     stage_reached: Counter
+    customer_transitions: Counter
     cart_sessions_closed: Counter
     carts_abandoned: Counter
     conversions: Counter
@@ -209,6 +211,13 @@ class JourneyMetrics:
             stage_reached=Counter(
                 "journey_stage_reached_total",
                 "Sessions reaching a journey stage, counted when it happens.",
+                ["stage"],
+                registry=reg,
+            ),
+            customer_transitions=Counter(
+                "journey_customer_transitions_total",
+                "Customers reaching retention (a purchase in a second session) or advocacy "
+                "(a first advocacy event), counted when it happens.",
                 ["stage"],
                 registry=reg,
             ),

@@ -41,6 +41,7 @@ from streams.sink import ClickHouseSink
 from streams.worker.changelog import ScreenedTable
 from streams.worker.codec import NOTHING, decode_forwarded
 from streams.worker.committed import read_committed_transport
+from streams.worker.customers import CustomerSignals
 from streams.worker.flusher import Flusher
 from streams.worker.forwarder import DirectIntake, Forwarder
 from streams.worker.intake import IntakeConsumer
@@ -49,7 +50,7 @@ from streams.worker.output import OutputProducer, OutputTopic
 from streams.worker.publisher import CorruptRecord, Publisher
 from streams.worker.repair import SkippedMessages, TopicReader, waiting
 from streams.worker.runtime import WorkerRuntime, exit_unrecoverable
-from streams.worker.topics import by_visitor_topic
+from streams.worker.topics import by_visitor_topic, customer_signals_topic
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,17 @@ def build_app(
     # The intake hands each batch to its handler, which asks the intake for its progress.
     intake = IntakeConsumer(settings, lambda batch: handle_batch(batch), direct=direct)
     publisher = Publisher(settings, metrics, sink, output)
+    # The customer stage reads the signals of the partitions loaded here (worker/customers.py).
+    customer_signals = CustomerSignals(runtime, publisher)
+    signals_reader = IntakeConsumer(
+        settings,
+        customer_signals.take,
+        direct=True,
+        topic=customer_signals_topic(settings),
+        role="customers",
+        read_committed=output.transactional,
+    )
+    customer_signals.consumer = signals_reader
     flusher = Flusher(
         settings, runtime, sink, output, visitors, commit=intake.commit, metrics=metrics
     )
@@ -136,6 +148,7 @@ def build_app(
         by_visitor_topic(settings),
         reader,
         own=intake.own,
+        own_signals=signals_reader.own,
     )
     skipped_messages = SkippedMessages(reader, runtime, publisher, flusher, sink, metrics)
     #: Input partitions whose consumer lag gauge is set (see _update_consumer_lag).
@@ -162,6 +175,10 @@ def build_app(
     @app.task  # type: ignore[untyped-decorator]
     async def run_intake() -> None:
         await intake.run(should_stop=lambda: runtime.stopping or bool(app.should_stop))
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def run_customers() -> None:
+        await signals_reader.run(should_stop=lambda: runtime.stopping or bool(app.should_stop))
 
     @app.agent(by_visitor)
     async def sessionize(stream: Any) -> None:
@@ -264,6 +281,7 @@ def build_app(
                 runtime.partitions.pop(partition, None)
             if direct:
                 intake.disown(gone)
+            signals_reader.disown(gone)
             # Until the table is recovered for the next assignment, no message may load a
             # partition (see the sessionize agent).
             runtime.recovered = False

@@ -21,8 +21,11 @@ worker itself last checkpointed, while compaction has not removed it), else it h
   it, so nothing is counted twice.
 
 Records that are screened: the key must be a visitor key (UTF-8, of the partition its
-hash gives, as the worker writes it) or this partition's record key, and the value must
-decode (``decode_visitor``, ``decode_own_record``; a deletion, ``None``, is fine).
+hash gives, as the worker writes it), a customer's (``CUSTOMER_PREFIX`` and a customer key
+of the partition its hash gives) or this partition's record key, and the value must
+decode (``decode_visitor``, ``decode_customer``, ``decode_own_record``; a deletion,
+``None``, is fine). A corrupt customer record leaves its customer as it was before it, or
+new: a retention or advocacy it had already reached may then be announced again.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ from typing import Any
 
 import faust
 
+from streams.engine.customers import decode_customer
 from streams.engine.state import Corrupt
 from streams.worker.flusher import watermark_key
-from streams.worker.partition import decode_own_record, decode_visitor
+from streams.worker.partition import CUSTOMER_PREFIX, decode_own_record, decode_visitor
 from streams.worker.partitioning import partitions_for_keys
 from streams.worker.publisher import CorruptRecord
 
@@ -52,9 +56,12 @@ def screen(
     """
     verdicts: list[Corrupt | None] = [None] * len(records)
     visitors: list[int] = []
+    customers: list[int] = []
     for i, (partition, key, value) in enumerate(records):
         if not key:
             verdicts[i] = Corrupt("a record without a key")
+        elif key.startswith(CUSTOMER_PREFIX):
+            customers.append(i)
         elif key[:1] == b"\x00":
             if key != watermark_key(partition):
                 verdicts[i] = Corrupt(f"key {key!r} is no record of partition {partition}")
@@ -79,6 +86,16 @@ def screen(
             state = decode_visitor(visitor, value)
             if isinstance(state, Corrupt):
                 verdicts[i] = state
+    start = len(CUSTOMER_PREFIX)
+    homes = partitions_for_keys([(records[i][1] or b"")[start:] for i in customers], partitions)
+    for i, home in zip(customers, homes, strict=True):
+        partition, key, value = records[i]
+        if home != partition:
+            verdicts[i] = Corrupt(f"customer {key!r} belongs to partition {home}")
+        elif value is not None:
+            customer = decode_customer(value)
+            if isinstance(customer, Corrupt):
+                verdicts[i] = customer
     return verdicts
 
 

@@ -61,10 +61,27 @@ FETCH_FRESH_MS = 10_000
 class IntakeConsumer:
     """Consume the input topic in batches and hand each batch to ``handle``."""
 
-    def __init__(self, settings: Settings, handle: BatchHandler, direct: bool = False) -> None:
-        """``direct``: read the partitions :meth:`own` names, commit only on :meth:`commit`."""
+    def __init__(
+        self,
+        settings: Settings,
+        handle: BatchHandler,
+        direct: bool = False,
+        topic: str | None = None,
+        role: str = "intake",
+        read_committed: bool = False,
+    ) -> None:
+        """``direct``: read the partitions :meth:`own` names, commit only on :meth:`commit`.
+
+        ``topic``: what it reads (default: the input topic); ``role`` names its consumer
+        group and client, ``<app_id>-<role>`` (the customer signals reader is another).
+        ``read_committed``: skip records of aborted transactions (a topic the worker
+        writes in transactions).
+        """
         self._settings = settings
         self._handle = handle
+        self.topic = settings.input_topic if topic is None else topic
+        self._role = role
+        self._isolation = "read_committed" if read_committed else "read_uncommitted"
         self._consumer: AIOKafkaConsumer | None = None
         self._next: dict[TopicPartition, int] = {}
         self.direct = direct
@@ -84,14 +101,15 @@ class IntakeConsumer:
     def _new_consumer(self) -> AIOKafkaConsumer:
         s = self._settings
         session_ms = int(s.kafka_session_timeout_s * 1000)
-        topics = () if self.direct else (s.input_topic,)
+        topics = () if self.direct else (self.topic,)
         return AIOKafkaConsumer(
             *topics,
             **client_config(s, "aiokafka"),
-            group_id=f"{s.app_id}-intake",
-            client_id=f"{s.app_id}-intake",
+            group_id=f"{s.app_id}-{self._role}",
+            client_id=f"{s.app_id}-{self._role}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level=self._isolation,
             max_poll_records=s.intake_batch,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
@@ -167,7 +185,7 @@ class IntakeConsumer:
         """
         wanted, self._wanted = self._wanted, {}
         dropped, self._dropped = self._dropped, set()
-        topic = self._settings.input_topic
+        topic = self.topic
         for partition in dropped:
             self._start.pop(partition, None)
             self._next.pop(TopicPartition(topic, partition), None)
@@ -209,7 +227,7 @@ class IntakeConsumer:
         consumer = self._consumer
         if consumer is None or not offsets:
             return
-        topic = self._settings.input_topic
+        topic = self.topic
         assigned = consumer.assignment()
         commits = {
             tp: offset
@@ -239,7 +257,7 @@ class IntakeConsumer:
         progress.observe(tops, now_ms)
         if not assignment:
             return None
-        known = consumer.partitions_for_topic(self._settings.input_topic)
+        known = consumer.partitions_for_topic(self.topic)
         if known:
             progress.partitions = len(known)
         quiet = progress.quiet(now_ms)
@@ -254,7 +272,7 @@ class IntakeConsumer:
         """
         consumer = self._consumer
         assert consumer is not None
-        topic = self._settings.input_topic
+        topic = self.topic
         caught_up: set[int] = set()
         for partition in partitions:
             tp = TopicPartition(topic, partition)

@@ -37,10 +37,13 @@ class PartitionLoader:
         topic: str,
         reader: TopicReader,
         own: OwnInput | None = None,
+        own_signals: OwnInput | None = None,
     ) -> None:
         """``topic``: the by-visitor topic, whose log start ``reader`` reads when needed.
 
-        ``own``: direct mode, where the intake reads each loaded partition from.
+        ``own``: direct mode, where the intake reads each loaded partition from;
+        ``own_signals``: where the customer signals reader reads each loaded partition's
+        signals from (``streams.worker.customers``).
         """
         self._settings = settings
         self._config = config
@@ -50,9 +53,10 @@ class PartitionLoader:
         self._topic = topic
         self._reader = reader
         self._own = own
+        self._own_signals = own_signals
         #: What the visitor keys are under JOURNEY_PII (recorded with each partition).
         self._ids = settings.pii_identity()
-        #: Direct mode: the last epoch given to a loaded partition (see IntakeConsumer.own).
+        #: The last epoch given to a loaded partition (see IntakeConsumer.own).
         self._epoch = 0
 
     async def load(self, partition: int) -> PartitionState:
@@ -98,9 +102,11 @@ class PartitionLoader:
                 "an app keeps the mode of its first run (offsets in its state depend on it): "
                 "set it back, or start a new JOURNEY_APP_ID"
             )
+        self._epoch += 1
+        state.epoch = self._epoch
+        if self._own_signals is not None:
+            self._own_signals(partition, state.epoch, state.signals_next)
         if state.direct and self._own is not None:
-            self._epoch += 1
-            state.epoch = self._epoch
             source = state.sources.get(partition)
             if state.input_topic != settings.input_topic:
                 source = None

@@ -53,6 +53,14 @@ from dataclasses import dataclass
 import msgspec
 import orjson
 
+from streams.engine.customers import (
+    CustomerState,
+    CustomerTransition,
+    Signal,
+    apply_signal,
+    decode_customer,
+    encode_customer,
+)
 from streams.engine.events import Event
 from streams.engine.progress import InputProgress, ProgressReport
 from streams.engine.sessionizer import EngineOutput, SessionConfig, Sessionizer
@@ -65,6 +73,13 @@ log = logging.getLogger(__name__)
 _OFFSET = struct.Struct(">q")
 #: Table key holding a partition's watermark (visitor keys are never empty).
 WATERMARK_KEY = b""
+#: Table keys of customer records start with this (visitor keys never start with NUL).
+CUSTOMER_PREFIX = b"\x00customer:"
+
+
+def customer_record_key(customer_key: str) -> bytes:
+    """Table key of a customer's record (in the partition its customer key hashes to)."""
+    return CUSTOMER_PREFIX + customer_key.encode()
 
 
 def decode_visitor(key: str, record: bytes) -> VisitorState | Corrupt:
@@ -98,6 +113,7 @@ class _OwnExtra(msgspec.Struct, frozen=True):
     t: str | None = None
     d: int = 0
     i: str = ""
+    c: int = -1
 
 
 _decode_own_extra = msgspec.json.Decoder(_OwnExtra).decode
@@ -453,8 +469,13 @@ class PartitionState:
         self.sources: dict[int, tuple[int, int]] = {}
         #: The input topic ``sources`` and ``input`` refer to (None until a message says).
         self.input_topic: str | None = None
+        #: Offset of the next customer signal to apply (None: none applied yet).
+        self.signals_next: int | None = None
+        #: Customers changed since the last checkpoint (the others are in their record).
+        self.customers: dict[str, CustomerState] = {}
         private = cold is None
         records_of: MutableMapping[bytes, bytes] = {} if cold is None else cold
+        self._cold = records_of
         for raw_key, value in records:
             if raw_key == WATERMARK_KEY:
                 own = decode_own_record(value)
@@ -608,6 +629,44 @@ class PartitionState:
         self._count(out)
         return out
 
+    def apply_signals(self, signals: Iterable[tuple[int, Signal]]) -> list[CustomerTransition]:
+        """Apply customer signals at their offsets of the signals topic, in order.
+
+        A signal below :attr:`signals_next` was applied before (read again after a restart
+        from an earlier position) and is skipped; applying one again would change nothing
+        anyway (``apply_signal`` is idempotent). Returns the customer transitions made.
+        """
+        made: list[CustomerTransition] = []
+        customers = self.customers
+        for offset, signal in signals:
+            if self.signals_next is not None and offset < self.signals_next:
+                continue
+            self.signals_next = offset + 1
+            key = signal.customer_key
+            state = customers.get(key)
+            if state is None:
+                state = self._recorded_customer(key)
+            before = (state.first_purchase_session, state.retained, state.advocate)
+            transition = apply_signal(state, signal)
+            if (state.first_purchase_session, state.retained, state.advocate) != before:
+                customers[key] = state
+            if transition is not None:
+                made.append(transition)
+        return made
+
+    def _recorded_customer(self, key: str) -> CustomerState:
+        """The customer's state as its record holds it, or a new one."""
+        record = self._cold.get(customer_record_key(key))
+        if record is None:
+            return CustomerState()
+        state = decode_customer(record)
+        if isinstance(state, Corrupt):
+            # Screened at recovery (worker/changelog.py): only a record written since.
+            log.error("customer record of %r cannot be decoded (%s); starting it empty",
+                      key, state.detail)  # fmt: skip
+            return CustomerState()
+        return state
+
     def _switch_topic(self, topic: str) -> None:
         """Messages now come from another input topic: its offsets and progress start afresh.
 
@@ -678,6 +737,14 @@ class PartitionState:
             value = _OFFSET.pack(offset) + recorded[_OFFSET.size :]
             writes.append((raw_key, value))
             store.put_record(key, value)
+        if self.customers:
+            cold = self._cold
+            for key, customer in self.customers.items():
+                raw_key = customer_record_key(key)
+                value = encode_customer(customer)
+                writes.append((raw_key, value))
+                cold[raw_key] = value
+            self.customers = {}
         record: bytes | None = self._own_record()
         if record == self._checkpointed_record:
             record = None
@@ -700,6 +767,8 @@ class PartitionState:
             extra["d"] = 1
         if self.ids:
             extra["i"] = self.ids
+        if self.signals_next is not None:
+            extra["c"] = self.signals_next
         next_offset = -1 if self.next_offset is None else self.next_offset
         return (
             _OFFSET.pack(self.sessionizer.watermark_ms)
@@ -717,6 +786,7 @@ class PartitionState:
             self.input_topic = extra.t
             self.recorded_direct = bool(extra.d)
             self.recorded_ids = extra.i
+            self.signals_next = extra.c if extra.c >= 0 else None
         return own.watermark
 
     def _count(self, out: EngineOutput) -> None:

@@ -16,6 +16,7 @@ from typing import Literal, Protocol, TypeVar
 
 import orjson
 
+from streams.engine.customers import CustomerTransition, encode_signal, signals_of
 from streams.engine.rows import StageTransition, encode_json
 from streams.engine.sessionizer import EngineOutput
 from streams.engine.state import Corrupt
@@ -23,6 +24,8 @@ from streams.metrics import JourneyMetrics
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
 from streams.worker.codec import internal_rejection_record
+from streams.worker.partitioning import partition_for_key
+from streams.worker.topics import customer_signals_topic
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ COUNTED_ORDERS_MAX = 200_000
 
 T = TypeVar("T")
 #: Which internal topic a corrupt record came from (the counter's ``topic`` label).
-InternalTopic = Literal["by_visitor", "changelog"]
+InternalTopic = Literal["by_visitor", "changelog", "customer_signals"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,7 @@ class Publisher:
         self._sink = sink
         self._output = output
         self._counted_orders: OrderedDict[str, float] = OrderedDict()
+        self._signals_topic = customer_signals_topic(settings)
 
     async def publish(self, out: EngineOutput) -> None:
         """Count the output in Prometheus, buffer its rows, publish transitions and late events."""
@@ -110,6 +114,16 @@ class Publisher:
             await output.send_keyed(
                 settings.transitions_topic, out.transitions, _visitor_of, encode_json
             )
+            # Purchases and advocacy also go to their customer's partition (see
+            # streams.engine.customers), with the output: exactly once in a transaction.
+            for signal in signals_of(out.transitions):
+                key = signal.customer_key.encode()
+                await output.send(
+                    self._signals_topic,
+                    key,
+                    encode_signal(signal),
+                    partition_for_key(key, settings.partitions),
+                )
         counted = self._counted_orders
         for order in out.orders:
             before = counted.pop(order.order_key, 0.0)
@@ -124,6 +138,16 @@ class Publisher:
                 await output.send(
                     settings.late_topic, ev.visitor_key.encode(), orjson.dumps(ev.to_dict())
                 )
+
+    async def publish_customers(self, transitions: Sequence[CustomerTransition]) -> None:
+        """Count customer transitions and publish them, keyed by customer, as they happen."""
+        if not transitions:
+            return
+        for transition in transitions:
+            self._metrics.customer_transitions.labels(transition.stage).inc()
+        await self._output.send_keyed(
+            self._settings.transitions_topic, transitions, _customer_of, encode_json
+        )
 
     async def reject(self, record: CorruptRecord) -> None:
         """Count a corrupt internal record and send it to the dead-letter topic.
@@ -147,3 +171,8 @@ class Publisher:
 def _visitor_of(transition: StageTransition) -> bytes:
     """Key of a transition record: its visitor."""
     return transition.visitor_key.encode()
+
+
+def _customer_of(transition: CustomerTransition) -> bytes:
+    """Key of a customer transition record: its customer."""
+    return transition.customer_key.encode()

@@ -9,19 +9,23 @@ instead of as a stream of producer warnings.
 from __future__ import annotations
 
 from contextlib import suppress
-
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from typing import TYPE_CHECKING
 
 from streams.errors import ConfigError, StreamError
-from streams.kafka_connection import check_connection, client_config
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from kafka import KafkaAdminClient
 
 
 def by_visitor_topic(settings: Settings) -> str:
     """The internal topic carrying per-partition batches from intake to the sessionize agent."""
     return f"{settings.app_id}-events-by-visitor"
+
+
+def customer_signals_topic(settings: Settings) -> str:
+    """The internal topic taking sessions' purchases and advocacy to their customer's state."""
+    return f"{settings.app_id}-customer-signals"
 
 
 def worker_topics(settings: Settings) -> list[str]:
@@ -33,6 +37,7 @@ def worker_topics(settings: Settings) -> list[str]:
     """
     return [
         by_visitor_topic(settings),
+        customer_signals_topic(settings),
         settings.input_topic,
         settings.sessions_topic,
         settings.transitions_topic,
@@ -47,6 +52,13 @@ def ensure_topics(settings: Settings, timeout_ms: int = 10_000) -> list[str]:
     The worker's first contact with Kafka, so it first checks the connection: a wrong
     password or protocol fails here in one line naming the setting.
     """
+    # Imported here: the topic names above are wanted where no Kafka client is.
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    from streams.kafka_connection import check_connection, client_config
+
     check_connection(settings)
     try:
         admin = KafkaAdminClient(

@@ -192,10 +192,12 @@ def kafka_jars() -> Path:
     return lib
 
 
-def topic_reader(topic: str) -> KafkaConsumer:
+def topic_reader(topic: str, committed: bool = False) -> KafkaConsumer:
     """A group-less consumer of every partition of ``topic`` from its first message.
 
-    The caller closes it.
+    ``committed``: read with ``isolation_level=read_committed`` (records of committed
+    transactions only, as consumers of the worker's exactly-once output do). The caller
+    closes it.
     """
     return KafkaConsumer(
         topic,
@@ -203,6 +205,7 @@ def topic_reader(topic: str) -> KafkaConsumer:
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
+        isolation_level="read_committed" if committed else "read_uncommitted",
     )
 
 

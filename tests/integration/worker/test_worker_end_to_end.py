@@ -175,3 +175,41 @@ def test_metrics_agree_with_clickhouse(completed_run: CompletedRun) -> None:
     assert total(samples, "journey_open_sessions") == 0
     assert total(samples, "journey_clickhouse_pending_rows") == 0
     assert total(samples, "journey_clickhouse_errors_total") == 0
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_customer_records_equal_the_sessions_they_come_from(completed_run: CompletedRun) -> None:
+    """Each retained customer and advocate once on the transitions topic, as SQL finds them.
+
+    Independent of the worker's customer state: by SQL over the replayed sessions, a
+    customer (the session's user_id, else its visitor key) with converted sessions in two
+    or more sessions is retained, one with an advocacy-flagged session an advocate.
+    """
+    names = completed_run.names
+    customer = "if(user_id != '', user_id, visitor_key)"
+    retained = query(
+        names.reference_url,
+        f"SELECT {customer} FROM sessions FINAL WHERE deleted = 0 AND converted = 1 "
+        f"GROUP BY {customer} HAVING count() >= 2",
+    )
+    advocates = query(
+        names.reference_url,
+        f"SELECT DISTINCT {customer} FROM sessions FINAL WHERE deleted = 0 AND advocacy = 1",
+    )
+    expected = {("customer_retained", k) for (k,) in retained} | {
+        ("customer_advocate", k) for (k,) in advocates
+    }
+    assert expected, "the generated run has no repeat purchaser nor advocate"
+    records = read_topic(names.transitions_topic, expected=0, timeout_s=10, committed=True)
+    decoded = [json.loads(value) for _key, value in records]
+    found = [(d["kind"], d["customer_key"]) for d in decoded if d["kind"].startswith("customer_")]
+    assert len(found) == len(set(found)), "a customer record came twice"
+    assert set(found) == expected
+    samples = completed_run.worker.metrics()
+    counts = {"retention": float(len(retained)), "advocacy": float(len(advocates))}
+    assert by_label(samples, "journey_customer_transitions_total", "stage") == {
+        stage: n
+        for stage, n in counts.items()
+        if n  # by_label leaves zeros out
+    }

@@ -26,7 +26,7 @@ from workerkit import (
 )
 
 from streams.engine.intake import parse_payload
-from streams.engine.sessionizer import sessionize_all
+from streams.engine.sessionizer import EngineOutput, sessionize_all
 from streams.engine.stages import load_stage_rules
 from streams.settings import Settings
 
@@ -105,21 +105,60 @@ def _processing(worker: WorkerProcess) -> bool:
     return samples is not None and total(samples, "journey_events_total") > 0
 
 
-def _replayed(path: Path) -> tuple[Counter[tuple[str, str, str]], set[str]]:
-    """From a replay of the file: (kind, stage, session) of every transition; the session ids."""
+def _replay(path: Path) -> EngineOutput:
+    """The engine's output for the whole file at once (what replay computes)."""
     now_ms = int(time.time() * 1000)
     events = []
     for line in path.read_bytes().splitlines():
         if line.strip():
             events.extend(parse_payload(line, now_ms).events)
-    out = sessionize_all(events, Settings().session_config(), load_stage_rules(None))
+    return sessionize_all(events, Settings().session_config(), load_stage_rules(None))
+
+
+def _replayed(out: EngineOutput) -> tuple[Counter[tuple[str, str, str]], set[str]]:
+    """From a replay: (kind, stage, session) of every transition; the session ids."""
     transitions = Counter((t.kind, t.stage, t.session_id) for t in out.transitions)
     return transitions, {row.session_id for row in out.sessions}
 
 
 def _transitions(records: list[tuple[bytes, bytes]]) -> Counter[tuple[str, str, str]]:
+    """(kind, stage, session) of the sessions' transitions (customer records left out)."""
     decoded = [orjson.loads(value) for _key, value in records]
-    return Counter((t["kind"], t["stage"], t["session_id"]) for t in decoded)
+    return Counter(
+        (t["kind"], t["stage"], t["session_id"])
+        for t in decoded
+        if not t["kind"].startswith("customer_")
+    )
+
+
+def _customer_records(records: list[tuple[bytes, bytes]]) -> Counter[tuple[str, str]]:
+    """(kind, customer key) of the customer records."""
+    decoded = [orjson.loads(value) for _key, value in records]
+    return Counter(
+        (t["kind"], t["customer_key"]) for t in decoded if t["kind"].startswith("customer_")
+    )
+
+
+def _expected_customers(out: EngineOutput) -> set[tuple[str, str]]:
+    """Customers retained and advocating, by set arithmetic on replay's transitions.
+
+    Not the worker's state machine: a customer (user_id, else visitor key) with converted
+    transitions in two or more sessions is retained; one with an advocacy transition, an
+    advocate. In time order, what the worker knows when a session announces is what
+    replay's transition carries.
+    """
+    purchase_sessions: dict[str, set[str]] = {}
+    advocates = set()
+    for t in out.transitions:
+        key = t.user_id or t.visitor_key
+        if t.kind == "stage" and t.stage == "converted":
+            purchase_sessions.setdefault(key, set()).add(t.session_id)
+        elif t.kind == "stage" and t.stage == "advocacy":
+            advocates.add(key)
+    retained = {k for k, sessions in purchase_sessions.items() if len(sessions) >= 2}
+    return {("customer_retained", k) for k in retained} | {
+        ("customer_advocate", k) for k in advocates
+    }
 
 
 def _repeated(records: list[tuple[bytes, bytes]]) -> dict[tuple[bytes, bytes], int]:
@@ -139,7 +178,8 @@ def test_sigkills_leave_no_duplicate_for_a_read_committed_consumer(
 ) -> None:
     """Three SIGKILLs mid-run: read_committed sees each record once, transitions equal replay."""
     run = prepare_run(tmp_path, names, EVENTS, 13)
-    expected_transitions, expected_sessions = _replayed(run.path)
+    replayed = _replay(run.path)
+    expected_transitions, expected_sessions = _replayed(replayed)
     worker = workers(
         names, "eos", input_keyed_by_visitor=direct, checkpoint_interval_s=CHECKPOINT_S
     ).start()
@@ -169,7 +209,9 @@ def test_sigkills_leave_no_duplicate_for_a_read_committed_consumer(
     wait_complete([worker], names.url, run.expected_events, timeout_s=60)
     assert total(worker.metrics(), "journey_events_late_total") == 0
 
-    want = sum(expected_transitions.values())
+    expected_customers = _expected_customers(replayed)
+    assert expected_customers, "the generated run has no repeat purchaser nor advocate"
+    want = sum(expected_transitions.values()) + len(expected_customers)
 
     def all_transitions_read() -> bool:
         assert committed_reader.error is None, committed_reader.error
@@ -190,6 +232,9 @@ def test_sigkills_leave_no_duplicate_for_a_read_committed_consumer(
         f"{next(iter(repeated))!r}"
     )
     assert _transitions(transitions) == expected_transitions
+    customers = _customer_records(transitions)
+    assert not [c for c, n in customers.items() if n > 1], customers  # once per customer
+    assert set(customers) == expected_customers
     repeated = _repeated(sessions)
     assert not repeated, (
         f"{sum(repeated.values()) - len(repeated)} duplicate session records, e.g. "

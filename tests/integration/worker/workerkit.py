@@ -131,9 +131,14 @@ class PacedProducer(threading.Thread):
         self.join(30)
 
 
-def read_topic(topic: str, expected: int, timeout_s: float = 30.0) -> list[tuple[Any, Any]]:
-    """(key, value) of every message in ``topic``: until ``expected`` arrived, then 2 s more."""
-    consumer = topic_reader(topic)
+def read_topic(
+    topic: str, expected: int, timeout_s: float = 30.0, committed: bool = False
+) -> list[tuple[Any, Any]]:
+    """(key, value) of every message in ``topic``: until ``expected`` arrived, then 2 s more.
+
+    ``committed``: only records of committed transactions (``topic_reader``).
+    """
+    consumer = topic_reader(topic, committed)
     messages: list[tuple[Any, Any]] = []
     try:
         deadline = time.monotonic() + timeout_s

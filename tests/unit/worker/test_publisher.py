@@ -17,6 +17,7 @@ from streams.sink import ClickHouseSink
 from streams.worker.codec import Forwarded
 from streams.worker.partition import PartitionState
 from streams.worker.publisher import Publisher
+from streams.worker.topics import customer_signals_topic
 
 T0 = 1_700_000_000_000
 MINUTE = 60_000
@@ -78,6 +79,9 @@ def test_output_is_buffered_published_and_each_order_counted_once() -> None:
     assert value("journey_events_late_total") == 1
     assert sink.pending >= 2  # the session and order rows wait for the flush
     topics = {topic for topic, _ in output.sent}
-    assert topics == {settings.transitions_topic, settings.late_topic}
+    signals = customer_signals_topic(settings)
+    assert topics == {settings.transitions_topic, settings.late_topic, signals}
+    # The purchase is a signal to its customer (the visitor: no user_id), once.
+    assert [key for topic, key in output.sent if topic == signals] == [b"v1"]
     assert (settings.late_topic, b"v2") in output.sent
     assert all(key == b"v1" for topic, key in output.sent if topic == settings.transitions_topic)
