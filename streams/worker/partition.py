@@ -30,8 +30,10 @@ the last applied message, then ``VisitorState.to_bytes()``. The partition's own 
 (key ``WATERMARK_KEY``): the 8-byte watermark, the 8-byte next expected offset (-1:
 unknown), then a JSON object ``{"t": input topic, "n": input partitions, "p": [[input
 partition, progress ms], ...], "s": [[input partition, offset, index], ...]}``, plus
-``"d": 1`` when the partition takes its input directly (``apply_direct``), and ``"i"``
-naming the pseudonymisation of its visitor keys under ``JOURNEY_PII`` hash/drop. Records
+``"d": 1`` when the partition takes its input directly (``apply_direct``), ``"i"``
+naming the pseudonymisation of its visitor keys under ``JOURNEY_PII`` hash/drop, and
+``"c"`` the offset of the next customer signal to apply (``apply_signals``). Customer
+records (key ``CUSTOMER_PREFIX`` and the customer key) hold a ``CustomerState``. Records
 written before the JSON existed (8 or 16 bytes) still load.
 
 The partition's record must never be durable without the visitor records written before
