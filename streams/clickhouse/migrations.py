@@ -91,6 +91,15 @@ def _run(backend: ClickHouse, statement: str) -> None:
         backend.execute(statement)
         return
     table, column = match.groups()
-    if column in {row[0] for row in backend.query(f"DESCRIBE TABLE {table}")}:
+    if _has_column(backend, table, column):
         return
-    backend.execute(statement.replace(" IF NOT EXISTS", "", 1))
+    try:
+        backend.execute(statement.replace(" IF NOT EXISTS", "", 1))
+    except StorageError:
+        # Workers starting together migrate together: another one may have added it.
+        if not _has_column(backend, table, column):
+            raise
+
+
+def _has_column(backend: ClickHouse, table: str, column: str) -> bool:
+    return column in {row[0] for row in backend.query(f"DESCRIBE TABLE {table}")}

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streams.clickhouse.migrations import load_migrations
+from streams.clickhouse.migrations import apply_migrations, load_migrations
 from streams.clickhouse.options import target_from_args
 from streams.clickhouse.summary import SUMMARY_KEYS, cohorts, finish, week_monday
 from streams.clickhouse.writer import RAW_EVENT_DEFAULTS, VersionClock, _raw_values
@@ -76,6 +76,45 @@ def test_cohorts_keep_weeks_starting_in_the_period() -> None:
     ]
     assert [c["week"] for c in cohorts(rows, None, None)] == ["2024-04-29", "2024-05-06"]
     assert cohorts(rows, monday + 1, None)[0]["week"] == "2024-05-06"
+
+
+class _RacingBackend:
+    """Adds the column 'late' itself when asked to add it, as a second worker would first."""
+
+    name = "racing"
+
+    def __init__(self) -> None:
+        self.columns = ["a"]
+        self.executed: list[str] = []
+
+    def execute(self, sql: str, params: object = None) -> None:
+        self.executed.append(sql)
+        if "ADD COLUMN" in sql:
+            self.columns.append("late")
+            raise StorageError("Code: 44. column late already exists")
+
+    def query(self, sql: str, params: object = None) -> list[tuple[str]]:
+        return [(c,) for c in self.columns] if sql.startswith("DESCRIBE") else []
+
+    def insert(self, table: str, columns: object, rows: object) -> None:
+        self.executed.append(f"insert into {table}")
+
+
+def test_add_column_migration_skips_existing_columns_and_survives_a_race(
+    tmp_path: Path,
+) -> None:
+    """ADD COLUMN IF NOT EXISTS runs as plain ADD COLUMN (18.16) only for a missing column,
+    and a column another worker added meanwhile is no error."""
+    (tmp_path / "0001_cols.sql").write_text(
+        "ALTER TABLE t ADD COLUMN IF NOT EXISTS a String;\n"
+        "ALTER TABLE t ADD COLUMN IF NOT EXISTS late UInt64 AFTER a;\n",
+        encoding="utf-8",
+    )
+    backend = _RacingBackend()
+    assert apply_migrations(backend, tmp_path) == [1]  # type: ignore[arg-type]
+    added = [sql for sql in backend.executed if "ALTER" in sql]
+    assert added == ["ALTER TABLE t ADD COLUMN late UInt64 AFTER a"]
+    assert backend.executed[-1] == "insert into schema_migrations"
 
 
 def test_nps_can_be_negative() -> None:
