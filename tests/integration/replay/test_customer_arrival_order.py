@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import uuid
 from collections.abc import Iterator
 from contextlib import closing
-from pathlib import Path
 
 import pytest
 from customer_fixture import CUSTOMER_FILE, CUSTOMER_KEYS, HAND_FIGURES
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import open_server
+from support import database_url, drop_database, open_server
 
 from streams.clickhouse.backend import ClickHouse
 from streams.clickhouse.embedded import EmbeddedBackend
@@ -78,18 +78,12 @@ def store(
 @pytest.fixture(scope="module")
 def module_server_url() -> Iterator[str]:
     """A fresh database on the test server for this module; dropped afterwards."""
-    import uuid
-
-    from support import database_url, drop_database
-
     url = database_url(f"journey_arrival_{uuid.uuid4().hex[:12]}")
     yield url
     drop_database(url)
 
 
-@settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=12, deadline=None)
 @given(
     order=st.permutations(range(len(EVENTS))),
     cuts=st.lists(st.integers(0, len(EVENTS)), max_size=5),
@@ -117,4 +111,3 @@ def test_any_arrival_order_and_batching_gives_the_hand_figures(
 def test_the_fixture_has_every_event() -> None:
     """The fixture parses to its 27 events (a guard against a silently shortened file)."""
     assert len(EVENTS) == 27
-    assert Path(CUSTOMER_FILE).name == "events.jsonl"
