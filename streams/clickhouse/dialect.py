@@ -21,6 +21,9 @@ writes one SQL text for both:
   queries carry no such aliases.
 - **Joined subqueries** need an alias on 26.x (``joined_subquery_requires_alias``);
   18.16 accepts one, so every joined subquery is aliased.
+- **Adding columns.** 18.16 has no ``ADD COLUMN IF NOT EXISTS``; the migration runner
+  checks ``DESCRIBE TABLE`` first and runs the plain ``ADD COLUMN``
+  (``streams.clickhouse.migrations``).
 - **Inline ``INSERT ... VALUES``** over the 18.16 native protocol makes the driver wait
   for data blocks; inserts always go through ``ClickHouse.insert`` with data.
 - **Result types.** The driver returns ``0.0`` for a Float64 zero, chdb's JSON ``0``;

@@ -3,6 +3,9 @@
 ``schema_migrations`` holds one row per applied version. Every statement in a
 migration is idempotent (``IF NOT EXISTS``), so a migration interrupted half-way is
 simply run again; a version is recorded only after all its statements succeeded.
+ClickHouse 18.16 has no ``ADD COLUMN IF NOT EXISTS``: a statement
+``ALTER TABLE t ADD COLUMN IF NOT EXISTS c ...`` (one column each) runs without the
+``IF NOT EXISTS``, and only when ``DESCRIBE TABLE t`` does not list ``c`` yet.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from streams.errors import StorageError
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "schemas" / "clickhouse"
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_ADD_COLUMN = re.compile(r"^ALTER TABLE (\w+) ADD COLUMN IF NOT EXISTS (\w+) ", re.IGNORECASE)
 
 _CREATE_LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -70,7 +74,7 @@ def apply_migrations(backend: ClickHouse, folder: Path = MIGRATIONS_DIR) -> list
         if migration.version in done:
             continue
         for statement in split_statements(migration.sql):
-            backend.execute(statement)
+            _run(backend, statement)
         backend.insert(
             "schema_migrations",
             ("version", "name", "applied_ms"),
@@ -78,3 +82,24 @@ def apply_migrations(backend: ClickHouse, folder: Path = MIGRATIONS_DIR) -> list
         )
         applied.append(migration.version)
     return applied
+
+
+def _run(backend: ClickHouse, statement: str) -> None:
+    """Run one migration statement; an ADD COLUMN IF NOT EXISTS as both versions allow."""
+    match = _ADD_COLUMN.match(statement)
+    if match is None:
+        backend.execute(statement)
+        return
+    table, column = match.groups()
+    if _has_column(backend, table, column):
+        return
+    try:
+        backend.execute(statement.replace(" IF NOT EXISTS", "", 1))
+    except StorageError:
+        # Workers starting together migrate together: another one may have added it.
+        if not _has_column(backend, table, column):
+            raise
+
+
+def _has_column(backend: ClickHouse, table: str, column: str) -> bool:
+    return column in {row[0] for row in backend.query(f"DESCRIBE TABLE {table}")}

@@ -82,6 +82,14 @@ class SessionRow(msgspec.Struct, gc=False):
     nps_promoters: int  # ... of which score 9-10
     nps_detractors: int  # ... of which score 0-6
     closed: int  # 0 while open, 1 once the watermark passed end_ms + timeout
+    # The session's identity link: its earliest event (ts, then event_id) carrying both an
+    # anonymous_id and a user_id; the visitor's customer key is computed from these at query
+    # time (streams.clickhouse.summary). "", 0, "" without one.
+    link_user_id: str = ""
+    link_ms: int = 0
+    link_event_id: str = ""
+    first_purchase_ms: int = 0  # time of the first purchase event, 0 without one
+    last_purchase_ms: int = 0  # time of the last purchase event, 0 without one
 
     def as_dict(self) -> dict[str, Any]:
         """The row as a column-name mapping."""

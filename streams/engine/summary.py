@@ -37,6 +37,7 @@ BIT_NAMES: dict[int, str] = {
 _RANK_BIT = (0, BIT_AWARENESS, BIT_CONSIDERATION, BIT_PURCHASE)
 _NO_ORDERS: dict[str, tuple[int, str, float, str, str]] = {}  # shared; never mutated
 _PAGE_VIEWS = frozenset({"page_view", "product_view"})
+_NO_LINK = (0, "", "")  # a session without an identity link
 
 
 def session_id(visitor_key: str, first_ts: int, first_event_id: str) -> str:
@@ -129,6 +130,10 @@ class SessionAcc(msgspec.Struct, gc=False):
     nps_det: int = 0
     last_ts: int = 0
     last_id: str = ""
+    #: (ts_ms, event_id, user_id) of the first event carrying an anonymous_id and a user_id.
+    link: tuple[int, str, str] | None = None
+    first_purchase_ms: int = 0
+    last_purchase_ms: int = 0
 
     def __post_init__(self) -> None:
         """The fields that follow from the first event and the prior."""
@@ -164,6 +169,11 @@ class SessionAcc(msgspec.Struct, gc=False):
         pend_n, pend_ts = self.pend_n, self.pend_ts
         landing, exit_page, user_id = self.landing, self.exit_page, self.user_id
         last_user, device, anonymous_id = self.last_user, self.device, self.anonymous_id
+        link, first_purchase, last_purchase = (
+            self.link,
+            self.first_purchase_ms,
+            self.last_purchase_ms,
+        )
         rank, flags, reached = self.rank, self.flags, self.reached
         cart, cart_value, purchases, orders = (
             self.cart,
@@ -195,6 +205,8 @@ class SessionAcc(msgspec.Struct, gc=False):
                 last_user = ev.user_id
                 if not user_id:
                     user_id = ev.user_id
+                if link is None and ev.anonymous:
+                    link = (ts, ev.event_id, ev.user_id)
             if not device:
                 device = ev.device
             if not anonymous_id and ev.anonymous:
@@ -212,7 +224,9 @@ class SessionAcc(msgspec.Struct, gc=False):
                 if ev_flags & FLAG_CONVERSION:
                     if not purchases:
                         reached += ((BIT_CONVERTED, ts, FUNNEL_STAGES[rank - 1]),)
+                        first_purchase = ts
                     purchases += 1
+                    last_purchase = ts
                     order_key = ev.order_id or f"event:{ev.event_id}"
                     if orders is None:
                         orders = {}
@@ -245,6 +259,11 @@ class SessionAcc(msgspec.Struct, gc=False):
         self.pend_n, self.pend_ts = pend_n, pend_ts
         self.landing, self.exit_page, self.user_id = landing, exit_page, user_id
         self.last_user, self.device, self.anonymous_id = last_user, device, anonymous_id
+        self.link, self.first_purchase_ms, self.last_purchase_ms = (
+            link,
+            first_purchase,
+            last_purchase,
+        )
         if reached is not self.reached:
             for bit, _, _ in reached[len(self.reached) :]:
                 self.reached_bits |= bit
@@ -271,6 +290,7 @@ class SessionAcc(msgspec.Struct, gc=False):
         orders = self.orders or _NO_ORDERS
         cart = self.cart or ()
         key = self.key
+        link = self.link or _NO_LINK
         row = SessionRow(
             self.session_id,
             key, self.anonymous_id, session_user, session_user or key,
@@ -284,5 +304,6 @@ class SessionAcc(msgspec.Struct, gc=False):
             int(bool(cart)), len(cart), self.cart_value, self.purchases, len(orders),
             self.revenue,
             self.csat_n, self.csat_ok, self.nps_n, self.nps_pro, self.nps_det, int(closed),
+            link[2], link[0], link[1], self.first_purchase_ms, self.last_purchase_ms,
         )  # fmt: skip
         return SessionSummary(row, self.reached, self.reached_bits, orders, cart, self.last_user)

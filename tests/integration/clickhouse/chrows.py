@@ -58,6 +58,11 @@ def session_row(session_id: str, visitor_key: str, start_ms: int, **fields: Any)
         "nps_promoters": 0,
         "nps_detractors": 0,
         "closed": 1,
+        "link_user_id": "",
+        "link_ms": 0,
+        "link_event_id": "",
+        "first_purchase_ms": 0,
+        "last_purchase_ms": 0,
     }
     unknown = set(fields) - set(values)
     assert not unknown, f"unknown SessionRow fields {unknown}"
@@ -92,8 +97,13 @@ def worked_example() -> tuple[list[SessionRow], list[OrderRow]]:
         T0 - 1,
         customer_key="u1",
         user_id="u1",
+        link_user_id="u1",
+        link_ms=T0 - 1,
+        link_event_id="e0",
         rank=3,
         converted=1,
+        first_purchase_ms=T0 - 1,
+        last_purchase_ms=T0 - 1,
         orders=1,
         revenue=100.0,
         nps_responses=1,
@@ -116,6 +126,8 @@ def worked_example() -> tuple[list[SessionRow], list[OrderRow]]:
         rank=3,
         engaged=1,
         converted=1,
+        first_purchase_ms=T0 + 100_000,
+        last_purchase_ms=T0 + 100_000,
         has_cart=1,
         cart_adds=1,
         purchases=1,
@@ -164,12 +176,17 @@ def worked_example() -> tuple[list[SessionRow], list[OrderRow]]:
         T0 + DAY - 1,
         customer_key="u4",
         user_id="u4",
+        link_user_id="u4",
+        link_ms=T0 + DAY - 1,
+        link_event_id="e5",
         duration_ms=15_000,
         events=3,
         interactions=2,
         rank=3,
         engaged=1,
         converted=1,
+        first_purchase_ms=T0 + DAY - 1,
+        last_purchase_ms=T0 + DAY - 1,
         has_cart=1,
         cart_adds=1,
         purchases=1,
@@ -205,4 +222,19 @@ WORKED_EXAMPLE_SUMMARY: dict[str, Any] = {
     "clv_avg": 85.01,
     "csat": 50.0,
     "nps": 33.333333,
+    # v1 is linked to u1 (s0's link), v4 to u4: s1..s5 belong to u1, v2, v3, u4.
+    "customers": 4,
+    "customer_funnel": {
+        "awareness": 4,
+        "consideration": 3,  # u1 (s1, s3), v3 (s4), u4 (s5)
+        "purchase": 2,  # u1, u4
+        "converted": 2,  # u1 (s1), u4 (s5)
+        "retention": 0,
+        "advocacy": 0,
+    },
+    # Before the end: u1 bought in s0 and s1 (a repeat), u4 in s5.
+    "repeat_purchase_rate": 0.5,
+    "advocacy_rate": 0.0,
+    # Every purchase falls in the week of Monday 2024-04-29, which starts before T0.
+    "cohorts": [],
 }

@@ -1,4 +1,4 @@
-"""An independent reference: SPEC section 5 figures straight from ``raw_events``, in chdb.
+"""An independent reference: SPEC section 5 and 5b figures straight from ``raw_events``, in chdb.
 
 Written from the SPEC, not from the engine or ``streams.clickhouse.summary``, so a test can
 replay a file through ``journey replay`` and compare the two (e.g. the OTTO fixture).
@@ -9,6 +9,7 @@ fell, so it is applied by a short Python pass over the gap-cut sessions.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from streams.clickhouse.backend import ClickHouse
@@ -60,7 +61,11 @@ SELECT
     countIf(e.event_type = 'survey_response' AND e.scale = 5 AND e.score >= 4) AS csat_ok,
     countIf(e.event_type = 'survey_response' AND e.scale = 10) AS nps_n,
     countIf(e.event_type = 'survey_response' AND e.scale = 10 AND e.score >= 9) AS nps_pro,
-    countIf(e.event_type = 'survey_response' AND e.scale = 10 AND e.score <= 6) AS nps_det
+    countIf(e.event_type = 'survey_response' AND e.scale = 10 AND e.score <= 6) AS nps_det,
+    countIf(e.event_type IN ('review_submitted', 'share', 'referral_sent')
+        OR (e.event_type = 'survey_response' AND e.scale = 10 AND e.score >= 9)) AS advocates,
+    countIf(e.event_type IN ('email_open', 'email_click') AND e.user_id != '') AS mails,
+    groupArrayIf(m.ts_ms, e.event_type = 'purchase') AS purchase_times
 FROM ref_event_session AS m
 INNER JOIN (SELECT * FROM raw_events FINAL) AS e ON m.event_id = e.event_id
 GROUP BY m.session_key
@@ -84,10 +89,85 @@ GROUP BY session_key
 
 _ORDERS = """
 SELECT order_key, argMin(revenue, (ts_ms, event_id)), min(ts_ms),
-    argMin(if(user_id != '', user_id, visitor_key), (ts_ms, event_id))
+    argMin(visitor_key, (ts_ms, event_id))
 FROM (SELECT * FROM raw_events FINAL WHERE event_type = 'purchase')
 GROUP BY if(order_id != '', order_id, concat('event:', event_id)) AS order_key
 """
+
+# Every event carrying both ids: the identity links, sorted so the first per visitor wins.
+_LINK_EVENTS = """
+SELECT anonymous_id, user_id, ts_ms FROM raw_events FINAL
+WHERE anonymous_id != '' AND user_id != '' ORDER BY ts_ms, event_id
+"""
+
+
+def _monday(ts_ms: int) -> date:
+    day = datetime.fromtimestamp(ts_ms / 1000, tz=UTC).date()
+    return day - timedelta(days=day.weekday())
+
+
+def _customer_figures(
+    backend: ClickHouse, sessions: list[dict[str, Any]], lo: int, hi: int
+) -> tuple[dict[str, int], list[dict[str, Any]], dict[str, str]]:
+    """SPEC 5b over the reference sessions: counts, the cohorts list, the link of each visitor.
+
+    ``sessions`` hold vk, start, rank, buys, advocates, mails and purchase_times.
+    """
+    links: dict[str, str] = {}
+    for anonymous_id, user_id, ts in backend.query(_LINK_EVENTS):
+        if int(ts) < hi:
+            links.setdefault(str(anonymous_id), str(user_id))
+    bought_before: set[str] = set()
+    per_customer: dict[str, dict[str, Any]] = {}
+    for s in sorted(sessions, key=lambda s: (s["vk"], s["start"])):
+        retention = s["vk"] in bought_before or s["mails"] > 0
+        if s["buys"]:
+            bought_before.add(s["vk"])
+        if s["start"] >= hi:
+            continue
+        c = per_customer.setdefault(
+            links.get(s["vk"], s["vk"]),
+            {"flags": set(), "buying": 0, "advocate": False, "buy_times": []},
+        )
+        if s["start"] >= lo:
+            c["flags"] |= {"awareness"} | {
+                name
+                for name, on in (
+                    ("consideration", s["rank"] >= 2), ("purchase", s["rank"] >= 3),
+                    ("converted", s["buys"] > 0), ("retention", retention),
+                    ("advocacy", s["advocates"] > 0),
+                )
+                if on
+            }  # fmt: skip
+        c["buying"] += s["buys"] > 0
+        c["advocate"] = c["advocate"] or s["advocates"] > 0
+        c["buy_times"].extend(s["purchase_times"])
+    counts = {
+        "customers": sum("awareness" in c["flags"] for c in per_customer.values()),
+        "buyers": sum(c["buying"] >= 1 for c in per_customer.values()),
+        "repeat_buyers": sum(c["buying"] >= 2 for c in per_customer.values()),
+        "advocate_buyers": sum(c["buying"] >= 1 and c["advocate"] for c in per_customer.values()),
+    }
+    for name in ("consideration", "purchase", "converted", "retention", "advocacy"):
+        counts[f"customers_{name}"] = sum(name in c["flags"] for c in per_customer.values())
+    cohorts: dict[date, list[int]] = {}
+    for c in per_customer.values():
+        if not c["buy_times"]:
+            continue
+        first = _monday(min(c["buy_times"]))
+        start_ms = int(datetime(first.year, first.month, first.day, tzinfo=UTC).timestamp()) * 1000
+        if not lo <= start_ms < hi:
+            continue
+        retained = cohorts.setdefault(first, [0] * 12)
+        for week in {_monday(t) for t in c["buy_times"]}:
+            k = (week - first).days // 7
+            if k < 12:
+                retained[k] += 1
+    cohort_list = [
+        {"week": week.isoformat(), "customers": r[0], "retained": r}
+        for week, r in sorted(cohorts.items())
+    ]
+    return counts, cohort_list, links
 
 
 def reference_summary(
@@ -106,12 +186,19 @@ def reference_summary(
         0,
     )  # fmt: skip
     visitors = set()
+    sessions: list[dict[str, Any]] = []
     for row in backend.query(_PER_SESSION):
         sk, vk, start, dur, n, pv, inter, buys, carts, consider, decide = row[:11]
-        csat_n, csat_ok, nps_n, nps_pro, nps_det = (int(v) for v in row[11:])
+        csat_n, csat_ok, nps_n, nps_pro, nps_det = (int(v) for v in row[11:16])
+        advocates, mails, purchase_times = int(row[16]), int(row[17]), row[18]
+        rank = 3 if decide else 2 if consider else 1
+        sessions.append({
+            "vk": str(vk), "start": int(start), "rank": rank, "buys": int(buys),
+            "advocates": advocates, "mails": mails,
+            "purchase_times": [int(t) for t in purchase_times],
+        })  # fmt: skip
         if not lo <= int(start) < hi:
             continue
-        rank = 3 if decide else 2 if consider else 1
         visitors.add(vk)
         f["sessions"] += 1
         f["page_views"] += int(pv)
@@ -141,5 +228,10 @@ def reference_summary(
     f["orders"] = len(in_period)
     f["revenue_cents"] = sum(round(float(o[1]) * 100) for o in in_period)
     f["clv_revenue_cents"] = sum(round(float(o[1]) * 100) for o in before_end)
-    f["clv_customers"] = len({o[3] for o in before_end})
-    return finish(f)
+    counts, cohorts, links = _customer_figures(backend, sessions, lo, hi)
+    f.update(counts)
+    f["clv_customers"] = len({links.get(str(o[3]), str(o[3])) for o in before_end})
+    f.update(cohort_rows=[], from_ms=from_ms, to_ms=to_ms)
+    summary = finish(f)
+    summary["cohorts"] = cohorts  # computed above with calendar dates, not finish's week numbers
+    return summary

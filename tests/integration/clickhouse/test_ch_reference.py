@@ -73,6 +73,19 @@ def test_reference_summary_of_a_small_store(embedded: EmbeddedBackend) -> None:
         "clv_avg": 25.5,
         "csat": 100.0,
         "nps": -100.0,
+        # No user ids: the customers are v1 and v2; v2 carted (purchase stage) but never bought.
+        "customers": 2,
+        "customer_funnel": {
+            "awareness": 2,
+            "consideration": 2,
+            "purchase": 2,
+            "converted": 1,
+            "retention": 0,
+            "advocacy": 0,  # v2's NPS 6 is no promoter
+        },
+        "repeat_purchase_rate": 0.0,  # v1 bought in one session
+        "advocacy_rate": 0.0,
+        "cohorts": [],  # v1's purchase week starts on Monday 2024-04-29, before T0
     }
 
 

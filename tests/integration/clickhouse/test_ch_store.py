@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from pathlib import Path
 
 import msgspec
 import pytest
 from chrows import DAY, T0, WORKED_EXAMPLE_SUMMARY, order_row, session_row, worked_example
+from msgspec.structs import astuple
+from support import open_server
 
 from streams.clickhouse.backend import ClickHouse
 from streams.clickhouse.embedded import EmbeddedBackend
-from streams.clickhouse.migrations import applied_versions, apply_migrations, load_migrations
+from streams.clickhouse.migrations import (
+    MIGRATIONS_DIR,
+    applied_versions,
+    apply_migrations,
+    load_migrations,
+)
 from streams.clickhouse.server import ServerBackend
 from streams.clickhouse.summary import SUMMARY_KEYS, compute_summary
-from streams.clickhouse.writer import ClickHouseWriter
+from streams.clickhouse.writer import SESSION_COLUMNS, ClickHouseWriter
 
 pytestmark = pytest.mark.integration
 
+HOUR = 3_600_000
 TABLES = ["customers", "orders", "raw_events", "schema_migrations", "session_minutes", "sessions"]
 
 
@@ -72,6 +82,9 @@ def test_summary_keys_are_exactly_spec_section_6(backend: ClickHouse) -> None:
     assert tuple(summary) == SUMMARY_KEYS
     assert list(summary["funnel"]) == ["awareness", "consideration", "purchase", "converted"]
     assert list(summary["dropoff"]) == ["awareness", "consideration", "purchase"]
+    assert list(summary["customer_funnel"]) == [
+        "awareness", "consideration", "purchase", "converted", "retention", "advocacy",
+    ]  # fmt: skip
 
 
 def test_empty_store_gives_zeros_and_nulls(backend: ClickHouse) -> None:
@@ -95,6 +108,13 @@ def test_empty_store_gives_zeros_and_nulls(backend: ClickHouse) -> None:
         "clv_avg": None,
         "csat": None,
         "nps": None,
+        "customers": 0,
+        "customer_funnel": dict.fromkeys(
+            ("awareness", "consideration", "purchase", "converted", "retention", "advocacy"), 0
+        ),
+        "repeat_purchase_rate": None,
+        "advocacy_rate": None,
+        "cohorts": [],
     }
 
 
@@ -311,3 +331,45 @@ def test_raw_events_accept_dicts_objects_and_dedupe(backend: ClickHouse) -> None
     ]
     writer.write_raw_events([{"event_id": "e1", "event_type": "purchase", "ts_ms": T0}])
     assert tuple(backend.query(sql)[0]) == ("e1", "", "", "", 0.0)
+
+
+@pytest.mark.parametrize("kind", ["embedded", "server"])
+def test_a_version_1_database_migrates_to_customer_links(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A database of schema 1 with rows, its migration 2 cut short, migrates and stitches."""
+    first = tmp_path / "v1"
+    first.mkdir()
+    shutil.copy(MIGRATIONS_DIR / "0001_initial.sql", first)
+    if kind == "embedded":
+        backend: ClickHouse = EmbeddedBackend(tmp_path / "clickhouse")
+    else:
+        backend = open_server(request.getfixturevalue("server_url"))
+    try:
+        assert apply_migrations(backend, first) == [1]
+        old = session_row("old", "a1", T0)  # an anonymous session written before version 2
+        v1_columns = SESSION_COLUMNS[: SESSION_COLUMNS.index("link_user_id")]
+        backend.insert(
+            "sessions", (*v1_columns, "version", "deleted"), [(*astuple(old)[:-5], 1, 0)]
+        )
+        # Interrupted: the first column of migration 2 exists, the rest and the record do not.
+        backend.execute("ALTER TABLE sessions ADD COLUMN link_user_id String AFTER closed")
+        assert apply_migrations(backend) == [2]
+        assert apply_migrations(backend) == []
+        assert backend.query(
+            "SELECT link_user_id, link_ms, link_event_id, first_purchase_ms, last_purchase_ms"
+            " FROM sessions FINAL WHERE session_id = 'old'"
+        ) == [("", 0, "", 0, 0)]
+        # a1 logs in as u1 an hour later (its old session is u1's too); b1 logs in as u1 a
+        # minute into its session, two hours later.
+        login = session_row("login", "a1", T0 + HOUR, link_user_id="u1", link_ms=T0 + HOUR,
+                            link_event_id="a1-login")  # fmt: skip
+        other = session_row("other", "b1", T0 + 2 * HOUR, link_user_id="u1",
+                            link_ms=T0 + 2 * HOUR + 60_000, link_event_id="b1-login")  # fmt: skip
+        ClickHouseWriter(backend).write([login, other])
+        assert compute_summary(backend)["customers"] == 1  # a1 and b1 are u1
+        # Before b1's login its session is b1's own: customers u1 (a1) and b1.
+        assert compute_summary(backend, None, T0 + 2 * HOUR + 1)["customers"] == 2
+        assert [n for n, _ in _columns(backend, "sessions")] == sorted(SESSION_COLUMNS)
+    finally:
+        backend.close()

@@ -26,6 +26,7 @@ from grafana_queries import (
 from streams.clickhouse.backend import ClickHouse
 from streams.clickhouse.embedded import EmbeddedBackend
 from streams.clickhouse.server import ServerBackend
+from streams.clickhouse.summary import compute_summary
 
 pytestmark = pytest.mark.integration
 
@@ -123,3 +124,35 @@ def test_both_backends_show_the_same_figures(
     assert len(left) == len(right), f"{query.id}: {len(left)} rows on chdb, {len(right)} on server"
     for a, b in zip(_numbers(left), _numbers(right), strict=True):
         assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6), f"{query.id}: {a} != {b}"
+
+
+def _panel(title: str) -> PanelQuery:
+    (found,) = [q for q in PANEL_QUERIES if q.panel == title]
+    return found
+
+
+def test_customer_panels_show_the_summary_figures(
+    replayed: ClickHouse, options: dict[str, list[str]]
+) -> None:
+    """The customer funnel, cohort and CLV panels agree with journey summary for the range."""
+    everything = selection("all", options)
+    summary = compute_summary(replayed, TIME.from_ms, TIME.to_ms)
+    funnel = run(
+        replayed, expand_clickhouse(_panel("Customer funnel").text, TIME, everything, options)
+    )
+    assert [int(v) for v in funnel[0]] == list(summary["customer_funnel"].values())
+    assert summary["customer_funnel"]["advocacy"] > 0, "the traffic should have advocates"
+    # The cohort of the traffic's week (Monday 2026-11-16) overlaps the range but starts
+    # before it: the panel shows it, the summary of all time up to the range's end lists it.
+    cohort_sql = expand_clickhouse(
+        _panel("Weekly purchase cohorts").text, TIME, everything, options
+    )
+    (cohort,) = run(replayed, cohort_sql)
+    (listed,) = compute_summary(replayed, None, TIME.to_ms)["cohorts"]
+    assert (cohort[0], int(cohort[1])) == (listed["week"], listed["customers"])
+    assert [float(v) for v in cohort[2:]] == [
+        round(100 * n / listed["customers"], 1) for n in listed["retained"][1:]
+    ]
+    clv_sql = expand_clickhouse(_panel("Customer lifetime value").text, TIME, everything, options)
+    (clv,) = run(replayed, clv_sql)
+    assert round(float(clv[0]), 2) == summary["clv_avg"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from contextlib import closing
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from streams.clickhouse.embedded import EmbeddedBackend
 SPEC_KEYS = {
     "sessions", "visitors", "page_views", "events", "bounce_rate", "engagement_rate",
     "conversion_rate", "cart_abandonment_rate", "avg_time_on_page_s", "avg_session_duration_s",
-    "orders", "revenue", "funnel", "dropoff", "clv_avg", "csat", "nps",
+    "orders", "revenue", "funnel", "dropoff", "clv_avg", "csat", "nps", "customers",
+    "customer_funnel", "repeat_purchase_rate", "advocacy_rate", "cohorts",
 }  # fmt: skip
 
 PAGE_TYPES = {"page_view", "product_view"}
@@ -84,6 +86,59 @@ def _hand_figures(events: list[dict[str, Any]]) -> dict[str, Any]:
         "funnel": {"awareness": n, "consideration": n, "purchase": decided, "converted": converted},
         "dropoff": {"awareness": 0, "consideration": n - decided, "purchase": decided - converted},
     }
+
+
+def _hand_customer_figures(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """SPEC 5b over OTTO by plain Python: no user ids, so each visitor is its own customer."""
+    by_visitor: dict[str, list[list[dict[str, Any]]]] = {}
+    for session in plain_sessions(events):
+        by_visitor.setdefault(session[0]["anonymous_id"], []).append(session)
+    funnel = dict.fromkeys(("consideration", "purchase", "converted", "retention"), 0)
+    buyers = repeaters = 0
+    cohorts: dict[date, list[int]] = {}
+    for sessions in by_visitor.values():
+        sessions.sort(key=lambda s: s[0]["timestamp"])
+        bought = [any(e["event_type"] == "purchase" for e in s) for s in sessions]
+        types = {e["event_type"] for s in sessions for e in s}
+        funnel["consideration"] += "product_view" in types or bool(DECISION_TYPES & types)
+        funnel["purchase"] += bool(DECISION_TYPES & types)
+        funnel["converted"] += any(bought)
+        # Retention: a session after one with a purchase.
+        funnel["retention"] += any(any(bought[:i]) for i in range(1, len(sessions)))
+        buyers += any(bought)
+        repeaters += sum(bought) >= 2
+        times = [e["timestamp"] for s in sessions for e in s if e["event_type"] == "purchase"]
+        if times:
+            weeks = {_monday(t) for t in times}
+            retained = cohorts.setdefault(min(weeks), [0] * 12)
+            for week in weeks:
+                if (week - min(weeks)).days // 7 < 12:
+                    retained[(week - min(weeks)).days // 7] += 1
+    return {
+        "customers": len(by_visitor),
+        "customer_funnel": {"awareness": len(by_visitor), **funnel, "advocacy": 0},
+        "repeat_purchase_rate": round(repeaters / buyers, 6),
+        "advocacy_rate": 0.0,
+        "cohorts": [
+            {"week": w.isoformat(), "customers": r[0], "retained": r}
+            for w, r in sorted(cohorts.items())
+        ],
+    }
+
+
+def _monday(ts_ms: int) -> date:
+    day = datetime.fromtimestamp(ts_ms / 1000, tz=UTC).date()
+    return day - timedelta(days=day.weekday())
+
+
+def test_otto_customer_figures_match_plain_python(
+    otto_replayed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OTTO's customers (its visitors: no logins), repeats and weekly cohorts, counted by hand."""
+    printed = json.loads(summary_text(capsys, otto_replayed))
+    hand = _hand_customer_figures(otto_events())
+    assert {key: printed[key] for key in hand} == hand
+    assert printed["cohorts"], "OTTO's ten orders should form cohorts"
 
 
 def test_otto_figures_match_plain_python(

@@ -17,7 +17,7 @@ from streams.clickhouse.backend import open_backend
 pytestmark = pytest.mark.integration
 
 KEY = "replay-pii-key-0123456789abcdef"
-ID_COLUMNS = ("visitor_key", "anonymous_id", "user_id", "customer_key")
+ID_COLUMNS = ("visitor_key", "anonymous_id", "user_id", "customer_key", "link_user_id")
 
 
 def pseudonym(value: str) -> str:

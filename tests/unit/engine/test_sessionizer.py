@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine_support import HOUR, MINUTE, SECOND, T0, apply_outputs, ev
 
+from streams.engine.events import Event
 from streams.engine.sessionizer import SessionConfig, Sessionizer, sessionize_all
 from streams.engine.stages import StageRules
 from streams.engine.summary import session_id
@@ -238,6 +239,49 @@ def test_identity_stitching_uses_user_id_from_earlier_session() -> None:
     """A session after a login carries the visitor's user_id as customer_key."""
     rows = replay(ev("a", T0, "login", user_id="u7"), ev("b", T0 + 2 * HOUR))
     assert [(r.user_id, r.customer_key) for r in rows] == [("u7", "u7"), ("u7", "u7")]
+
+
+def test_identity_link_is_the_earliest_event_with_both_ids() -> None:
+    """A session's link: first (time, then event_id) event with anonymous_id and user_id."""
+    (row,) = replay(
+        ev("a", T0),
+        ev("c", T0 + MINUTE, "login", user_id="u2"),
+        ev("b", T0 + MINUTE, "page_view", user_id="u1"),  # same time, smaller id: first
+        ev("d", T0 + 2 * MINUTE, "page_view", user_id="u3"),
+    )
+    assert (row.link_user_id, row.link_ms, row.link_event_id) == ("u1", T0 + MINUTE, "b")
+    (anonymous,) = replay(ev("x", T0, visitor="v2"))
+    assert (anonymous.link_user_id, anonymous.link_ms, anonymous.link_event_id) == ("", 0, "")
+
+
+def test_an_event_without_anonymous_id_is_no_link() -> None:
+    """A user_id-only event keyed by that user_id links nothing: the visitor key is the user."""
+    known = Event("k", "page_view", T0, "u9", user_id="u9")
+    (row,) = sessionize_all([known], CFG, RULES).sessions
+    assert (row.visitor_key, row.anonymous_id, row.link_user_id) == ("u9", "", "")
+
+
+def test_a_late_earlier_login_moves_the_link() -> None:
+    """An earlier link event arriving later (within lateness) becomes the session's link."""
+    s = Sessionizer(CFG, RULES)
+    outs = [s.process([ev("a", T0 + 2 * MINUTE, user_id="u1")])]
+    outs.append(s.process([ev("b", T0 + MINUTE, "login", user_id="u2")]))
+    outs.append(s.close_all())
+    (row,) = apply_outputs(outs)[0].values()
+    assert (row.link_user_id, row.link_event_id) == ("u2", "b")
+
+
+def test_purchase_times_are_the_first_and_last_purchase_events() -> None:
+    """first/last_purchase_ms span the session's purchase events; 0 without one."""
+    buy, rest = replay(
+        ev("a", T0),
+        ev("b", T0 + MINUTE, "purchase", order_id="o1"),
+        ev("c", T0 + 2 * MINUTE, "add_to_cart"),
+        ev("d", T0 + 3 * MINUTE, "purchase", order_id="o2"),
+        ev("e", T0 + 2 * HOUR),
+    )
+    assert (buy.first_purchase_ms, buy.last_purchase_ms) == (T0 + MINUTE, T0 + 3 * MINUTE)
+    assert (rest.first_purchase_ms, rest.last_purchase_ms) == (0, 0)
 
 
 def test_split_on_campaign_change_is_optional() -> None:
