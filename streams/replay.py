@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     rules = load_stage_rules(settings.stage_rules or None)
     config = settings.session_config()
     mapping = parse_mapping(args.map)
-    backend = backend_from_args(args, settings)
+    backend = backend_from_args(args, settings, create=True)
     try:
         apply_migrations(backend)
         report = replay_files(
