@@ -1,16 +1,19 @@
 """`pip install .` (not editable) gives a `journey` that works away from the source tree.
 
-The package is built from this checkout the way a user installs it (pip's isolated build,
-setuptools from PyPI as pyproject.toml pins it) into a fresh venv. Its dependencies are
-not downloaded again: a .pth line lets the venv import them from the test's own
-environment, after its own site-packages, so ``streams`` itself comes from the wheel
-(the test checks where it was imported from). Commands run in a folder outside the
+The package is built from a copy of this checkout's sources (pyproject.toml, README.md,
+streams/ with its link streams/schemas, and schemas/: what the Dockerfile copies too; the
+build leaves its build/ folder there, not here), the way a user installs it: pip's
+isolated build, with setuptools from PyPI as pyproject.toml pins it, into a fresh venv.
+Its dependencies are not downloaded again: a .pth line lets the venv import them from the
+test's own environment, after its own site-packages, so ``streams`` itself comes from the
+wheel (the test checks where it was imported from). Commands run in a folder outside the
 checkout, with no PYTHONPATH, so nothing can be read from the source tree.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -44,6 +47,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A venv with journey-streams installed by `pip install ROOT`; its bin folder, pip's output."""
     venv = tmp_path_factory.mktemp("wheel") / "venv"
     outside = venv.parent
+    source = outside / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("streams", "schemas"):
+        shutil.copytree(
+            ROOT / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+        )
     _run([sys.executable, "-m", "venv", str(venv)], cwd=outside)
     python = venv / "bin" / "python"
     purelib = _run(
@@ -53,7 +64,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (Path(purelib) / "journey-test-dependencies.pth").write_text("\n".join(sorted(ours)) + "\n")
     pip = _run(
-        [str(python), "-m", "pip", "install", "-v", "--no-deps", str(ROOT)],
+        [str(python), "-m", "pip", "install", "-v", "--no-deps", str(source)],
         cwd=outside,
     )
     return venv / "bin", pip.stdout + pip.stderr
