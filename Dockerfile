@@ -7,12 +7,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY streams ./streams
-COPY schemas ./schemas
-# Editable install: the engine and migrations read schemas/ next to the streams package
-# (Path(__file__).parents[2]), which a plain `pip install .` would leave behind in /app.
-RUN pip install -e . \
+COPY pyproject.toml README.md /src/
+COPY streams /src/streams
+COPY schemas /src/schemas
+# A regular install, as `pip install .`: the schemas and migrations travel inside the wheel
+# as package data (streams/schemas links to schemas/), so the sources are not needed after.
+RUN pip install /src \
+    && rm -rf /src \
     && useradd --create-home --uid 10001 journey \
     && mkdir -p /data && chown journey /data
 

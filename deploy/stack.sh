@@ -5,7 +5,8 @@
 #
 #   deploy/stack.sh up       install what is missing, start what is not running, wait healthy
 #   deploy/stack.sh down     stop everything this folder started
-#   deploy/stack.sh status   one line per service
+#   deploy/stack.sh status   one line per service, then up/down/partly up (exit 1 only if a
+#                            running service is not healthy)
 #
 #   KAFKA_SECURE=1 deploy/stack.sh up   the same broker with a second listener, SASL_SSL on
 #       127.0.0.1:KAFKA_SASL_SSL_PORT (default 9094): TLS with a self-signed CA and a broker
@@ -422,16 +423,28 @@ cmd_down() {
 }
 
 cmd_status() {
-    local name state rc=0
+    # Reports, exit 0, whether the stack is up, down or partly up; exit 1 only when a
+    # service runs but fails its health check (something to look at in its log).
+    local name state rc=0 up=0 total=0
     for name in $STACK_SERVICES; do
+        total=$((total + 1))
         if running "$name"; then
+            up=$((up + 1))
             if healthy "$name" >/dev/null 2>&1; then state="healthy"; else state="running, NOT healthy"; rc=1; fi
             printf '%-13s %-22s pid %-8s ports %s\n' "$name" "$state" "$(cat "$(pidfile "$name")")" "$(service_ports "$name")"
         else
-            printf '%-13s %-22s\n' "$name" "stopped"
-            rc=1
+            printf '%-13s %-22s\n' "$name" "down"
         fi
     done
+    if [ "$up" -eq 0 ]; then
+        say "down (start it with: make up)"
+    elif [ "$up" -lt "$total" ]; then
+        say "partly up ($up of $total services; make up starts the rest)"
+    elif [ "$rc" -eq 0 ]; then
+        say "up"
+    else
+        say "up, but a service is NOT healthy (see its log under $STACK_DIR)"
+    fi
     return $rc
 }
 

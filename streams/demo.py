@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "demo",
         help="run generated traffic through Kafka, the worker and ClickHouse; print live figures",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--seconds", type=float, default=60.0, help="traffic duration")
     parser.add_argument("--rate", type=float, default=2000.0, help="events per second")

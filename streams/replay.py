@@ -1,11 +1,14 @@
 """``journey replay``: run the engine over files and write the tables the worker writes.
 
-Files hold events in any order (all events of a visitor, e.g. a backfill or an export).
-Every line is validated by the same intake as the worker; bad lines are counted and the
-first few reported with their line numbers and reasons, the rest of the file is still
-processed (``--strict`` makes them a non-zero exit). The accepted events are sessionized
-in event-time order per visitor (``sessionize_all``), so replay is the in-order reference
-the streaming worker must equal.
+Files hold events in any order (all events of a visitor, e.g. a backfill or an export),
+as JSON lines or CSV: the extension says which (``.csv``; ``.jsonl``, ``.ndjson``,
+``.json``), ``--format`` says it for every file. Every line is validated by the same
+intake as the worker; bad lines are counted and the first few reported with their line
+numbers and reasons, the rest of the file is still processed (``--strict`` makes them a
+non-zero exit). A run whose every line is rejected fails, naming the likely fix (the
+format, the CSV header). The accepted events are sessionized in event-time order per
+visitor (``sessionize_all``), so replay is the in-order reference the streaming worker
+must equal.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streams.errors import ConfigError
+from streams.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from streams.engine.pii import Pseudonymiser
@@ -64,13 +67,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="event files")
-    parser.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="format of every PATH [default: from each file's extension: .csv is csv; "
+        ".jsonl, .ndjson and .json are jsonl]",
+    )
     parser.add_argument(
         "--map",
         action="append",
         default=[],
         metavar="FIELD=COLUMN",
-        help="CSV column for a contract field, dotted for nested ones "
+        help="CSV only: the column of a contract field, dotted for nested ones "
         "(e.g. --map timestamp=ts --map properties.revenue=amount); "
         "unmapped fields are read from columns of the same name",
     )
@@ -96,14 +104,25 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     rules = load_stage_rules(settings.stage_rules or None)
     config = settings.session_config()
+    paths = [Path(p) for p in args.paths]
+    for path in paths:  # before the backend: a mistyped name creates no database
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such file")
+    formats = [file_format(path, args.format) for path in paths]
     mapping = parse_mapping(args.map)
-    backend = backend_from_args(args, settings)
+    if mapping and "jsonl" in formats:
+        path = paths[formats.index("jsonl")]
+        raise ConfigError(
+            f"--map applies to CSV files only, and {str(path)!r} is read as JSON lines; "
+            "drop --map, or pass --format csv if the file is CSV"
+        )
+    backend = backend_from_args(args, settings, create=True)
     try:
         apply_migrations(backend)
         apply_retention(backend, settings.retention_days)
         report = replay_files(
-            [Path(p) for p in args.paths],
-            args.format,
+            paths,
+            formats,
             ClickHouseWriter(backend),
             config,
             rules,
@@ -114,12 +133,58 @@ def run(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     print(format_report(report))
+    if report.lines and report.rejected == report.lines:
+        raise InputError(all_rejected_advice(report, paths, formats))
     return 1 if args.strict and report.rejected else 0
+
+
+#: The formats ``replay`` reads, and the file extensions that name them.
+FORMATS = ("jsonl", "csv")
+EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+
+
+def file_format(path: Path, given: str | None) -> str:
+    """The format ``path`` is read in: ``given`` (``--format``), else its extension's."""
+    if given:
+        return given
+    fmt = EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(EXTENSIONS)
+        raise ConfigError(
+            f"cannot tell the format of {str(path)!r} from its extension (known: {known}); "
+            "pass --format jsonl or --format csv"
+        )
+    return fmt
+
+
+def all_rejected_advice(report: ReplayReport, paths: Sequence[Path], formats: Sequence[str]) -> str:
+    """What to say when every line was rejected: the likely wrong format, else the reasons."""
+    top = ", ".join(f"{reason} {n}" for reason, n in report.reasons.most_common(3))
+    head = f"every one of the {report.lines} lines was rejected ({top})"
+    read_as = {fmt: [p for p, f in zip(paths, formats, strict=True) if f == fmt] for fmt in FORMATS}
+    if read_as["jsonl"] and not any(_looks_like_json(p) for p in read_as["jsonl"]):
+        return f"{head}: the input is not JSON lines; if it is CSV, pass --format csv"
+    if read_as["csv"] and all(_looks_like_json(p) for p in read_as["csv"]):
+        return f"{head}: the input read as CSV holds JSON; pass --format jsonl"
+    if read_as["csv"]:
+        return (
+            f"{head}: check the CSV header against the contract's field names "
+            "(schemas/event.v1.json), or name the columns with --map FIELD=COLUMN "
+            "(e.g. --map timestamp=ts)"
+        )
+    return f"{head}: the events do not follow the contract (schemas/event.v1.json)"
+
+
+def _looks_like_json(path: Path) -> bool:
+    """True when the first non-blank byte of ``path`` opens a JSON object or array."""
+    with path.open("rb") as handle:
+        head = handle.read(4096).lstrip()
+    return head[:1] in (b"{", b"[")
 
 
 def replay_files(
     paths: Sequence[Path],
-    fmt: str,
+    fmt: str | Sequence[str],
     writer: Any,
     config: Any,
     rules: Any,
@@ -131,6 +196,8 @@ def replay_files(
 ) -> ReplayReport:
     """Validate, sessionize and write; the engine and writer are passed in (tests, bench).
 
+    ``fmt`` is the format of every path (``jsonl`` or ``csv``), or one format per path.
+
     ``pii`` (a ``Pseudonymiser``, ``JOURNEY_PII`` hash or drop) rewrites the accepted
     events before anything is derived from them, as the worker's intake does.
     """
@@ -140,10 +207,11 @@ def replay_files(
     report = ReplayReport()
     now = int(time.time() * 1000) if now_ms is None else now_ms
     events = []
-    for path in paths:
+    formats = [fmt] * len(paths) if isinstance(fmt, str) else list(fmt)
+    for path, path_format in zip(paths, formats, strict=True):
         if not path.is_file():
             raise ConfigError(f"{path}: no such file")
-        source = _jsonl_events if fmt == "jsonl" else _csv_events
+        source = _jsonl_events if path_format == "jsonl" else _csv_events
         for event in source(path, now, report, mapping or {}):
             events.append(event)
     report.events = len(events)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,21 +13,33 @@ from streams.clickhouse.options import add_target_arguments, backend_from_args
 from streams.clickhouse.summary import compute_summary
 from streams.errors import ConfigError
 
+#: A whole number of ASCII digits (``str.isdigit`` also takes "²" and other digits).
+_EPOCH_MS = re.compile(r"[0-9]{1,15}", re.ASCII)
+#: 10000-01-01T00:00:00Z in epoch ms: instants from 1970 up to the end of year 9999.
+_END_MS = 253_402_300_800_000
+
 
 def parse_instant_ms(text: str, option: str) -> int:
-    """Epoch ms of an ISO 8601 date/time (naive means UTC) or of an integer epoch-ms string."""
+    """Epoch ms of an ISO 8601 date/time (naive means UTC) or of an integer epoch-ms string.
+
+    Anything else, or an instant before 1970 or after 9999, is a ConfigError naming
+    ``option``.
+    """
     stripped = text.strip()
-    if stripped.isdigit():
-        return int(stripped)
-    try:
-        moment = datetime.fromisoformat(stripped)
-    except ValueError:
-        raise ConfigError(
-            f"{option} {text!r} is not ISO 8601 (e.g. 2024-05-01 or 2024-05-01T12:00:00Z)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    example = "(e.g. 2024-05-01, 2024-05-01T12:00:00Z or epoch ms 1714521600000)"
+    if _EPOCH_MS.fullmatch(stripped):
+        ms = int(stripped)
+    else:
+        try:
+            moment = datetime.fromisoformat(stripped)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            ms = int(moment.timestamp() * 1000)
+        except (ValueError, OverflowError):
+            raise ConfigError(f"{option} {text!r} is not ISO 8601 {example}") from None
+    if not 0 <= ms < _END_MS:
+        raise ConfigError(f"{option} {text!r} is outside 1970-9999 {example}")
+    return ms
 
 
 def register(subparsers: Any) -> None:

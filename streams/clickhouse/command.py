@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Apply pending migrations and print what was applied; exit status 0."""
-    backend = backend_from_args(args)
+    backend = backend_from_args(args, create=True)
     try:
         applied = apply_migrations(backend)
         total = len(load_migrations())

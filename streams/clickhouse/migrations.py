@@ -13,14 +13,15 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 from streams.clickhouse.backend import ClickHouse
 from streams.clickhouse.dialect import split_statements
 from streams.errors import StorageError
 
-#: Where the migration scripts live in a source checkout (and an editable install).
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "schemas" / "clickhouse"
+#: The migration scripts: package data (``streams/schemas`` links to ``schemas/``).
+MIGRATIONS_DIR = resources.files("streams").joinpath("schemas", "clickhouse")
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _ADD_COLUMN = re.compile(r"^ALTER TABLE (\w+) ADD COLUMN IF NOT EXISTS (\w+) ", re.IGNORECASE)
@@ -44,12 +45,15 @@ class Migration:
     sql: str
 
 
-def load_migrations(folder: Path = MIGRATIONS_DIR) -> list[Migration]:
+def load_migrations(folder: Traversable = MIGRATIONS_DIR) -> list[Migration]:
     """Every ``NNNN_name.sql`` in ``folder`` sorted by number; duplicates are an error."""
     if not folder.is_dir():
-        raise StorageError(f"migration folder {folder} is missing; run from a source checkout")
+        raise StorageError(
+            f"migration folder {folder} is missing: the installed journey-streams lacks its "
+            "package data; reinstall it (pip install journey-streams, or pip install . here)"
+        )
     found: dict[int, Migration] = {}
-    for path in sorted(folder.iterdir()):
+    for path in sorted(folder.iterdir(), key=lambda entry: entry.name):
         match = _NAME.match(path.name)
         if not match:
             continue
@@ -66,7 +70,7 @@ def applied_versions(backend: ClickHouse) -> set[int]:
     return {int(row[0]) for row in backend.query("SELECT DISTINCT version FROM schema_migrations")}
 
 
-def apply_migrations(backend: ClickHouse, folder: Path = MIGRATIONS_DIR) -> list[int]:
+def apply_migrations(backend: ClickHouse, folder: Traversable = MIGRATIONS_DIR) -> list[int]:
     """Apply every migration not yet recorded, in order; return the versions applied now."""
     done = applied_versions(backend)
     applied: list[int] = []

@@ -46,10 +46,27 @@ def target_from_args(args: argparse.Namespace, settings: Settings | None = None)
     return str(Path(settings.data_dir) / "clickhouse")
 
 
-def backend_from_args(args: argparse.Namespace, settings: Settings | None = None) -> ClickHouse:
+def backend_from_args(
+    args: argparse.Namespace, settings: Settings | None = None, *, create: bool = False
+) -> ClickHouse:
     """Open the backend the command-line options (else the settings) select.
 
-    A server gets the password file and TLS settings of ``settings`` (else the environment).
+    An embedded folder must exist unless ``create`` (commands that write: replay,
+    migrate): a command that only reads would otherwise create an empty database at a
+    mistyped path and print zeros. A server gets the password file and TLS settings of
+    ``settings`` (else the environment).
     """
     settings = settings or Settings.from_env()
-    return open_backend(target_from_args(args, settings), settings)
+    target = target_from_args(args, settings)
+    if not create and not is_server_url(target) and not Path(target).is_dir():
+        if args.embedded:
+            raise ConfigError(
+                f"--embedded {target!r}: no such folder; check the path, or write data there "
+                "first (journey replay, journey worker)"
+            )
+        raise ConfigError(
+            f"no embedded ClickHouse in {target!r} (the default, $JOURNEY_DATA_DIR/clickhouse): "
+            "pass --embedded DIR or --clickhouse URL, or write data there first "
+            "(journey replay, journey worker)"
+        )
+    return open_backend(target, settings)

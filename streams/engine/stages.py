@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Protocol
 
@@ -29,7 +31,8 @@ FLAG_RETENTION = 1
 FLAG_ADVOCACY = 2
 FLAG_CONVERSION = 4
 
-DEFAULT_RULES_PATH = Path(__file__).resolve().parents[2] / "schemas" / "stages.yaml"
+#: The defaults as shipped: package data (``streams/schemas`` links to ``schemas/``).
+DEFAULT_RULES_PATH = resources.files("streams").joinpath("schemas", "stages.yaml")
 
 
 class Classifiable(Protocol):
@@ -146,14 +149,14 @@ _DEFAULTS: dict[str, Sequence[str]] = {
 }
 
 
-def load_stage_rules(path: str | Path | None = None) -> StageRules:
+def load_stage_rules(path: str | Path | Traversable | None = None) -> StageRules:
     """Read a store's rules file (``None`` or ``""``: the shipped defaults).
 
     Raises ``ConfigError`` naming the file, the line and the problem.
     """
     if not path:
         return StageRules.default()
-    file = Path(path)
+    file = Path(path) if isinstance(path, str) else path
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -77,13 +77,25 @@ def test_summary_json_is_byte_identical_on_both_backends(
     assert json.loads(printed[0])["sessions"] == 7
 
 
-def test_summary_command_on_a_fresh_folder_prints_nulls(
+def test_summary_command_on_an_empty_folder_prints_nulls(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`journey summary` on a folder never migrated creates the tables and prints zeros/nulls."""
-    assert main(["summary", "--embedded", str(tmp_path / "new"), "--json"]) == 0
+    """`journey summary` on an existing folder never migrated creates the tables, prints nulls."""
+    folder = tmp_path / "new"
+    folder.mkdir()
+    assert main(["summary", "--embedded", str(folder), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["sessions"], summary["bounce_rate"], summary["nps"]) == (0, None, None)
+
+
+def test_summary_command_on_a_missing_folder_fails_without_creating_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped --embedded path is an error (exit 2), not an empty database full of zeros."""
+    missing = tmp_path / "typo"
+    assert main(["summary", "--embedded", str(missing), "--json"]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert not missing.exists()
 
 
 def test_summary_command_rejects_bad_period(

@@ -101,6 +101,7 @@ def test_up_twice_status_down_leaves_nothing_running(stack_env: dict[str, str]) 
     status = _run(stack_env, "status")
     assert status.returncode == 0, status.stdout
     assert status.stdout.count("healthy") == 4
+    assert status.stdout.splitlines()[-1] == "stack: up"
 
     down = _run(stack_env, "down")
     assert down.returncode == 0, down.stdout + down.stderr
@@ -108,8 +109,9 @@ def test_up_twice_status_down_leaves_nothing_running(stack_env: dict[str, str]) 
     assert _processes_under(stack_env["STACK_DIR"]) == []
 
     after = _run(stack_env, "status")
-    assert after.returncode != 0
-    assert after.stdout.count("stopped") == 4
+    assert after.returncode == 0, after.stdout
+    assert [line.split()[1] for line in after.stdout.splitlines()[:4]] == ["down"] * 4
+    assert after.stdout.splitlines()[-1] == "stack: down (start it with: make up)"
 
 
 def test_taken_port_fails_naming_the_service(stack_env: dict[str, str]) -> None:

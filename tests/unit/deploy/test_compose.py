@@ -121,11 +121,12 @@ def test_health_checks_gate_dependencies(compose: dict[str, Any]) -> None:
 
 
 def test_dockerfile_builds_the_journey_image() -> None:
-    """The Dockerfile is python:3.11-slim, installs the package and runs the worker."""
+    """The Dockerfile is python:3.11-slim, installs the package (not editable), runs the worker."""
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert text.startswith("# ")
     assert "FROM python:3.11-slim" in text
-    assert "pip install" in text
+    assert "pip install /src" in text
+    assert "pip install -e" not in text  # a regular install: schemas ship in the wheel
     assert 'CMD ["journey", "worker"]' in text
 
 

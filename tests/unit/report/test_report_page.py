@@ -204,7 +204,8 @@ def test_period_report_equals_the_period_summary(replayed: Path, tmp_path: Path)
 
 
 def test_empty_folder_gives_an_empty_report(tmp_path: Path) -> None:
-    """An empty (even missing) folder renders a page that says there is nothing to show."""
+    """An empty folder renders a page that says there is nothing to show."""
+    (tmp_path / "nothing").mkdir()
     page = report(tmp_path / "nothing", tmp_path / "empty.html")
     assert page.kpis["sessions"] == "0"
     assert page.kpis["conversion_rate"] == ""
