@@ -1,11 +1,17 @@
 """``journey generate``: synthetic online-store traffic into Kafka or a JSON Lines file.
 
 Event time comes from the model, never from the wall clock once a run has started: with
-``--seed`` and ``--start`` fixed the output is byte-identical. ``--start`` defaults to now
-(whole second), and with ``--rate`` the model's event density is that rate and sending is
-paced by event time (an event stamped ``start + t`` leaves in the 10 ms tick at ``t``
-seconds after the run began), so a live worker sees events stamped "now" and the result is
-still reproducible. A paced run that delivers less than 95 % of ``--rate`` says so on
+``--seed`` and ``--start`` fixed the output is byte-identical. ``--start`` defaults to now,
+taken once the model's warm-up (the traffic before the start, simulated and not sent) is
+done, and with ``--rate`` the model's event density is that rate and sending is paced by
+event time (an event stamped ``start + t`` leaves in the 10 ms tick at ``t`` seconds after
+the run began), so a live worker sees events stamped "now" and the result is still
+reproducible. The model adds visitors until every second of event time holds ``--rate``
+events (``--sim-rate`` without ``--rate``); sending goes in whole batches per partition (little
+Python work per event). The sessions reported are
+counted as the engine cuts them (JOURNEY_SESSION_TIMEOUT_S, JOURNEY_MAX_SESSION_S) over
+the events sent; those already under way at the start are counted from their first event
+sent. A paced run that delivers less than 95 % of ``--rate`` says so on
 stderr at the end, and why (the model made fewer events, or sending fell behind).
 Without ``--rate`` events leave as fast as possible and their timestamps run ahead at
 ``--sim-rate`` events per second of event time.
@@ -168,8 +174,12 @@ def parse_offset(option: str, raw: str, span_s: float | None) -> float:
     return fraction * span_s
 
 
-def build_config(args: argparse.Namespace) -> TrafficConfig:
-    """The model configuration the options describe (validated)."""
+def build_config(args: argparse.Namespace, settings: Settings | None = None) -> TrafficConfig:
+    """The model configuration the options describe (validated).
+
+    ``settings`` give the session rules the engine will apply (JOURNEY_SESSION_TIMEOUT_S,
+    JOURNEY_MAX_SESSION_S), by which the run counts its sessions; the defaults without.
+    """
     if args.rate < 0:
         raise ConfigError("--rate must be 0 (as fast as possible) or positive")
     if args.sim_rate <= 0:
@@ -196,12 +206,15 @@ def build_config(args: argparse.Namespace) -> TrafficConfig:
     if args.scenario == "abandonment-spike":
         begin = parse_offset("--spike-start", args.spike_start, span)
         spike = (begin, begin + parse_offset("--spike-duration", args.spike_duration, span))
+    rules = settings or Settings()
     return TrafficConfig(
         events_per_s=density,
         max_events=max_events,
         duration_s=duration,
         malformed_ratio=args.malformed_ratio,
         spike=spike,
+        session_timeout_ms=round(rules.session_timeout_s * 1000),
+        max_session_ms=round(rules.max_session_s * 1000),
     )
 
 
@@ -218,7 +231,8 @@ class PumpStats:
 
     ``behind_s`` is how late the last record left, in wall time past the end of the tick
     its event time falls in, and ``max_behind_s`` the worst of the run; both stay near 0
-    while sending keeps up.
+    while sending keeps up. ``first_ready_s`` is the clock when the first record was
+    ready (the model's warm-up is over and sending begins).
     """
 
     records: int = 0
@@ -226,6 +240,7 @@ class PumpStats:
     last_ts_ms: int | None = None
     behind_s: float = 0.0
     max_behind_s: float = 0.0
+    first_ready_s: float | None = None
 
 
 def pump(
@@ -235,6 +250,7 @@ def pump(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     *,
+    flush: Callable[[], None] = lambda: None,
     tick_ms: int = TICK_MS,
     stats: PumpStats | None = None,
 ) -> PumpStats:
@@ -243,11 +259,12 @@ def pump(
     A record stamped ``pace_from_ms + t`` is due ``t`` after the first record was ready
     (the call plus the model's warm-up). Paced sending sleeps only when the next record is
     not yet due, to the tick boundary at or after its time, then sends everything due by
-    then back to back. After a stall (a blocked send, a slow stretch of the model) the
-    backlog goes out at once, but a record never leaves before it is due, so the long-term
-    rate cannot exceed the records' own rate. ``stats`` (a new one by default) is updated
-    as records go, so it is complete even if a send or Ctrl-C interrupts the run; it is
-    also returned.
+    then back to back. ``flush`` is called when a record of a later tick comes up, before
+    any sleep, so what a tick sent leaves together (a batching sink's cue). After a stall
+    (a blocked send, a slow stretch of the model) the backlog goes out at once, but a
+    record never leaves before it is due, so the long-term rate cannot exceed the records'
+    own rate. ``stats`` (a new one by default) is updated as records go, so it is complete
+    even if a send or Ctrl-C interrupts the run; it is also returned.
     """
     if tick_ms < 1:
         raise ValueError("tick_ms must be at least 1")
@@ -258,13 +275,18 @@ def pump(
         return stats
     # The clock starts once the first record exists: the model's warm-up (up to a second
     # at high rates) must not become a backlog sent in one burst.
-    wall0 = clock()
+    wall0 = stats.first_ready_s = clock()
     reached_ms = 0  # the tick last slept to: all due by then goes, whatever float says
+    tick_sent_ms = None  # the tick of the records sent since the last flush
     for record in chain((first,), iterator):
         if pace_from_ms is not None:
             due_ms = record.ts_ms - pace_from_ms
-            now_ms = max((clock() - wall0) * 1000.0, reached_ms)
             tick_of_due_ms = -(-due_ms // tick_ms) * tick_ms
+            if tick_of_due_ms != tick_sent_ms:
+                if tick_sent_ms is not None:
+                    flush()
+                tick_sent_ms = tick_of_due_ms
+            now_ms = max((clock() - wall0) * 1000.0, reached_ms)
             if due_ms > now_ms:
                 reached_ms = tick_of_due_ms
                 sleep((reached_ms - now_ms) / 1000.0)
@@ -316,7 +338,8 @@ def run(args: argparse.Namespace) -> int:
     """Run ``journey generate``; prints a one-line summary and returns the exit status."""
     from streams.generator.sinks import FileSink, KafkaSink, RecordSink
 
-    config = build_config(args)
+    settings = Settings.from_env()
+    config = build_config(args, settings)
     start = parse_start(args.start, datetime.now(UTC))
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     # The start time is part of the seed so that two runs with one seed but different
@@ -324,6 +347,14 @@ def run(args: argparse.Namespace) -> int:
     model = TrafficModel(
         config, random.Random(f"journey-generate:{seed}:{start.isoformat()}"), start
     )
+    began = time.monotonic()
+    if args.start is None:
+        # "Now" is after the warm-up, which takes seconds at high rates: events stamped
+        # with the time before it would reach a live worker that much late.
+        model.warm_up()
+        now = datetime.now(UTC)
+        start = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        model.shift_start(start)
     if args.batch_size > 1:
         records = batch_records(model, args.batch_size)
     else:
@@ -332,7 +363,6 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         sink, target = FileSink(args.out), args.out
     else:
-        settings = Settings.from_env()
         topic = args.topic or settings.input_topic
         compression = None if args.compression == "none" else args.compression
         sink, target = (
@@ -343,24 +373,36 @@ def run(args: argparse.Namespace) -> int:
         )
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     sent = PumpStats()
-    began = time.monotonic()
     interrupted = False
     try:
-        pump(records, sink.send, model.start_ms if args.rate else None, stats=sent)
+        pump(
+            records,
+            sink.send,
+            model.start_ms if args.rate else None,
+            sleep=sink.sleep,
+            flush=sink.flush,
+            stats=sent,
+        )
     except KeyboardInterrupt:
         interrupted = True
     finally:
         signal.signal(signal.SIGTERM, previous)
         sink.close()
-    elapsed = time.monotonic() - began
+    ended = time.monotonic()
+    # Sending begins once the model's warm-up has made the first record.
+    sending_from = sent.first_ready_s if sent.first_ready_s is not None else ended
+    warmup, elapsed = sending_from - began, ended - sending_from
     stats = model.stats
     total = stats.events + stats.malformed
+    timespec = "milliseconds" if start.microsecond else "seconds"
+    shown_start = start.isoformat(timespec=timespec).replace("+00:00", "Z")
     summary = (
         f"journey generate: {total} events ({stats.malformed} malformed) in {stats.sessions} "
-        f"sessions -> {target}{' (stopped)' if interrupted else ''}; "
-        f"{sent.records} messages; elapsed {elapsed:.2f} s "
-        f"({total / elapsed if elapsed else 0.0:,.0f} events/s); seed {seed}, "
-        f"start {start.isoformat().replace('+00:00', 'Z')}"
+        f"sessions as the engine counts them ({stats.sessions_under_way} begun before the "
+        f"start) -> {target}{' (stopped)' if interrupted else ''}; {sent.records} messages; "
+        f"elapsed {elapsed:.2f} s ({total / elapsed if elapsed else 0.0:,.0f} events/s) "
+        f"after a {warmup:.2f} s warm-up; seed {seed}, "
+        f"start {shown_start}"
     )
     print(summary, file=sys.stderr if args.out == "-" else sys.stdout)
     if args.rate:
