@@ -52,7 +52,10 @@ from streams.generator.session import (
 VALID = "valid"
 _WARMUP_MAX_S = 600.0
 _WARMUP_MAX_EVENTS = 50_000
-_HORIZON_MARGIN_MS = 60_000
+#: How far past the schedule's end of a --events run sessions are still planned: enough
+#: for ongoing sessions running ahead of the schedule; every second of it costs planning.
+_HORIZON_MARGIN_MS = 2_000
+_HORIZON_MARGIN = 1.03
 #: Gap before a returning visitor's next session: always over the 30-minute timeout.
 _RETURN_MIN_S = 31 * 60
 _RETURN_MEDIAN_S = 40 * 60
@@ -180,7 +183,7 @@ class TrafficModel:
             self._horizon_ms = (
                 self._plan_start_ms
                 + _HORIZON_MARGIN_MS
-                + 1.05 * (config.max_events * 1000.0 / self._density)
+                + _HORIZON_MARGIN * (config.max_events * 1000.0 / self._density)
             )
 
     # --- visitors and sessions ---------------------------------------------------------
@@ -350,3 +353,6 @@ class TrafficModel:
             stats.events += 1
             sent += 1
             yield GeneratedMessage(visitor.anonymous_id, ts + shift, VALID, event=event)
+        if limit is not None and sent < limit:
+            # The horizon ended the timeline first: a run must never stop short silently.
+            raise RuntimeError(f"the traffic model ran out after {sent} of {limit} messages")
