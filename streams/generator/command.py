@@ -7,14 +7,15 @@ done, and with ``--rate`` the model's event density is that rate and sending is 
 event time (an event stamped ``start + t`` leaves in the 10 ms tick at ``t`` seconds after
 the run began), so a live worker sees events stamped "now" and the result is still
 reproducible. The model adds visitors until every second of event time holds ``--rate``
-events (``--sim-rate`` without ``--rate``); sending goes in whole batches per partition (little
-Python work per event). The sessions reported are
-counted as the engine cuts them (JOURNEY_SESSION_TIMEOUT_S, JOURNEY_MAX_SESSION_S) over
-the events sent; those already under way at the start are counted from their first event
-sent. A paced run that delivers less than 95 % of ``--rate`` says so on
-stderr at the end, and why (the model made fewer events, or sending fell behind).
-Without ``--rate`` events leave as fast as possible and their timestamps run ahead at
-``--sim-rate`` events per second of event time.
+events (``--sim-rate`` without ``--rate``); sending goes in whole batches per partition
+(little Python work per event), and a fast run is split by visitor over several processes
+(``--processes``; by default one per 8,000 events/s, at most one per core). The sessions
+reported are counted as the engine cuts them (JOURNEY_SESSION_TIMEOUT_S,
+JOURNEY_MAX_SESSION_S) over the events sent; those already under way at the start are
+counted from their first event sent. A paced run that delivers less than 95 % of
+``--rate`` says so on stderr at the end, and why (the model made fewer events, or sending
+fell behind). Without ``--rate`` events leave as fast as possible and their timestamps run
+ahead at ``--sim-rate`` events per second of event time.
 """
 
 from __future__ import annotations

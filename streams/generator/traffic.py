@@ -14,7 +14,7 @@ it only where ongoing sessions alone send more (not seen with the default person
 
 The run starts "mid-flight": the schedule begins a warm-up period before ``start`` and
 events before ``start`` are dropped, so the first sessions are already in progress, as on
-a live site. The warm-up is bounded (at most 600 s and about 200,000 events of event
+a live site. The warm-up is bounded (at most 600 s and 50,000 events of event
 time), so at high rates the first minutes still hold more new visitors than the steady
 state, which is reached about three minutes of event time after the schedule began.
 
