@@ -1,10 +1,10 @@
 """Producers of the bench: a fast bulk producer and a paced one with a send-time log.
 
-``journey generate`` sends through kafka-python one record at a time (about 9k events/s),
-which would make preparing a million-event topic the slowest part of the bench. The bulk
-producer here fills one aiokafka ``BatchBuilder`` per partition and submits whole batches
-(``send_batch``), keyed by visitor and partitioned with Kafka's murmur2 like any keyed
-producer, so the worker sees exactly what a keyed production client would send.
+A per-record producer would make preparing a million-event topic the slowest part of the
+bench. Both producers here fill one aiokafka ``BatchBuilder`` per partition and submit
+whole batches (:mod:`streams.kafka_batches`, which ``journey generate`` uses too), keyed
+by visitor and partitioned with Kafka's murmur2 like any keyed producer, so the worker
+sees exactly what a keyed production client would send.
 """
 
 from __future__ import annotations
@@ -16,31 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
-from streams.kafka_connection import KafkaConnection, client_config
+from streams.kafka_batches import PartitionBatches, batch_producer
+from streams.kafka_connection import KafkaConnection
 
-#: Bytes per batch (one per partition in flight); large, as loopback has no latency to hide.
-BATCH_BYTES = 512 * 1024
 #: Batches awaited at once before the next round is built (bounds memory in the accumulator).
 IN_FLIGHT = 64
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """Kafka's default partition of ``key`` (murmur2, the Java client's and aiokafka's)."""
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
-
-
-def _producer(kafka: KafkaConnection | str, linger_ms: int) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        **client_config(kafka, "aiokafka"),
-        acks=1,
-        linger_ms=linger_ms,
-        max_batch_size=BATCH_BYTES,
-        max_request_size=4 * 1024 * 1024,
-        request_timeout_ms=60_000,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +49,7 @@ async def produce_bulk(
     """Send every (key, value) to ``topic`` in order per partition; wait for all acks."""
     if len(keys) != len(values):
         raise ValueError("keys and values differ in length")
-    producer = _producer(kafka, linger_ms=50)
+    producer = batch_producer(kafka, linger_ms=50)
     await producer.start()
     try:
         started = time.perf_counter()
@@ -78,46 +59,6 @@ async def produce_bulk(
         return ProduceResult(len(values), time.perf_counter() - started)
     finally:
         await producer.stop()
-
-
-class PartitionBatches:
-    """One aiokafka batch per partition, filled with keyed records.
-
-    A record goes to the partition Kafka's default partitioner picks for its key (murmur2
-    is pure Python, about 10 us a key, and a visitor sends many events, so it is
-    remembered per key). :meth:`add` hands back a batch that filled up, to be sent before
-    any later one of its partition; :meth:`take` the partly filled ones.
-    """
-
-    __slots__ = ("_builders", "_partition_of", "_partitions", "_producer")
-
-    def __init__(self, producer: AIOKafkaProducer, partitions: int) -> None:
-        """Batches of ``producer`` over ``partitions`` partitions."""
-        self._producer = producer
-        self._partitions = partitions
-        self._builders: dict[int, Any] = {}
-        self._partition_of: dict[bytes, int] = {}
-
-    def add(self, key: bytes, value: bytes) -> tuple[int, Any] | None:
-        """Append a record; (partition, full batch) when its partition's batch filled up."""
-        partition = self._partition_of.get(key, -1)
-        if partition < 0:
-            partition = self._partition_of[key] = partition_of(key, self._partitions)
-        builder = self._builders.get(partition)
-        if builder is None:
-            builder = self._builders[partition] = self._producer.create_batch()
-        if builder.append(key=key, value=value, timestamp=None) is not None:
-            return None
-        fresh = self._builders[partition] = self._producer.create_batch()
-        if fresh.append(key=key, value=value, timestamp=None) is None:
-            raise ValueError(f"a record of {len(value)} bytes exceeds the batch size")
-        return partition, builder
-
-    def take(self) -> list[tuple[int, Any]]:
-        """(partition, batch) of every batch holding records; the next records start new ones."""
-        batches = [(p, b) for p, b in self._builders.items() if b.record_count()]
-        self._builders = {}
-        return batches
 
 
 async def _send_batches(
@@ -186,7 +127,7 @@ async def produce_paced(
     ``send`` (about 30 us) would slow the worker it measures. A small linger keeps the
     producer's own batching delay out of the measured latency.
     """
-    producer = _producer(kafka, linger_ms=2)
+    producer = batch_producer(kafka, linger_ms=2)
     await producer.start()
     try:
         began_ms = time.time() * 1000.0

@@ -48,6 +48,10 @@ class Visitor:
     epoch_ms: bool  # tracker sends integer epoch-millisecond timestamps
     sessions_left: int
     sessions_done: int = 0
+    # The engine's view of the visitor so far (events emitted after the run's start): the
+    # time of their last event and of the first event of their current session.
+    last_ms: int | None = None
+    session_first_ms: int = 0
     purchases: int = 0
     viewed: list[Product] = field(default_factory=list)
 
@@ -61,13 +65,25 @@ class PlannedEvent:
     first_in_session: bool
 
 
-class SessionWriter:
-    """Appends one session's events, advancing the session's own event-time clock."""
+class PastHorizon(Exception):  # a signal to stop writing, not an error
+    """Raised by :class:`SessionWriter` for an event after its horizon: stop the script."""
 
-    def __init__(self, rng: random.Random, visitor: Visitor, start_ms: int) -> None:
+
+class SessionWriter:
+    """Appends one session's events, advancing the session's own event-time clock.
+
+    An event after ``horizon_ms`` (the run's last possible event time) raises
+    :class:`PastHorizon`: the rest of the session would never be sent, so a script is cut
+    short there instead of being planned to its end. The events before it are kept.
+    """
+
+    def __init__(
+        self, rng: random.Random, visitor: Visitor, start_ms: int, horizon_ms: float = math.inf
+    ) -> None:
         """Start a session of ``visitor`` at ``start_ms`` (epoch milliseconds, UTC)."""
         self.rng = rng
         self.visitor = visitor
+        self.horizon_ms = horizon_ms
         self.now_ms = start_ms
         self.events: list[PlannedEvent] = []
         self.last_url: str | None = None
@@ -186,6 +202,8 @@ class SessionWriter:
         campaign: dict[str, str] | None,
         properties: dict[str, Any] | None,
     ) -> None:
+        if ts_ms > self.horizon_ms:
+            raise PastHorizon
         visitor = self.visitor
         # Key order is the order a reader expects; id and time are set at emission, so
         # events dropped before the start (warm-up) cost no id and ids follow send order.

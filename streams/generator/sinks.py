@@ -1,27 +1,33 @@
 """Where generated records go: a Kafka topic or a JSON Lines file. Thin adapters only.
 
-Both take ``send(record)`` and ``close()``; ``close`` flushes and raises ``StreamError`` if
-anything could not be delivered, so a run never ends "successfully" with lost messages.
+Both take ``send(record)``, ``flush()`` (what was sent leaves now), ``sleep(seconds)`` (the
+paced run's wait, during which a producer keeps working) and ``close()``; ``close``
+delivers the rest and raises ``StreamError`` if anything could not be delivered, so a run
+never ends "successfully" with lost messages.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
-import warnings
+import time
 from typing import Any, BinaryIO, Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from streams.errors import ConfigError, StreamError
 from streams.generator.batching import Record
-from streams.kafka_connection import check_connection, client_config
+from streams.kafka_batches import PartitionBatches, batch_producer
+from streams.kafka_connection import check_connection
 from streams.settings import Settings
 
-with warnings.catch_warnings():
-    # kafka-python 3.0 loads its protocol schemas with the deprecated
-    # importlib.resources.read_text at import time; harmless, and not ours to fix.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError
-    from kafka.partitioner import DefaultPartitioner
+#: Records whose partitions are computed together (unpaced runs; a paced one flushes sooner).
+_CHUNK = 2_000
+#: Full batches collected before they are handed to the producer together (unpaced runs).
+_READY_BATCHES = 8
+#: Hand-overs that may wait for the broker before the generator waits with them.
+_MAX_QUEUED = 64
 
 
 class RecordSink(Protocol):
@@ -29,6 +35,12 @@ class RecordSink(Protocol):
 
     def send(self, record: Record) -> None:
         """Queue one record for delivery."""
+
+    def flush(self) -> None:
+        """Let everything queued leave now (a paced run calls it once per tick)."""
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (the pacing), letting queued records go meanwhile."""
 
     def close(self) -> None:
         """Deliver everything queued; raise ``StreamError`` if some could not be."""
@@ -54,6 +66,13 @@ class FileSink:
         """Append the record's value and a newline (keys are not written)."""
         self._file.write(record.value + b"\n")
 
+    def flush(self) -> None:
+        """Nothing to do: the file is written through its buffer, flushed at close."""
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep."""
+        time.sleep(seconds)
+
     def close(self) -> None:
         """Flush, and close the file unless it is standard output."""
         self._file.flush()
@@ -61,50 +80,19 @@ class FileSink:
             self._file.close()
 
 
-class VisitorPartitioner(DefaultPartitioner):  # type: ignore[misc]  # kafka-python is untyped
-    """kafka-python's default partitioner (murmur2 of the key, as the Java client), memoized.
-
-    Its pure-Python murmur2 costs about 20 us a record, a fifth of a send; a visitor's key
-    recurs for every event of their sessions, so the partition of recent keys is kept (up
-    to ``max_keys``, then all forgotten at once). The partitions are exactly the default's.
-    """
-
-    def __init__(self, max_keys: int = 100_000) -> None:
-        """Remember at most ``max_keys`` keys."""
-        super().__init__()
-        self._max_keys = max_keys
-        self._known: dict[tuple[str, bytes, int], int] = {}
-
-    def partition(
-        self,
-        topic: str,
-        key: Any,
-        serialized_key: bytes | None,
-        value: Any,
-        serialized_value: bytes | None,
-        cluster: Any,
-    ) -> int:
-        """The default partitioner's answer, looked up by (topic, key, partition count)."""
-        count = len(cluster.partitions_for_topic(topic) or ())
-        if serialized_key is None or not count:
-            # Keyless (random partition) or unknown topic: the default decides or raises.
-            return int(
-                super().partition(topic, key, serialized_key, value, serialized_value, cluster)
-            )
-        memo = (topic, serialized_key, count)
-        found = self._known.get(memo)
-        if found is None:
-            found = int(
-                super().partition(topic, key, serialized_key, value, serialized_value, cluster)
-            )
-            if len(self._known) >= self._max_keys:
-                self._known.clear()
-            self._known[memo] = found
-        return found
-
-
 class KafkaSink:
-    """Produces records to one topic with kafka-python, keyed by visitor."""
+    """Produces records to one topic in whole batches, keyed by visitor (aiokafka).
+
+    Records go into one batch per partition (:class:`~streams.kafka_batches.PartitionBatches`,
+    Kafka's default partitioning of the visitor key, so a visitor stays on one partition
+    and in order); a batch is handed over when it is full or at :meth:`flush`. The
+    producer's event loop is the sink's own and runs only inside its calls, in the
+    caller's thread, so the model and the producer never contend for the interpreter: a
+    hand-over queues the batches for a submitting task and turns the loop once (the
+    caller goes on generating meanwhile, unless more than ``_MAX_QUEUED`` hand-overs wait
+    for the broker); :meth:`sleep` runs the loop while the pacing waits; :meth:`close`
+    delivers the rest.
+    """
 
     def __init__(self, kafka: Settings | str, topic: str, compression: str | None = None) -> None:
         """Connect as ``kafka`` says (settings, or a plain broker list); fail if none answers.
@@ -113,63 +101,138 @@ class KafkaSink:
         ``ConfigError`` naming it (see ``check_connection``).
         """
         self.topic = topic
-        brokers = kafka.brokers if isinstance(kafka, Settings) else kafka
         check_connection(kafka)
+        self._brokers = kafka.brokers if isinstance(kafka, Settings) else kafka
         self._failed = 0
         self._first_error: BaseException | None = None
+        self._ready: list[tuple[int, Any]] = []
+        self._keys: list[bytes] = []
+        self._values: list[bytes] = []
+        self._loop = asyncio.new_event_loop()
         try:
-            self._producer: Any = KafkaProducer(
-                **client_config(kafka, "kafka-python"),
-                client_id="journey-generate",
-                acks=1,
-                # Large, lingering batches: throughput matters more than per-event latency.
-                linger_ms=20,
-                batch_size=512 * 1024,
-                max_request_size=4 * 1024 * 1024,
-                compression_type=compression,
-                partitioner=VisitorPartitioner(),
+            self._producer, partitions = self._loop.run_until_complete(
+                self._start(kafka, compression)
             )
-        except KafkaError as exc:
-            raise StreamError(
-                f"cannot reach Kafka at {brokers!r} ({exc}); start it (`make up` or "
-                "`docker compose up kafka`) or pass --brokers / JOURNEY_BROKERS"
-            ) from exc
+        except BaseException:
+            self._loop.close()
+            raise
+        self._batches = PartitionBatches(self._producer, partitions)
+        self._queue: asyncio.Queue[list[tuple[int, Any]] | None] = asyncio.Queue(_MAX_QUEUED)
+        self._submitter = self._loop.create_task(self._submit_all())
+
+    async def _start(
+        self, kafka: Settings | str, compression: str | None
+    ) -> tuple[AIOKafkaProducer, int]:
+        try:
+            # A short linger: a paced run hands over each 10 ms tick's records at once.
+            producer = batch_producer(kafka, linger_ms=2, compression=compression)
         except (ValueError, AssertionError) as exc:
             raise ConfigError(f"Kafka producer setting rejected: {exc}") from exc
         try:
-            # Fetch the topic's metadata now: otherwise the first send blocks for it
-            # (about 0.1 s), which a paced run would have to catch up in a burst.
-            self._producer.partitions_for(topic)
+            await producer.start()
         except KafkaError as exc:
-            self._producer.close(timeout=10)
+            await producer.stop()
             raise StreamError(
-                f"cannot get metadata of topic {topic!r} from {brokers!r} ({exc}); "
+                f"cannot reach Kafka at {self._brokers!r} ({exc}); start it (`make up` or "
+                "`docker compose up kafka`) or pass --brokers / JOURNEY_BROKERS"
+            ) from exc
+        try:
+            # The partition count, now: records are partitioned as they are batched.
+            partitions = await producer.partitions_for(self.topic)
+        except KafkaError as exc:
+            await producer.stop()
+            raise StreamError(
+                f"cannot get metadata of topic {self.topic!r} from {self._brokers!r} ({exc}); "
                 "check the topic name and that the broker is up"
             ) from exc
+        return producer, len(partitions)
 
-    def _errback(self, exc: BaseException) -> None:
+    def _failure(self, error: BaseException) -> None:
         self._failed += 1
         if self._first_error is None:
-            self._first_error = exc
+            self._first_error = error
+
+    def _delivered(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            self._failure(asyncio.CancelledError())
+        elif future.exception() is not None:
+            self._failure(future.exception() or RuntimeError())
+
+    async def _submit_all(self) -> None:
+        # One task submits every batch, in hand-over order: a partition's batches must not
+        # overtake each other. send_batch returns once the producer holds the batch.
+        while (batches := await self._queue.get()) is not None:
+            for partition, batch in batches:
+                try:
+                    delivery = await self._producer.send_batch(
+                        batch, self.topic, partition=partition
+                    )
+                except KafkaError as exc:
+                    self._failure(exc)
+                    continue
+                delivery.add_done_callback(self._delivered)
+
+    async def _turn(self, batches: list[tuple[int, Any]]) -> None:
+        # Queue the batches (waiting while the queue is full), then one turn of the loop.
+        if batches:
+            await self._queue.put(batches)
+        await asyncio.sleep(0)
 
     def send(self, record: Record) -> None:
         """Queue ``record`` (key = visitor key, so a visitor stays on one partition)."""
-        try:
-            future = self._producer.send(self.topic, value=record.value, key=record.key)
-        except KafkaError as exc:
-            raise StreamError(f"cannot send to topic {self.topic!r}: {exc}") from exc
-        future.add_errback(self._errback)
+        self._keys.append(record.key)
+        self._values.append(record.value)
+        if len(self._keys) >= _CHUNK:
+            self._batch_up()
+            if len(self._ready) >= _READY_BATCHES:
+                self._hand_over()
+
+    def _batch_up(self) -> None:
+        # The partitions of a chunk of keys at once: nearly every generated visitor is new.
+        self._ready.extend(self._batches.add_all(self._keys, self._values))
+        self._keys, self._values = [], []
+
+    def flush(self) -> None:
+        """Hand every queued record to the producer now (full and partly filled batches)."""
+        self._batch_up()
+        self._ready.extend(self._batches.take())
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._first_error is not None:
+            raise StreamError(
+                f"sending to topic {self.topic!r} failed: {self._first_error!r}; "
+                "check that the broker is up"
+            )
+        ready, self._ready = self._ready, []
+        self._loop.run_until_complete(self._turn(ready))
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` while the producer sends what it holds."""
+        self._loop.run_until_complete(asyncio.sleep(seconds))
+
+    async def _finish(self, batches: list[tuple[int, Any]]) -> None:
+        if batches:
+            await self._queue.put(batches)
+        await self._queue.put(None)
+        await self._submitter
+        await self._producer.flush()
 
     def close(self) -> None:
-        """Flush and close the producer; fail if any record was not acknowledged."""
+        """Deliver everything queued and stop; fail if any record was not acknowledged."""
         try:
-            self._producer.flush(timeout=60)
-        except KafkaError as exc:
-            raise StreamError(f"flushing to topic {self.topic!r} failed: {exc}") from exc
+            self._batch_up()
+            ready, self._ready = self._ready + self._batches.take(), []
+            self._loop.run_until_complete(asyncio.wait_for(self._finish(ready), 60))
+        except (KafkaError, TimeoutError) as exc:
+            raise StreamError(f"flushing to topic {self.topic!r} failed: {exc!r}") from exc
         finally:
-            self._producer.close(timeout=10)
+            try:
+                self._loop.run_until_complete(self._producer.stop())
+            finally:
+                self._loop.close()
         if self._failed:
             raise StreamError(
-                f"{self._failed} message(s) to topic {self.topic!r} were not delivered; "
-                f"first error: {self._first_error}"
+                f"{self._failed} batch(es) of messages to topic {self.topic!r} were not "
+                f"delivered; first error: {self._first_error!r}"
             )

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
+from streams.report.timeaxis import time_ticks
+
 #: Colours of the funnel stages and of drop-offs (colour-blind safe, Tableau 10 based).
 STAGE_COLOURS = {
     "awareness": "#4c78a8",
@@ -341,32 +343,42 @@ def _axis_y(left: float, top: float, plot_h: float, right: float, peak: float, l
 
 @dataclass(frozen=True, slots=True)
 class TrendPoint:
-    """Sessions and conversions of one time bucket, with its axis label."""
+    """Sessions and conversions of one time bucket, with its start and hover label."""
 
+    start_ms: int
     label: str
-    key: str
     sessions: int
     converted: int
 
 
-def trend_chart(points: Sequence[TrendPoint], bucket_name: str) -> str:
-    """Sessions per bucket as bars (left axis) and conversion rate as a line (right axis)."""
+def trend_chart(points: Sequence[TrendPoint], bucket_ms: int, bucket_name: str) -> str:
+    """Sessions per bucket as bars (left axis) and conversion rate as a line (right axis).
+
+    The x axis is time: a bar stands where its bucket is (a bucket without sessions is a
+    gap), and a few ticks at round times (:func:`~streams.report.timeaxis.time_ticks`)
+    carry the labels, so they never run into each other whatever the number of buckets.
+    """
     if not points or not any(p.sessions for p in points):
         return empty_chart("Sessions and conversion over time", "trend")
-    width, height, top, bottom, left, right = 1100, 320, 24, 58, 64, 1040
+    width, height, top, bottom, left, right = 1100, 340, 24, 78, 64, 1040
     plot_h = height - top - bottom
     peak = _nice_ceiling(max(p.sessions for p in points))
     rates = [p.converted / p.sessions if p.sessions else 0.0 for p in points]
     rate_top = _nice_ceiling(max(rates) * 100) / 100 if max(rates) > 0 else 0.01
-    slot = (right - left) / len(points)
-    label_every = max(1, len(points) // 12)
+    first_ms, end_ms = points[0].start_ms, points[-1].start_ms + bucket_ms
+    per_ms = (right - left) / (end_ms - first_ms)
+
+    def x_of(ms: float) -> float:
+        return left + (ms - first_ms) * per_ms
+
+    slot = bucket_ms * per_ms
     body = [_axis_y(left, top, plot_h, right, peak, f"sessions per {bucket_name}")]
     line = []
-    for i, (point, rate) in enumerate(zip(points, rates, strict=True)):
+    for point, rate in zip(points, rates, strict=True):
         h = plot_h * point.sessions / peak
-        x = left + i * slot
+        x = x_of(point.start_ms)
         body.append(
-            f'<rect class="bar" data-kind="trend" data-key="{esc(point.key)}"'
+            f'<rect class="bar" data-kind="trend" data-key="{point.start_ms}"'
             f' data-value="{point.sessions}" data-converted="{point.converted}"'
             f' x="{x + slot * 0.12:.1f}" y="{top + plot_h - h:.1f}" width="{slot * 0.76:.1f}"'
             f' height="{h:.1f}" fill="{STAGE_COLOURS["awareness"]}" fill-opacity="0.75">'
@@ -375,10 +387,16 @@ def trend_chart(points: Sequence[TrendPoint], bucket_name: str) -> str:
         )
         cx, cy = x + slot / 2, top + plot_h - plot_h * rate / rate_top
         line.append(f"{cx:.1f},{cy:.1f}")
-        if i % label_every == 0:
-            body.append(
-                _text(cx, top + plot_h + 16, point.label, anchor="middle", size=10, fill=MUTED)
-            )
+    base = top + plot_h
+    for tick in time_ticks(first_ms, end_ms):
+        tx = x_of(tick.ms)
+        body.append(
+            f'<line class="tick" data-ms="{tick.ms}" x1="{tx:.1f}" y1="{base:.1f}"'
+            f' x2="{tx:.1f}" y2="{base + 5:.1f}" stroke="{MUTED}"/>'
+        )
+        body.append(_text(tx, base + 18, tick.label, anchor="middle", size=11, fill=MUTED))
+        if tick.context:
+            body.append(_text(tx, base + 32, tick.context, anchor="middle", size=10, fill=MUTED))
     body.append(
         f'<polyline class="trend-line" points="{" ".join(line)}" fill="none"'
         f' stroke="{STAGE_COLOURS["converted"]}" stroke-width="2.5"/>'

@@ -6,7 +6,8 @@ the period in which it started (``[from_ms, to_ms)``). The headline figures are
 :func:`~streams.clickhouse.summary.compute_summary` itself, so the report and
 ``journey summary`` can never disagree. SQL returns integer counts and sums only; the
 page divides. The SQL runs unchanged on ClickHouse 18.16 and chdb 26.x (no aliases equal
-to a column name, integer time arithmetic).
+to a column name, integer time arithmetic). Money is also read by currency (the
+``currency`` of the purchase events), which the page uses to label it.
 """
 
 from __future__ import annotations
@@ -112,6 +113,15 @@ class TrendRow:
 
 
 @dataclass(frozen=True, slots=True)
+class CurrencyRow:
+    """Orders of the period in one currency (as the purchase events named it; "" if none)."""
+
+    currency: str
+    orders: int
+    revenue_cents: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReportData:
     """Everything the report page shows, for sessions started in ``[from_ms, to_ms)``."""
 
@@ -126,11 +136,13 @@ class ReportData:
     devices: tuple[DeviceTimeRow, ...]
     trend_bucket_ms: int
     trend: tuple[TrendRow, ...]
+    currencies: tuple[CurrencyRow, ...] = ()
+    lifetime_currencies: tuple[str, ...] = ()
 
 
-def _period(from_ms: int | None, to_ms: int | None) -> str:
-    clauses = [f" AND start_ms >= {int(from_ms)}" if from_ms is not None else ""]
-    clauses.append(f" AND start_ms < {int(to_ms)}" if to_ms is not None else "")
+def _period(from_ms: int | None, to_ms: int | None, column: str = "start_ms") -> str:
+    clauses = [f" AND {column} >= {int(from_ms)}" if from_ms is not None else ""]
+    clauses.append(f" AND {column} < {int(to_ms)}" if to_ms is not None else "")
     return "".join(clauses)
 
 
@@ -160,7 +172,7 @@ def _time_on_page_sql(where: str) -> str:
 def load_report_data(
     backend: ClickHouse, from_ms: int | None = None, to_ms: int | None = None
 ) -> ReportData:
-    """Read every figure of the report from ``backend`` (seven small queries)."""
+    """Read every figure of the report from ``backend`` (nine small queries)."""
     where = "deleted = 0" + _period(from_ms, to_ms)
     table = f"sessions {FINAL} WHERE {where}"
     summary = compute_summary(backend, from_ms, to_ms)
@@ -209,6 +221,23 @@ def load_report_data(
                 f" sum(converted) FROM {table} GROUP BY bucket_start ORDER BY bucket_start"
             )
         )
+    # Money by currency: the period's orders (as revenue), all orders up to its end (as
+    # CLV); an order's time is its earliest purchase event's, as in compute_summary.
+    orders_where = "deleted = 0" + _period(from_ms, to_ms, "ts_ms")
+    currencies = tuple(
+        CurrencyRow(str(r[0]), int(r[1]), int(r[2]))
+        for r in backend.query(
+            f"SELECT currency, count(), sum(toInt64(round(revenue * 100))) FROM orders {FINAL}"
+            f" WHERE {orders_where} GROUP BY currency ORDER BY currency"
+        )
+    )
+    lifetime_currencies = tuple(
+        str(r[0])
+        for r in backend.query(
+            f"SELECT DISTINCT currency FROM orders {FINAL}"
+            f" WHERE deleted = 0{_period(None, to_ms, 'ts_ms')} ORDER BY currency"
+        )
+    )
     return ReportData(
         from_ms=from_ms,
         to_ms=to_ms,
@@ -221,4 +250,6 @@ def load_report_data(
         devices=devices,
         trend_bucket_ms=bucket,
         trend=trend,
+        currencies=currencies,
+        lifetime_currencies=lifetime_currencies,
     )

@@ -42,12 +42,15 @@ header { background: #1f2933; color: #fff; padding: 28px 40px 24px; }
 header h1 { margin: 0 0 6px; font-size: 26px; font-weight: 650; }
 header p { margin: 0; color: #cbd2d9; }
 main { max-width: 1240px; margin: 0 auto; padding: 24px 32px 40px; }
-.kpis { display: grid; grid-template-columns: repeat(6, 1fr); gap: 12px; margin-bottom: 22px; }
+.kpis { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 12px;
+  margin-bottom: 22px; }
 .kpi { background: #fff; border-radius: 8px; padding: 12px 14px;
   box-shadow: 0 1px 2px rgba(31,41,51,.08); border-top: 3px solid #4c78a8; }
 .kpi .label { color: #616e7c; font-size: 12px; text-transform: uppercase;
   letter-spacing: .04em; }
 .kpi .value { font-size: 22px; font-weight: 650; margin-top: 2px; }
+.kpi .value .unit { font-size: 14px; font-weight: 600; color: #616e7c; }
+.kpi .note { color: #616e7c; font-size: 11px; margin-top: 2px; }
 section { background: #fff; border-radius: 8px; padding: 18px 22px 14px; margin-bottom: 20px;
   box-shadow: 0 1px 2px rgba(31,41,51,.08); }
 section h2 { margin: 0 0 4px; font-size: 18px; }
@@ -93,6 +96,11 @@ def _seconds(value: float | None) -> str:
     return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
 
 
+def _percent(value: float | None) -> str:
+    """A figure already in percent (CSAT), one decimal."""
+    return "–" if value is None else f"{value:.1f}%"
+
+
 def _number(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -101,11 +109,46 @@ def _money(value: float | None) -> str:
     return "–" if value is None else f"{value:,.2f}"
 
 
-def _kpis(summary: dict[str, object]) -> str:
+def money_unit(currencies: Sequence[str]) -> tuple[str, str]:
+    """(unit shown after an amount, note under it) for money in ``currencies``.
+
+    One currency: its code, no note. Several: no unit and a note saying the amount adds
+    them up unconverted (the summary's figure does exactly that). None given ("", a
+    tracker that sends no ``currency``) or no money at all: nothing.
+    """
+    named = sorted({c for c in currencies if c})
+    if len(named) == 1 and len(set(currencies)) == 1:
+        return named[0], ""
+    if len(set(currencies)) > 1:
+        shown = ", ".join(c or "(none)" for c in sorted(set(currencies)))
+        return "", f"mixed currencies, added up unconverted: {shown}"
+    return "", ""
+
+
+def _revenue_note(data: ReportData) -> str:
+    """Per-currency revenue when the period's orders use several currencies."""
+    if len({row.currency for row in data.currencies}) < 2:
+        return ""
+    return " · ".join(
+        f"{row.currency or '(none)'} {_money(row.revenue_cents / 100)}" for row in data.currencies
+    )
+
+
+def _kpis(data: ReportData) -> str:
+    summary = data.summary
+
     def get(key: str) -> float | None:
         value = summary.get(key)
         return float(value) if isinstance(value, int | float) else None
 
+    revenue_unit, revenue_mixed = money_unit([row.currency for row in data.currencies])
+    clv_unit, clv_mixed = money_unit(data.lifetime_currencies)
+    notes = {
+        "revenue": _revenue_note(data) or revenue_mixed,
+        "clv_avg": clv_mixed,
+        "csat": "answers of 4 or 5 on a 1-5 scale",
+    }
+    units = {"revenue": revenue_unit, "clv_avg": clv_unit}
     cards = [
         ("sessions", "Sessions", fmt_int(int(get("sessions") or 0))),
         ("visitors", "Visitors", fmt_int(int(get("visitors") or 0))),
@@ -118,15 +161,21 @@ def _kpis(summary: dict[str, object]) -> str:
         ("orders", "Orders", fmt_int(int(get("orders") or 0))),
         ("revenue", "Revenue", _money(get("revenue"))),
         ("clv_avg", "Avg customer value", _money(get("clv_avg"))),
+        ("csat", "CSAT", _percent(get("csat"))),
         ("nps", "NPS", _number(get("nps"))),
     ]
     html = []
     for key, label, shown in cards:
         raw = summary.get(key)
         value = "" if raw is None else raw
+        unit = units.get(key, "") if raw is not None else ""
+        unit_html = f' <span class="unit">{esc(unit)}</span>' if unit else ""
+        note = notes.get(key, "") if raw is not None else ""
+        note_html = f'<div class="note">{esc(note)}</div>' if note else ""
         html.append(
-            f'<div class="kpi" data-key="{esc(key)}" data-value="{esc(value)}">'
-            f'<div class="label">{esc(label)}</div><div class="value">{esc(shown)}</div></div>'
+            f'<div class="kpi" data-key="{esc(key)}" data-value="{esc(value)}"'
+            f' data-unit="{esc(unit)}"><div class="label">{esc(label)}</div>'
+            f'<div class="value">{esc(shown)}{unit_html}</div>{note_html}</div>'
         )
     return '<div class="kpis">' + "".join(html) + "</div>"
 
@@ -246,8 +295,10 @@ def _channels(data: ReportData) -> str:
         )
         for i, c in enumerate(data.channels)
     ]
+    unit, mixed = money_unit([row.currency for row in data.currencies])
+    revenue = f"Revenue ({unit})" if unit else "Revenue (mixed currencies)" if mixed else "Revenue"
     table = _table(
-        ["Channel", "Sessions", "Consideration", "Purchase", "Converted", "Revenue"],
+        ["Channel", "Sessions", "Consideration", "Purchase", "Converted", revenue],
         [
             (
                 c.channel,
@@ -309,11 +360,11 @@ _BUCKET_NAMES = {
 
 def _trend(data: ReportData) -> str:
     bucket = data.trend_bucket_ms
-    fmt = "%Y-%m-%d" if bucket >= 86_400_000 else "%m-%d %H:%M"
+    fmt = "%Y-%m-%d" if bucket >= 86_400_000 else "%Y-%m-%d %H:%M"
     points = [
         TrendPoint(
+            r.start_ms,
             datetime.fromtimestamp(r.start_ms / 1000, UTC).strftime(fmt),
-            str(r.start_ms),
             r.sessions,
             r.converted,
         )
@@ -323,7 +374,7 @@ def _trend(data: ReportData) -> str:
     return _section(
         "Trends",
         f"Sessions started per {name} (UTC) and the share of them that converted.",
-        trend_chart(points, name),
+        trend_chart(points, bucket, name),
         kind="trend",
     )
 
@@ -337,7 +388,7 @@ def render_html(
     """The complete report page for ``data``."""
     moment = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
     body = [
-        _kpis(data.summary),
+        _kpis(data),
         _funnel(data),
         _sankey(data),
         '<div class="pair">',

@@ -7,6 +7,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from datetime import datetime
+from itertools import pairwise
 
 import orjson
 import pytest
@@ -133,3 +134,34 @@ def test_paced_run_sends_each_event_at_its_time(
     assert max(offsets_ms) - min(offsets_ms) <= 200, (min(offsets_ms), max(offsets_ms))
     shortfall = total / elapsed < 0.95 * 1000
     assert ("asked for --rate 1,000 events/s" in err) == shortfall, err
+
+
+def test_a_run_split_over_processes_sends_every_event_once(
+    topic: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--processes 2: N events arrive once each, keyed by visitor, sessions counted right."""
+    n = 4000
+    status = main(["generate", "--brokers", BROKERS, "--topic", topic, "--events", str(n),
+                   "--sim-rate", "20", "--processes", "2", "--seed", "4",
+                   "--start", "2025-06-01T00:00:00Z"])  # fmt: skip
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "by 2 processes" in printed
+    reported = int(printed.split(" in ")[1].split(" sessions")[0])
+    messages = read_all(topic, n)
+    assert len(messages) == n
+    times: dict[str, list[int]] = {}
+    ids = set()
+    for key, value in messages:
+        event = orjson.loads(value)
+        assert key == event["anonymous_id"].encode()
+        ids.add(event["event_id"])
+        times.setdefault(event["anonymous_id"], []).append(event_ms(event))
+    assert len(ids) == n
+    # Own count of the engine's sessions: a new one after a gap of over 30 minutes (no
+    # visitor of 200 s of traffic comes near the 24-hour cap).
+    sessions = 0
+    for visitor_times in times.values():
+        visitor_times.sort()
+        sessions += 1 + sum(b - a > 30 * 60_000 for a, b in pairwise(visitor_times))
+    assert sessions == reported

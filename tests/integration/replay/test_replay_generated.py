@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from contextlib import closing
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from replay_support import replay, stored_state, summary_text
+from replay_support import GENERATED_ARGS, replay, stored_state, summary_text
 
+from streams.cli import main
 from streams.clickhouse.embedded import EmbeddedBackend
 
 
@@ -71,3 +73,21 @@ def test_generated_campaign_names_reach_sessions(
         f"{unknown}; the generator's campaign object says 'campaign' where the v1 contract "
         "says 'name' (streams/generator/channels.py Touchpoint.campaign)"
     )
+
+
+@pytest.mark.parametrize("extra", [(), ("--sim-rate", "2000", "--batch-size", "4")])
+def test_generator_reports_the_sessions_the_engine_counts(
+    extra: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The session count ``journey generate`` prints is the replayed summary's ``sessions``."""
+    path = tmp_path / "generated.jsonl"
+    assert main(["generate", *GENERATED_ARGS, *extra, "--out", str(path)]) == 0
+    printed = capsys.readouterr().out
+    found = re.search(r" in (\d+) sessions as the engine counts them \((\d+) begun", printed)
+    assert found, printed
+    reported, under_way = int(found[1]), int(found[2])
+    folder = str(tmp_path / "clickhouse")
+    replay(capsys, folder, str(path))
+    summary = json.loads(summary_text(capsys, folder))
+    assert summary["sessions"] == reported
+    assert 0 < under_way < reported  # the run starts mid-flight

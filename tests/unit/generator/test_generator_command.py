@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_right
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,8 +12,17 @@ import orjson
 import pytest
 
 from streams.cli import build_parser, main
+from streams.errors import ConfigError
 from streams.generator.batching import Record
-from streams.generator.command import TICK_MS, PumpStats, build_config, pump, rate_note
+from streams.generator.command import (
+    TICK_MS,
+    PumpStats,
+    build_config,
+    processes_for,
+    pump,
+    rate_note,
+    shard_config,
+)
 
 BASE = ["generate", "--seed", "42", "--start", "2025-06-01T12:00:00Z"]
 
@@ -239,3 +249,22 @@ def test_rate_note_names_the_cause() -> None:
     note = rate_note(2_000.0, caught_up, elapsed_s=10.0, event_span_s=10.0)
     assert note is not None
     assert "behind" not in note  # a stall caught up from is not why the rate was missed
+
+
+def test_processes_follow_the_rate_and_split_the_run() -> None:
+    """--processes 0 adds a process per 8,000 events/s (a file: one); parts add up exactly."""
+    parser = build_parser()
+
+    def processes(*extra: str) -> int:
+        return processes_for(parser.parse_args(["generate", *extra]))
+
+    assert processes("--rate", "5000") == 1
+    assert processes("--rate", "20000") == min(3, os.cpu_count() or 1)
+    assert processes("--rate", "20000", "--processes", "4") == 4
+    assert processes("--rate", "20000", "--out", "x.jsonl") == 1
+    with pytest.raises(ConfigError, match="one process"):
+        processes("--processes", "2", "--out", "x.jsonl")
+    config = build_config(parser.parse_args(["generate", "--rate", "9000", "--events", "10001"]))
+    parts = [shard_config(config, shard, 3) for shard in range(3)]
+    assert [p.max_events for p in parts] == [3334, 3334, 3333]
+    assert all(p.events_per_s == 3000 for p in parts)

@@ -249,3 +249,60 @@ def test_event_mix_covers_the_contract(long_run: list[dict[str, Any]]) -> None:
     devices = {e["context"]["device_type"] for e in long_run}
     assert devices == {"desktop", "mobile", "tablet"}
     assert any(isinstance(e["timestamp"], int) for e in long_run)  # epoch-ms trackers
+
+
+@pytest.mark.parametrize(("rate", "malformed"), [(50.0, 0.0), (2_000.0, 0.0), (5_000.0, 0.1)])
+def test_event_time_density_is_the_rate_from_the_first_second(
+    rate: float, malformed: float
+) -> None:
+    """Every second of event time holds the asked rate of messages (within 10 %), at once."""
+    seconds = 6 if rate > 100 else 120
+    messages, _ = run_model(
+        seed=2, events_per_s=rate, duration_s=float(seconds), malformed_ratio=malformed
+    )
+    start_ms = int(START.timestamp() * 1000)
+    per_second = [0] * seconds
+    for message in messages:
+        second = (message.ts_ms - start_ms) // 1000
+        if second < seconds:
+            per_second[second] += 1
+    if rate < 100:  # few events a second: judge 20-second windows (Poisson-like spread)
+        per_window = [sum(per_second[i : i + 20]) for i in range(0, seconds, 20)]
+        assert all(0.9 * rate * 20 <= n <= 1.1 * rate * 20 for n in per_window), per_window
+    else:
+        assert all(0.9 * rate <= n <= 1.1 * rate for n in per_second), per_second
+    assert abs(len(messages) - rate * seconds) <= 0.05 * rate * seconds
+
+
+def sessions_by_rules(events: list[dict[str, Any]], gap_ms: int, cap_ms: int) -> int:
+    """Own count of SPEC section 4 sessions: per visitor, split on a gap or the length cap."""
+    by_visitor: dict[str, list[int]] = defaultdict(list)
+    for event in events:
+        by_visitor[event["anonymous_id"]].append(ts_ms(event))
+    count = 0
+    for times in by_visitor.values():
+        times.sort()
+        first = last = None
+        for t in times:
+            if last is None or t - last > gap_ms or first is None or t - first > cap_ms:
+                count += 1
+                first = t
+            last = t
+    return count
+
+
+@pytest.mark.parametrize(("gap_ms", "cap_ms"), [(SESSION_GAP_MS, DAY_MS), (60_000, 300_000)])
+def test_reported_sessions_are_the_engines_sessions(gap_ms: int, cap_ms: int) -> None:
+    """stats.sessions equals an own count of the emitted events under the session rules."""
+    messages, model = run_model(
+        seed=12,
+        events_per_s=5.0,
+        max_events=8_000,
+        malformed_ratio=0.02,
+        session_timeout_ms=gap_ms,
+        max_session_ms=cap_ms,
+    )
+    events = valid_events(messages)
+    assert model.stats.sessions == sessions_by_rules(events, gap_ms, cap_ms)
+    # A run starts mid-flight: some sessions were under way before the start.
+    assert 0 < model.stats.sessions_under_way < model.stats.sessions

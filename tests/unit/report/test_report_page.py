@@ -6,6 +6,8 @@ rendered by the real command and read back with the standard library's HTML pars
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import re
 from collections import defaultdict
@@ -24,13 +26,14 @@ from streams.clickhouse.summary import compute_summary
 from streams.report.charts import esc
 from streams.report.data import (
     ChannelRow,
+    CurrencyRow,
     ReportData,
     StageFlow,
     TimeOnPageRow,
     TrendRow,
     trend_bucket_ms,
 )
-from streams.report.page import render_html
+from streams.report.page import money_unit, render_html
 from streams.summary import parse_instant_ms
 
 #: 6,000 events at 1 event/s of event time: about 100 minutes, so trends have many buckets.
@@ -45,6 +48,7 @@ class Page:
     html: str
     charts: list[str] = field(default_factory=list)
     kpis: dict[str, str] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
     marks: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -59,7 +63,8 @@ class _Reader(HTMLParser):
             self.page.charts.append(a.get("data-chart", ""))
         elif "data-key" in a and a.get("class") == "kpi":
             self.page.kpis[a["data-key"]] = a["data-value"]
-        elif tag in ("rect", "path"):
+            self.page.units[a["data-key"]] = a.get("data-unit", "")
+        elif tag in ("rect", "path", "line"):
             self.page.marks.append({"tag": tag, **a})
 
 
@@ -263,3 +268,85 @@ def test_trend_bucket_grows_with_the_span() -> None:
     assert trend_bucket_ms(0, hour // 2) == 60_000
     assert trend_bucket_ms(0, day - 1) == hour
     assert trend_bucket_ms(0, 30 * day) == day
+
+
+def test_trend_axis_has_few_round_ticks_far_apart(page: Page, summary: Any) -> None:
+    """About 100 minutes of sessions: at most 8 ticks, 15 minutes apart, 100+ px apart."""
+    ticks = marks(page, "tick")
+    assert 3 <= len(ticks) <= 8
+    times = [int(t["data-ms"]) for t in ticks]
+    assert all(t % (15 * 60_000) == 0 for t in times), times  # whole quarter hours
+    xs = [float(t["x1"]) for t in ticks]
+    assert min(b - a for a, b in itertools.pairwise(xs)) >= 100
+    bars = marks(page, "bar", kind="trend")
+    assert len(bars) > len(ticks)  # one label per bucket would have crowded the axis
+
+
+def test_csat_tile_and_the_currency_of_money(page: Page, summary: Any) -> None:
+    """The CSAT tile shows the summary's figure; revenue and CLV carry the events' USD."""
+    assert summary["csat"] is not None
+    assert page.kpis["csat"] == str(summary["csat"])
+    assert f"{summary['csat']:.1f}%" in page.html
+    assert page.units["revenue"] == page.units["clv_avg"] == "USD"  # the generator's currency
+    assert "Revenue (USD)" in page.html  # the channel table's column
+
+
+def _purchase(n: int, currency: str | None, revenue: float, minute: int) -> str:
+    properties: dict[str, Any] = {"order_id": f"o{n}", "revenue": revenue}
+    if currency is not None:
+        properties["currency"] = currency
+    return json.dumps({
+        "event_id": f"e{n}", "event_type": "purchase", "anonymous_id": f"v{n}",
+        "timestamp": f"2026-11-20T10:{minute:02d}:00Z", "properties": properties,
+    })  # fmt: skip
+
+
+def test_several_currencies_are_shown_apart(tmp_path: Path) -> None:
+    """Orders in USD and EUR: no single unit, and the revenue of each currency is listed."""
+    events = tmp_path / "orders.jsonl"
+    lines = [
+        _purchase(1, "USD", 10.25, 1),
+        _purchase(2, "EUR", 7.5, 2),
+        _purchase(3, "USD", 2.0, 3),
+        _purchase(4, "EUR", 100.0, 4),
+    ]
+    events.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    folder = tmp_path / "clickhouse"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _clear_settings(monkeypatch)
+        assert main(["replay", str(events), "--embedded", str(folder)]) == 0
+    page = report(folder, tmp_path / "mixed.html")
+    assert page.units["revenue"] == page.units["clv_avg"] == ""
+    assert "EUR 107.50 · USD 12.25" in page.html  # 7.50 + 100.00 and 10.25 + 2.00
+    assert "mixed currencies, added up unconverted: EUR, USD" in page.html
+    assert "Revenue (mixed currencies)" in page.html
+
+
+def test_money_unit_rules() -> None:
+    """One currency is the unit; several or a missing one give none, several a note."""
+    assert money_unit(["USD"]) == ("USD", "")
+    assert money_unit(["EUR", "EUR"]) == ("EUR", "")
+    assert money_unit([]) == ("", "")
+    assert money_unit([""]) == ("", "")
+    assert money_unit(["USD", "EUR"]) == ("", "mixed currencies, added up unconverted: EUR, USD")
+    assert money_unit(["USD", ""]) == ("", "mixed currencies, added up unconverted: (none), USD")
+
+
+def test_hand_made_report_shows_the_unit_and_csat() -> None:
+    """A report of one currency shows its code after revenue and the CSAT percentage."""
+    data = _hostile_data()
+    summary = dict(data.summary, csat=75.0)
+    html = render_html(
+        ReportData(**{
+            **{f: getattr(data, f) for f in ReportData.__slots__},
+            "summary": summary,
+            "currencies": (CurrencyRow("GBP", 1, 950),),
+            "lifetime_currencies": ("GBP",),
+        }),
+        generated_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    page = Page(html)
+    _Reader(page).feed(html)
+    assert page.units == {**dict.fromkeys(page.kpis, ""), "revenue": "GBP", "clv_avg": "GBP"}
+    assert page.kpis["csat"] == "75.0"
+    assert "75.0%" in html
