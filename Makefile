@@ -33,7 +33,9 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "journey-streams needs Python >= 3.11; set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23"
-	$(PY) -m pip install --quiet -e '.[test]'
+	@# -qq: setuptools warns at every editable install ("be careful with folders ... with the
+	@# same name as your package"), in each of its editable modes; errors still show.
+	$(PY) -m pip install -qq -e '.[test]'
 	@touch $@
 
 venv: $(STAMP)
