@@ -223,7 +223,7 @@ def run_latency(
     ``label`` names the run's topic, app and database (each run of a bench needs its own).
     """
     topic = res.create_topic(f"{label}-in", partitions)
-    events = paced_events(int(rate * seconds), rate, seed)
+    events = paced_events(int(rate * seconds), seed)
     worker = start_worker(
         res, label, topic, partitions=partitions, flush_interval_s=flush_interval_s
     )

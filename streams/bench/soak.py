@@ -144,7 +144,7 @@ def run_soak(
 ) -> SoakResult:
     """Start a worker on a fresh topic, send ``rate`` events/s for ``minutes``, measure."""
     topic = res.create_topic("soak-in", partitions)
-    pool = paced_events(int(rate * min(POOL_S, 60.0 * minutes)), rate, seed)
+    pool = paced_events(int(rate * min(POOL_S, 60.0 * minutes)), seed)
     worker = start_worker(
         res, "soak", topic, partitions=partitions, flush_interval_s=flush_interval_s
     )

@@ -8,7 +8,7 @@ from streams.bench.soak import SAMPLE, followed, rounds
 
 def test_rounds_make_every_id_new_and_leave_the_pool_unchanged() -> None:
     """Round k suffixes event, visitor, user, order and cart ids with ~k; round 0 is the pool."""
-    pool = paced_events(400, 100.0, seed=3)
+    pool = paced_events(400, seed=3)
     pool.append({"event_id": "e-buy", "event_type": "purchase", "anonymous_id": "a",
                  "user_id": "u", "properties": {"order_id": 17, "cart_id": "c1"}})  # fmt: skip
     before = [dict(event) for event in pool]
