@@ -21,8 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from streams.engine.customers import CustomerTransition, decode_signal
-from streams.engine.state import Corrupt
+from streams.engine.customers import decode_signal
 from streams.worker.intake import IntakeConsumer
 from streams.worker.publisher import CorruptRecord, Publisher
 from streams.worker.runtime import WorkerRuntime
@@ -43,7 +42,7 @@ class CustomerSignals:
         Records of a partition whose state was loaded again (or revoked) since the reader
         was positioned for it (``epoch``) are left: the new state reads them again from
         its checkpoint. A record that does not decode is dead-lettered and skipped, once
-        (not when read again below ``signals_next``).
+        (``PartitionState.apply_signals`` says which are taken now).
         """
         if not batch or self.consumer is None:
             return
@@ -58,16 +57,19 @@ class CustomerSignals:
                 state = runtime.partitions.get(partition)
                 if state is None or state.epoch != epochs.get(partition):
                     continue
-                made: list[CustomerTransition] = []
-                for record in records:
-                    value = record.value if isinstance(record.value, bytes) else b""
-                    signal = decode_signal(value)
-                    if not isinstance(signal, Corrupt):
-                        made += state.apply_signals([(record.offset, signal)])
-                    elif state.signals_next is None or record.offset >= state.signals_next:
-                        where = (record.topic, partition, record.offset, record.key)
-                        await publisher.reject(
-                            CorruptRecord("customer_signals", *where, value, signal)
-                        )
-                        state.signals_next = record.offset + 1
+                at = {record.offset: record for record in records}
+                made, corrupt = state.apply_signals(
+                    (record.offset, decode_signal(_value(record))) for record in records
+                )
+                for offset, why in corrupt:
+                    record = at[offset]
+                    where = (record.topic, partition, offset, record.key)
+                    await publisher.reject(
+                        CorruptRecord("customer_signals", *where, _value(record), why)
+                    )
                 await publisher.publish_customers(made)
+
+
+def _value(record: Any) -> bytes:
+    """A record's value as bytes (a record without one reads as empty: it does not decode)."""
+    return record.value if isinstance(record.value, bytes) else b""

@@ -631,19 +631,27 @@ class PartitionState:
         self._count(out)
         return out
 
-    def apply_signals(self, signals: Iterable[tuple[int, Signal]]) -> list[CustomerTransition]:
+    def apply_signals(
+        self, signals: Iterable[tuple[int, Signal | Corrupt]]
+    ) -> tuple[list[CustomerTransition], list[tuple[int, Corrupt]]]:
         """Apply customer signals at their offsets of the signals topic, in order.
 
-        A signal below :attr:`signals_next` was applied before (read again after a restart
+        A signal below :attr:`signals_next` was taken before (read again after a restart
         from an earlier position) and is skipped; applying one again would change nothing
-        anyway (``apply_signal`` is idempotent). Returns the customer transitions made.
+        anyway (``apply_signal`` is idempotent). A record that did not decode is taken
+        and skipped. Returns the customer transitions made, and the records that did not
+        decode taken now (to dead-letter once).
         """
         made: list[CustomerTransition] = []
+        corrupt: list[tuple[int, Corrupt]] = []
         customers = self.customers
         for offset, signal in signals:
             if self.signals_next is not None and offset < self.signals_next:
                 continue
             self.signals_next = offset + 1
+            if isinstance(signal, Corrupt):
+                corrupt.append((offset, signal))
+                continue
             key = signal.customer_key
             state = customers.get(key)
             if state is None:
@@ -654,7 +662,7 @@ class PartitionState:
                 customers[key] = state
             if transition is not None:
                 made.append(transition)
-        return made
+        return made, corrupt
 
     def _recorded_customer(self, key: str) -> CustomerState:
         """The customer's state as its record holds it, or a new one."""

@@ -13,17 +13,20 @@ Six visitors on four input partitions, their events written by hand below, and w
 * ``anon-f`` purchases anonymously in two sessions 3 hours apart -> ``customer_retained``
   for ``anon-f``.
 
-So two of each kind, and ``journey_customer_transitions_total`` counts 2 per stage.
+So two of each kind, and ``journey_customer_transitions_total`` counts 2 per stage. A
+record of garbage written to the signals topic among ``u1``'s signals is dead-lettered
+and skipped, and changes none of this.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from support import poll
+from support import BROKERS, poll
 from workerkit import (
     Names,
     WorkerProcess,
@@ -36,6 +39,11 @@ from workerkit import (
 )
 
 from streams.worker.partitioning import partition_for_key
+
+with warnings.catch_warnings():
+    # kafka-python 3.0 uses a deprecated importlib.resources call at import time.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka import KafkaProducer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -119,6 +127,15 @@ def test_customer_transitions_are_published_once_per_customer(tmp_path: Path) ->
         run(tmp_path, names)
 
 
+def send_raw(topic: str, partition: int, value: bytes) -> None:
+    """One record, as is, to ``topic[partition]``."""
+    producer = KafkaProducer(bootstrap_servers=BROKERS, acks="all")
+    try:
+        producer.send(topic, value=value, partition=partition).get(timeout=30)
+    finally:
+        producer.close(timeout=10)
+
+
 def run(tmp_path: Path, names: Names) -> None:
     data_dir = tmp_path / "worker"
     data_dir.mkdir()
@@ -128,15 +145,25 @@ def run(tmp_path: Path, names: Names) -> None:
     try:
         worker.start()
         worker.wait_ready()
+        # Garbage on the signals topic (created by the worker): dead-lettered, skipped, and
+        # the customers' records are unchanged.
+        signals = f"{names.app_id}-customer-signals"
+        garbage_partition = partition_for_key(b"u1", PARTITIONS)  # among u1's real signals
+        send_raw(signals, garbage_partition, b"\xc1 not a signal")
 
         def counted() -> bool:
             worker.assert_alive("while customers were being counted")
             samples = worker.scrape() or {}
-            return (
-                sum(by_label(samples, "journey_customer_transitions_total", "stage").values()) >= 4
-            )
+            made = by_label(samples, "journey_customer_transitions_total", "stage")
+            rejected = by_label(samples, "journey_internal_messages_rejected_total", "topic")
+            return sum(made.values()) >= 4 and rejected
 
-        poll(counted, timeout_s=90, what="4 customer transitions", describe=worker.log_tail)
+        poll(
+            counted,
+            timeout_s=90,
+            what="4 customer transitions and the garbage rejected",
+            describe=worker.log_tail,
+        )
         records = read_topic(names.transitions_topic, expected=0, timeout_s=10, committed=True)
         decoded = [json.loads(value) for _key, value in records]
         customers = [d for d in decoded if d["kind"].startswith("customer_")]
@@ -152,5 +179,11 @@ def run(tmp_path: Path, names: Names) -> None:
         samples = worker.metrics()
         stages = by_label(samples, "journey_customer_transitions_total", "stage")
         assert stages == {"retention": 2.0, "advocacy": 2.0}
+        rejected = by_label(samples, "journey_internal_messages_rejected_total", "topic")
+        assert rejected == {"customer_signals": 1.0}
+        dead = [json.loads(v) for _k, v in read_topic(names.dlq_topic, expected=1, committed=True)]
+        assert [(d["reason"], d["source"]["topic"], d["source"]["partition"]) for d in dead] == [
+            ("corrupt_internal_message", signals, garbage_partition)
+        ]
     finally:
         worker.stop()

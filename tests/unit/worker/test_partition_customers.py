@@ -8,11 +8,13 @@ from streams.engine.customers import (
     CUSTOMER_RETAINED,
     PURCHASE,
     CustomerState,
+    CustomerTransition,
     Signal,
     decode_customer,
 )
 from streams.engine.sessionizer import SessionConfig
 from streams.engine.stages import StageRules
+from streams.engine.state import Corrupt
 from streams.worker.changelog import screen
 from streams.worker.partition import (
     WATERMARK_KEY,
@@ -47,7 +49,9 @@ EXPECTED = [(CUSTOMER_RETAINED, "u1", "s2"), (CUSTOMER_ADVOCATE, "u2", "s3"),
             (CUSTOMER_ADVOCATE, "u3", "s6")]  # fmt: skip
 
 
-def made(transitions: list) -> list[tuple[str, str, str]]:
+def made(applied: tuple[list[CustomerTransition], list]) -> list[tuple[str, str, str]]:
+    transitions, corrupt = applied
+    assert corrupt == []
     return [(t.kind, t.customer_key, t.session_id) for t in transitions]
 
 
@@ -116,3 +120,15 @@ def test_customer_records_are_screened_at_recovery() -> None:
     assert f"belongs to partition {home}" in verdicts[1].detail
     assert verdicts[2] is not None
     assert verdicts[3] is None  # a deletion
+
+
+def test_a_signal_that_does_not_decode_is_taken_once_and_skipped() -> None:
+    """Returned for the dead-letter topic when taken; read again later, it is not."""
+    bad = Corrupt("customer signal: junk")
+    state = PartitionState(0, CONFIG, RULES)
+    transitions, corrupt = state.apply_signals([(0, SIGNALS[0][1]), (1, bad), (2, SIGNALS[3][1])])
+    assert corrupt == [(1, bad)]
+    assert [(t.kind, t.customer_key) for t in transitions] == [(CUSTOMER_RETAINED, "u1")]
+    assert state.signals_next == 3
+    again = restored(state.checkpoint().writes)
+    assert again.apply_signals([(1, bad), (2, SIGNALS[3][1])]) == ([], [])
